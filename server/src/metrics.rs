@@ -1,0 +1,240 @@
+//! The server's Prometheus metrics.
+//!
+//! The names of the first two families are a contract: rollgate's built-in checks read them.
+//! - `http_server_request_duration_seconds` (histogram; labels `http_request_method`,
+//!   `http_route`, `http_response_status_code`), OpenTelemetry semantic-convention names as
+//!   Prometheus exposes them. Buckets include 0.3 s exactly, so "slower than 300 ms" is a bucket
+//!   boundary and not an interpolation.
+//! - `runtime_pause_seconds` (histogram): how late the periodic runtime probe woke up, the
+//!   GC-equivalent pause. Buckets include 0.05 s exactly.
+//!
+//! The rest are the server's own (`refserver_*`) and the async runtime's (`tokio_*`).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Request-duration buckets (seconds).
+pub const REQUEST_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0,
+    10.0,
+];
+
+/// Runtime-pause buckets (seconds).
+pub const PAUSE_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.5];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub http_request_method: String,
+    pub http_route: String,
+    pub http_response_status_code: u16,
+}
+
+/// Why a request was turned away before its handler ran.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum RejectReason {
+    rate_limited,
+    shaper_full,
+    pool_full,
+    timeout,
+    body_too_large,
+    bad_request,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub reason: RejectReason,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ReloadResult {
+    applied,
+    rejected,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: ReloadResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InfoLabels {
+    pub version: String,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum FaultKind {
+    error,
+    latency,
+    pause,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FaultLabels {
+    pub kind: FaultKind,
+}
+
+/// The request histogram family; a fn-pointer constructor keeps the type nameable.
+pub type RequestFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
+
+fn request_histogram() -> Histogram {
+    Histogram::new(REQUEST_BUCKETS.iter().copied())
+}
+
+/// All metric handles; cheap to clone (every handle is an `Arc` inside).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub requests: RequestFamily,
+    pub runtime_pause: Histogram,
+    pub rejected: Family<RejectLabels, Counter>,
+    pub config_reloads: Family<ReloadLabels, Counter>,
+    pub panics: Counter,
+    pub faults: Family<FaultLabels, Counter>,
+    pub pool_queue_depth: Gauge,
+    pub pool_queue_capacity: Gauge,
+    pub pool_busy_workers: Gauge,
+    pub pool_workers: Gauge,
+    pub admission_rate: Gauge<f64, AtomicU64>,
+    pub in_flight: Gauge,
+    pub tokio_workers: Gauge,
+    pub tokio_alive_tasks: Gauge,
+    pub tokio_global_queue_depth: Gauge,
+}
+
+impl Metrics {
+    pub fn new(version: &str) -> Self {
+        let mut registry = Registry::default();
+        let requests: RequestFamily = Family::new_with_constructor(request_histogram);
+        registry.register(
+            "http_server_request_duration_seconds",
+            "Duration of HTTP server requests",
+            requests.clone(),
+        );
+        let runtime_pause = Histogram::new(PAUSE_BUCKETS.iter().copied());
+        registry.register(
+            "runtime_pause_seconds",
+            "How late the periodic runtime probe woke up: time the runtime could not run ready work",
+            runtime_pause.clone(),
+        );
+        let rejected = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "refserver_rejected_requests",
+            "Requests turned away before their handler ran, by reason",
+            rejected.clone(),
+        );
+        let config_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "refserver_config_reloads",
+            "Configuration file reloads, by result",
+            config_reloads.clone(),
+        );
+        let panics = Counter::default();
+        registry.register("refserver_panics", "Handler panics answered with 500", panics.clone());
+        let faults = Family::<FaultLabels, Counter>::default();
+        registry.register("refserver_faults_injected", "Faults injected on purpose, by kind", faults.clone());
+        let pool_queue_depth = Gauge::default();
+        registry.register(
+            "refserver_pool_queue_depth",
+            "Jobs waiting for a pool worker",
+            pool_queue_depth.clone(),
+        );
+        let pool_queue_capacity = Gauge::default();
+        registry.register(
+            "refserver_pool_queue_capacity",
+            "Capacity of the pool queue",
+            pool_queue_capacity.clone(),
+        );
+        let pool_busy_workers = Gauge::default();
+        registry.register(
+            "refserver_pool_busy_workers",
+            "Pool workers running a job",
+            pool_busy_workers.clone(),
+        );
+        let pool_workers = Gauge::default();
+        registry.register("refserver_pool_workers", "Pool worker threads", pool_workers.clone());
+        let admission_rate = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "refserver_admission_rate_per_second",
+            "Currently admitted request rate (0 when admission control is off)",
+            admission_rate.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register("refserver_requests_in_flight", "API requests being served", in_flight.clone());
+        let tokio_workers = Gauge::default();
+        registry.register(
+            "tokio_runtime_workers",
+            "Worker threads of the async runtime",
+            tokio_workers.clone(),
+        );
+        let tokio_alive_tasks = Gauge::default();
+        registry.register(
+            "tokio_runtime_alive_tasks",
+            "Tasks alive in the async runtime",
+            tokio_alive_tasks.clone(),
+        );
+        let tokio_global_queue_depth = Gauge::default();
+        registry.register(
+            "tokio_runtime_global_queue_depth",
+            "Tasks waiting in the runtime's global queue",
+            tokio_global_queue_depth.clone(),
+        );
+        let info = Family::<InfoLabels, Gauge>::default();
+        info.get_or_create(&InfoLabels { version: version.to_string() }).set(1);
+        registry.register("refserver_build_info", "The running version", info);
+
+        Self {
+            registry: Arc::new(registry),
+            requests,
+            runtime_pause,
+            rejected,
+            config_reloads,
+            panics,
+            faults,
+            pool_queue_depth,
+            pool_queue_capacity,
+            pool_busy_workers,
+            pool_workers,
+            admission_rate,
+            in_flight,
+            tokio_workers,
+            tokio_alive_tasks,
+            tokio_global_queue_depth,
+        }
+    }
+
+    pub fn reject(&self, reason: RejectReason) {
+        self.rejected.get_or_create(&RejectLabels { reason }).inc();
+    }
+
+    pub fn fault(&self, kind: FaultKind) {
+        self.faults.get_or_create(&FaultLabels { kind }).inc();
+    }
+
+    pub fn reload(&self, result: ReloadResult) {
+        self.config_reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    /// The text exposition, with the runtime gauges sampled now.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let m = handle.metrics();
+            self.tokio_workers.set(m.num_workers() as i64);
+            self.tokio_alive_tasks.set(m.num_alive_tasks() as i64);
+            self.tokio_global_queue_depth.set(m.global_queue_depth() as i64);
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

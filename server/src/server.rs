@@ -1,0 +1,153 @@
+//! Running the server: bind, serve, background tasks, and graceful shutdown.
+//!
+//! Shutdown on SIGTERM or SIGINT: readiness turns 503 at once; after `shutdown.drain_delay_ms`
+//! (time for load balancers to notice) the listener stops accepting; in-flight requests get
+//! `shutdown.grace_ms` to finish; then telemetry is flushed and `run` returns (exit 0). A
+//! background task that ends unexpectedly ends the server with an error instead of leaving it
+//! half-working.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::app;
+use crate::config::Sources;
+use crate::middleware::adapt_loop;
+use crate::reload::reload_loop;
+use crate::runtime_probe::{probe_loop, stall_loop};
+use crate::state::{AppState, Lifecycle};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("listen on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("serving: {0}")]
+    Serve(std::io::Error),
+    #[error("background task {name} ended: {reason}")]
+    Task { name: &'static str, reason: String },
+}
+
+/// Serves until `shutdown` resolves (or a signal arrives), then drains.
+pub async fn run(
+    state: AppState,
+    sources: Sources,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let config = state.config.load_full();
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+    let local = listener.local_addr().map_err(ServeError::Serve)?;
+    tracing::info!(
+        listen = %local,
+        version = %config.version,
+        workers = config.worker_count(),
+        queue_capacity = state.pool.capacity(),
+        "queue capacity = {} (target_qps {} × mean_service_ms {} × safety_factor {}{})",
+        state.pool.capacity(),
+        config.pool.target_qps,
+        config.pool.mean_service_ms,
+        config.pool.safety_factor,
+        if config.pool.queue_capacity > 0 { ", overridden by pool.queue_capacity" } else { "" },
+    );
+
+    // Every background task runs here, and the server ends if one of them does.
+    let mut tasks: JoinSet<(&'static str, Result<(), String>)> = JoinSet::new();
+    let s = state.clone();
+    tasks.spawn(async move {
+        probe_loop(s).await;
+        ("runtime probe", Ok(()))
+    });
+    let s = state.clone();
+    tasks.spawn(async move {
+        stall_loop(s).await;
+        ("stall injector", Ok(()))
+    });
+    let s = state.clone();
+    tasks.spawn(async move {
+        adapt_loop(s).await;
+        ("adaptive admission", Ok(()))
+    });
+    let s = state.clone();
+    tasks.spawn(async move { ("config reload", reload_loop(s, sources).await.map_err(|e| e.to_string())) });
+
+    // Stop signal: SIGTERM, SIGINT or the caller's future.
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    {
+        let state = state.clone();
+        let drain = Duration::from_millis(config.shutdown.drain_delay_ms);
+        tasks.spawn(async move {
+            tokio::select! {
+                () = shutdown => {}
+                r = terminate_signal() => if let Err(e) = r {
+                    return ("signal handler", Err(e.to_string()));
+                },
+            }
+            state.set_lifecycle(Lifecycle::Draining);
+            tracing::info!(
+                drain_delay_ms = drain.as_millis() as u64,
+                "shutdown requested; readiness is now 503"
+            );
+            tokio::time::sleep(drain).await;
+            let _ = stop_tx.send(true);
+            // Stay pending: this task has done its job and must not look like a failure.
+            std::future::pending::<()>().await;
+            ("signal handler", Ok(()))
+        });
+    }
+
+    let app = app::router(state.clone());
+    let mut graceful_rx = stop_rx.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = graceful_rx.wait_for(|stop| *stop).await;
+    });
+    state.set_lifecycle(Lifecycle::Ready);
+
+    let grace = Duration::from_millis(config.shutdown.grace_ms);
+    let serve = async {
+        let server = server.into_future();
+        tokio::pin!(server);
+        tokio::select! {
+            r = &mut server => r.map_err(ServeError::Serve),
+            _ = async {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(grace_ms = grace.as_millis() as u64, in_flight = state.metrics.in_flight.get(), "grace period over; dropping unfinished requests");
+                Ok(())
+            }
+        }
+    };
+    tokio::pin!(serve);
+    // Every background task runs forever, so any that ends is a failure.
+    let result = tokio::select! {
+        r = &mut serve => r,
+        Some(joined) = tasks.join_next() => {
+            let (name, reason) = match joined {
+                Ok((name, Ok(()))) => (name, "returned".to_string()),
+                Ok((name, Err(reason))) => (name, reason),
+                Err(e) => ("background", e.to_string()),
+            };
+            Err(ServeError::Task { name, reason })
+        }
+    };
+    tasks.abort_all();
+    if result.is_ok() {
+        tracing::info!("server stopped");
+    }
+    result
+}
+
+async fn terminate_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
