@@ -13,6 +13,7 @@
 use std::time::{Duration, Instant};
 
 use crate::config::{AdmissionConfig, AdmissionMode};
+use crate::state::{AppState, admission_gauge};
 
 /// What the admission controller says about one request.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -186,6 +187,35 @@ impl WindowRecorder {
         self.count = 0;
         self.errors = 0;
         stats
+    }
+}
+
+// === control loop ===
+
+/// The adaptive limiter's control loop: one adjustment per interval.
+pub async fn adapt_loop(state: AppState) {
+    loop {
+        let interval = Duration::from_millis(state.config.load().admission.adjust_interval_ms);
+        tokio::time::sleep(interval).await;
+        let window = match state.window.lock() {
+            Ok(mut w) => w.take(),
+            Err(_) => continue,
+        };
+        let cfg = state.config.load();
+        if let Ok(mut a) = state.admission.lock() {
+            let before = a.rate();
+            a.adapt(&cfg.admission, &window);
+            if a.rate() != before {
+                tracing::info!(
+                    before,
+                    after = a.rate(),
+                    p99_ms = window.p99_ms,
+                    error_ratio = window.error_ratio(),
+                    "adaptive admission rate changed"
+                );
+            }
+            state.metrics.admission_rate.set(admission_gauge(&a));
+        }
     }
 }
 

@@ -5,18 +5,17 @@ use std::any::Any;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::error::ApiError;
 use crate::handlers;
 use crate::metrics::Metrics;
-use crate::middleware::{self as mw, X_REFSERVER_VERSION};
+use crate::middleware as mw;
 use crate::state::AppState;
 
 /// The whole application.
@@ -27,9 +26,7 @@ pub fn router(state: AppState) -> Router {
 /// The application with extra API routes that get the full API middleware (tests use it to add a
 /// handler that panics).
 pub fn router_with_api(state: AppState, extra_api: Router<AppState>) -> Router {
-    let config = state.config.load();
-    let version =
-        HeaderValue::from_str(&config.version).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let body_limit = state.config.load().body_limit_bytes;
     let metrics = state.metrics.clone();
 
     let api = Router::new()
@@ -38,16 +35,9 @@ pub fn router_with_api(state: AppState, extra_api: Router<AppState>) -> Router {
         .merge(extra_api)
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
-        .layer(
-            ServiceBuilder::new()
-                .layer(from_fn_with_state(state.clone(), mw::record_metrics))
-                .layer(CatchPanicLayer::custom(move |p: Box<dyn Any + Send>| {
-                    panic_response(&metrics, p.as_ref())
-                }))
-                .layer(from_fn_with_state(state.clone(), mw::timeout))
-                .layer(from_fn_with_state(state.clone(), mw::admit))
-                .layer(from_fn_with_state(state.clone(), mw::inject_faults)),
-        );
+        .layer(ServiceBuilder::new().layer(from_fn_with_state(state.clone(), mw::api)).layer(
+            CatchPanicLayer::custom(move |p: Box<dyn Any + Send>| panic_response(&metrics, p.as_ref())),
+        ));
 
     let ops = Router::new()
         .route("/healthz", get(handlers::healthz))
@@ -58,11 +48,8 @@ pub fn router_with_api(state: AppState, extra_api: Router<AppState>) -> Router {
     ops.merge(api)
         .layer(
             ServiceBuilder::new()
-                .layer(from_fn_with_state(state.clone(), mw::request_id))
-                .layer(axum::middleware::from_fn(mw::trace))
-                .layer(SetResponseHeaderLayer::overriding(X_REFSERVER_VERSION.clone(), version))
-                .layer(from_fn_with_state(state.clone(), mw::body_limit))
-                .layer(DefaultBodyLimit::max(config.body_limit_bytes)),
+                .layer(from_fn_with_state(state.clone(), mw::edge))
+                .layer(DefaultBodyLimit::max(body_limit)),
         )
         .with_state(state)
 }

@@ -19,3 +19,4 @@ pub mod runtime_probe;
 pub mod server;
 pub mod state;
 pub mod telemetry;
+pub mod trace_context;

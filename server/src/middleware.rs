@@ -1,53 +1,58 @@
-//! The middleware onion. Outermost first, for every route:
+//! The middleware onion, in two pipelines whose steps run in this order (outermost first).
 //!
-//! 1. `request_id`: honours a valid `x-request-id` (1–128 visible ASCII characters; anything
-//!    else is a 400), or makes one; returns it on the response.
-//! 2. `trace`: one span per request (method, route, request id, trace id) whose parent is the
-//!    caller's W3C `traceparent` when valid (an invalid one is ignored, as the W3C spec says);
-//!    the response carries this server's `traceparent`; one JSON log line when the request ends.
+//! `edge`, for every route:
+//! 1. request id: honours a valid `x-request-id` (1–128 visible ASCII characters; anything else
+//!    is a 400), or makes one; returned on the response.
+//! 2. trace: W3C `traceparent` taken from the caller when valid (an invalid one is ignored, as
+//!    the spec says) and returned with this server's span id; a `debug` span per request
+//!    (method, route, request id, trace id), exported over OTLP when configured; one log line per
+//!    request (`debug`, or `warn` for 5xx) carrying the ids.
 //! 3. `x-refserver-version` response header.
-//! 4. `body_limit`: a declared body over `body_limit_bytes` is a 413 at once; a streamed one is
-//!    cut at the limit by the extractors (`DefaultBodyLimit`).
+//! 4. body limit: a declared body over `body_limit_bytes` is a 413 at once; a streamed one is cut
+//!    at the limit by the extractors (`DefaultBodyLimit`, see `app`).
 //!
-//! Then, for the API routes only (probes and `/metrics` stay cheap and unfaulted):
+//! `api`, for the API routes only (probes and `/metrics` stay cheap and unfaulted):
+//! 5. metrics: duration histogram by method, route and status; in-flight gauge; the adaptive
+//!    limiter's window. Outside everything that can answer on its own, so 429, 503, injected
+//!    faults and panics are all counted.
+//! 6. timeout: the live `request_timeout_ms`; 503 `timeout` when exceeded.
+//! 7. admission control: 429 + `Retry-After` (see `admission`).
+//! 8. faults: safepoint (stop-the-world stall), added latency, injected 500s.
+//! 9. panic capture (`CatchPanicLayer` around the handler, see `app`): 500 JSON, counted, and
+//!    the server keeps serving.
 //!
-//! 5. `record_metrics`: duration histogram by method, route and status; in-flight gauge; the
-//!    adaptive limiter's window. It sits outside everything that can answer on its own, so 429,
-//!    503 and panics are all counted.
-//! 6. panic capture (`CatchPanicLayer`, see `app`): 500 JSON, counted, the server keeps serving.
-//! 7. `timeout`: the live `request_timeout_ms`; 503 `timeout` when exceeded.
-//! 8. `admit`: the admission controller (429 + `Retry-After`).
-//! 9. `inject_faults`: safepoint (stop-the-world stall), added latency, injected 500s.
+//! Each pipeline is one middleware function calling its steps in order: one boxed future and one
+//! state clone per pipeline instead of per step, which is most of the onion's cost at high rates
+//! (see `docs/benchmarks.md`).
 
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::TraceContextExt;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use rand::Rng;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::admission::Admit;
+use crate::config::{AdmissionMode, Config};
 use crate::error::ApiError;
 use crate::metrics::{FaultKind, RejectReason, RequestLabels};
-use crate::state::{AppState, admission_gauge};
+use crate::state::AppState;
+use crate::trace_context::TraceParent;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_REFSERVER_VERSION: HeaderName = HeaderName::from_static("x-refserver-version");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
-/// The request id of the request being served.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub HeaderValue);
+// === edge pipeline ===
 
-// === request id ===
-
-pub async fn request_id(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let id = match req.headers().get(&X_REQUEST_ID) {
+pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    // 1. request id
+    let request_id = match req.headers().get(&X_REQUEST_ID) {
         Some(v) => match valid_request_id(v) {
             Ok(()) => v.clone(),
             Err(reason) => {
@@ -57,9 +62,30 @@ pub async fn request_id(State(state): State<AppState>, mut req: Request, next: N
         },
         None => new_request_id(),
     };
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let mut res = next.run(req).await;
-    res.headers_mut().insert(X_REQUEST_ID.clone(), id);
+    // 2. trace
+    let route = route_of(&req);
+    let method = req.method().clone();
+    let parent = TraceParent::from_headers(req.headers());
+    let span = tracing::debug_span!(
+        "request",
+        http.request.method = %method,
+        http.route = %route,
+        request_id = request_id.to_str().unwrap_or_default(),
+        trace_id = tracing::field::Empty,
+    );
+    let ids = trace_ids(&span, parent.as_ref());
+    span.record("trace_id", tracing::field::display(ids.trace_id_hex()));
+    // 4. body limit (inside the span, so a 413 is logged with the ids)
+    let mut res = match check_body_limit(&state, &req) {
+        Ok(()) => next.run(req).instrument(span).await,
+        Err(rejected) => rejected,
+    };
+    // 1–3 on the way out.
+    let headers = res.headers_mut();
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    headers.insert(TRACEPARENT.clone(), ids.header_value());
+    headers.insert(X_REFSERVER_VERSION.clone(), state.version_header.clone());
+    log_request(&res, started, &method, &route, &request_id, &ids);
     res
 }
 
@@ -80,111 +106,101 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_str(&format!("{n:032x}")).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
-// === trace ===
-
-struct HeaderExtract<'a>(&'a HeaderMap);
-
-impl Extractor for HeaderExtract<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
+/// This request's trace context. When the span is exported (OTLP on), the exported span's ids
+/// are the ones propagated; otherwise they are made here.
+fn trace_ids(span: &tracing::Span, parent: Option<&TraceParent>) -> TraceParent {
+    if span.is_disabled() {
+        return TraceParent::child_of(parent);
     }
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(HeaderName::as_str).collect()
-    }
-}
-
-struct HeaderInject<'a>(&'a mut HeaderMap);
-
-impl Injector for HeaderInject<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if value.is_empty() {
-            return;
-        }
-        if let (Ok(k), Ok(v)) = (HeaderName::try_from(key), HeaderValue::try_from(value)) {
-            self.0.insert(k, v);
-        }
-    }
-}
-
-pub async fn trace(req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = route_of(&req);
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .and_then(|r| r.0.to_str().ok().map(str::to_owned))
-        .unwrap_or_default();
-    let span = tracing::info_span!(
-        "request",
-        http.request.method = %req.method(),
-        http.route = %route,
-        request_id = %request_id,
-        trace_id = tracing::field::Empty,
-    );
-    let propagator = TraceContextPropagator::new();
-    let parent = propagator.extract(&HeaderExtract(req.headers()));
-    if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
+    if let Some(p) = parent {
+        let remote = SpanContext::new(
+            TraceId::from(p.trace_id),
+            SpanId::from(p.span_id),
+            if p.sampled { TraceFlags::SAMPLED } else { TraceFlags::default() },
+            true,
+            TraceState::default(),
+        );
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
     }
     let cx = span.context();
-    let span_context = cx.span().span_context().clone();
-    if span_context.is_valid() {
-        span.record("trace_id", tracing::field::display(span_context.trace_id()));
+    let sc = cx.span().span_context().clone();
+    if sc.is_valid() {
+        TraceParent {
+            trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()),
+            span_id: u64::from_be_bytes(sc.span_id().to_bytes()),
+            sampled: sc.is_sampled(),
+        }
+    } else {
+        TraceParent::child_of(parent)
     }
-    let mut res = next.run(req).instrument(span.clone()).await;
-    if span_context.is_valid() {
-        propagator.inject_context(&cx, &mut HeaderInject(res.headers_mut()));
-    }
+}
+
+fn log_request(
+    res: &Response,
+    started: Instant,
+    method: &axum::http::Method,
+    route: &str,
+    request_id: &HeaderValue,
+    ids: &TraceParent,
+) {
     let status = res.status().as_u16();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    span.in_scope(|| {
-        if status >= 500 {
-            tracing::warn!(status, elapsed_ms, "request finished");
-        } else {
-            tracing::info!(status, elapsed_ms, "request finished");
-        }
-    });
-    res
+    let request_id = request_id.to_str().unwrap_or_default();
+    if status >= 500 {
+        tracing::warn!(status, elapsed_ms, %method, route, request_id, trace_id = %ids.trace_id_hex(), "request finished");
+    } else {
+        tracing::debug!(status, elapsed_ms, %method, route, request_id, trace_id = %ids.trace_id_hex(), "request finished");
+    }
 }
 
 fn route_of(req: &Request) -> String {
     req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string())
 }
 
-// === body limit ===
-
-pub async fn body_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+fn check_body_limit(state: &AppState, req: &Request) -> Result<(), Response> {
+    let Some(len) = req.headers().get(header::CONTENT_LENGTH) else { return Ok(()) };
     let limit = state.config.load().body_limit_bytes;
-    if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
-        let declared = len.to_str().ok().and_then(|s| s.parse::<u64>().ok());
-        match declared {
-            None => {
-                state.metrics.reject(RejectReason::bad_request);
-                return ApiError::bad_request("header content-length: not a number").into_response();
-            }
-            Some(n) if n > limit as u64 => {
-                state.metrics.reject(RejectReason::body_too_large);
-                return ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!("request body of {n} bytes is over the limit of {limit} bytes"),
-                )
-                .into_response();
-            }
-            Some(_) => {}
+    match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
+        None => {
+            state.metrics.reject(RejectReason::bad_request);
+            Err(ApiError::bad_request("header content-length: not a number").into_response())
         }
+        Some(n) if n > limit as u64 => {
+            state.metrics.reject(RejectReason::body_too_large);
+            Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body of {n} bytes is over the limit of {limit} bytes"),
+            )
+            .into_response())
+        }
+        Some(_) => Ok(()),
     }
-    next.run(req).await
 }
 
-// === metrics ===
+// === api pipeline ===
 
-pub async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn api(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    // 5. metrics
     let started = Instant::now();
     let method = req.method().to_string();
     let route = route_of(&req);
     state.metrics.in_flight.inc();
-    let res = next.run(req).await;
+    let config = state.config.load_full();
+    // 6. timeout
+    let limit = Duration::from_millis(config.request_timeout_ms);
+    let res = match tokio::time::timeout(limit, admit_then_serve(&state, &config, req, next)).await {
+        Ok(res) => res,
+        Err(_) => {
+            state.metrics.reject(RejectReason::timeout);
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!("request took longer than {} ms", limit.as_millis()),
+            )
+            .into_response()
+        }
+    };
     state.metrics.in_flight.dec();
     let elapsed = started.elapsed();
     let status = res.status().as_u16();
@@ -197,90 +213,44 @@ pub async fn record_metrics(State(state): State<AppState>, req: Request, next: N
             http_response_status_code: status,
         })
         .observe(elapsed.as_secs_f64());
-    if let Ok(mut w) = state.window.lock() {
+    // Only the adaptive limiter reads the window; skip the lock otherwise.
+    if config.admission.adaptive
+        && let Ok(mut w) = state.window.lock()
+    {
         w.record(elapsed, status >= 500);
     }
     res
 }
 
-// === timeout ===
-
-pub async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let limit = Duration::from_millis(state.config.load().request_timeout_ms);
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(res) => res,
-        Err(_) => {
-            state.metrics.reject(RejectReason::timeout);
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
-                format!("request took longer than {} ms", limit.as_millis()),
-            )
-            .into_response()
-        }
-    }
-}
-
-// === admission ===
-
-pub async fn admit(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let decision = match state.admission.lock() {
-        Ok(mut a) => a.admit(Instant::now()),
-        Err(_) => Admit::Now,
-    };
-    match decision {
-        Admit::Now => next.run(req).await,
-        Admit::After(wait) => {
-            tokio::time::sleep(wait).await;
-            next.run(req).await
-        }
-        Admit::Reject { retry_after, shaped } => {
-            let reason = if shaped { RejectReason::shaper_full } else { RejectReason::rate_limited };
-            state.metrics.reject(reason);
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "over the admitted request rate; retry later",
-            )
-            .retry_after(retry_after)
-            .into_response()
-        }
-    }
-}
-
-/// The adaptive limiter's control loop: one adjustment per interval.
-pub async fn adapt_loop(state: AppState) {
-    loop {
-        let interval = Duration::from_millis(state.config.load().admission.adjust_interval_ms);
-        tokio::time::sleep(interval).await;
-        let window = match state.window.lock() {
-            Ok(mut w) => w.take(),
-            Err(_) => continue,
+/// 7. admission control, then 8. faults, then the handler.
+async fn admit_then_serve(state: &AppState, config: &Config, req: Request, next: Next) -> Response {
+    if config.admission.mode != AdmissionMode::Off {
+        let decision = match state.admission.lock() {
+            Ok(mut a) => a.admit(Instant::now()),
+            Err(_) => Admit::Now,
         };
-        let cfg = state.config.load();
-        if let Ok(mut a) = state.admission.lock() {
-            let before = a.rate();
-            a.adapt(&cfg.admission, &window);
-            if a.rate() != before {
-                tracing::info!(
-                    before,
-                    after = a.rate(),
-                    p99_ms = window.p99_ms,
-                    error_ratio = window.error_ratio(),
-                    "adaptive admission rate changed"
-                );
+        match decision {
+            Admit::Now => {}
+            Admit::After(wait) => tokio::time::sleep(wait).await,
+            Admit::Reject { retry_after, shaped } => {
+                let reason = if shaped { RejectReason::shaper_full } else { RejectReason::rate_limited };
+                state.metrics.reject(reason);
+                return ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "over the admitted request rate; retry later",
+                )
+                .retry_after(retry_after)
+                .into_response();
             }
-            state.metrics.admission_rate.set(admission_gauge(&a));
         }
     }
-}
-
-// === faults ===
-
-pub async fn inject_faults(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    // Pass the safepoint: an injected stop-the-world stall holds requests here.
-    drop(state.safepoint.read().await);
-    let fault = state.config.load().fault.clone();
+    let fault = &config.fault;
+    // Pass the safepoint: an injected stop-the-world stall holds requests here. Without a
+    // configured stall there is nothing to wait for, and the shared lock is not touched.
+    if fault.pause_ms > 0 {
+        drop(state.safepoint.read().await);
+    }
     if fault.latency_ms > 0 || fault.latency_jitter_ms > 0 {
         let jitter = if fault.latency_jitter_ms > 0 {
             rand::rng().random_range(0..=fault.latency_jitter_ms)

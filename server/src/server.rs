@@ -13,9 +13,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::admission::adapt_loop;
 use crate::app;
 use crate::config::Sources;
-use crate::middleware::adapt_loop;
 use crate::reload::reload_loop;
 use crate::runtime_probe::{probe_loop, stall_loop};
 use crate::state::{AppState, Lifecycle};

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use axum::http::HeaderValue;
 
 use crate::admission::{Admission, WindowRecorder};
 use crate::config::Config;
@@ -20,34 +21,51 @@ pub enum Lifecycle {
     Draining = 2,
 }
 
+/// Shared state: one `Arc`, so the per-request clones made by extractors and middleware cost one
+/// atomic increment, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     /// The live configuration; a reload swaps it atomically.
-    pub config: Arc<ArcSwap<Config>>,
+    pub config: ArcSwap<Config>,
     pub metrics: Metrics,
     pub pool: WorkerPool,
-    pub admission: Arc<Mutex<Admission>>,
-    pub window: Arc<Mutex<WindowRecorder>>,
+    pub admission: Mutex<Admission>,
+    pub window: Mutex<WindowRecorder>,
     /// The stop-the-world gate: requests and the runtime probe pass it; an injected stall closes
     /// it (see `runtime_probe`).
-    pub safepoint: Arc<tokio::sync::RwLock<()>>,
-    lifecycle: Arc<AtomicU8>,
+    pub safepoint: tokio::sync::RwLock<()>,
+    lifecycle: AtomicU8,
+    /// `x-refserver-version`, made once (the version changes only on restart).
+    pub version_header: HeaderValue,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl AppState {
+    #[allow(clippy::new_ret_no_self)]
     pub fn new(config: Config, metrics: Metrics) -> std::io::Result<Self> {
         let pool = WorkerPool::new(config.worker_count(), config.derived_queue_capacity(), metrics.clone())?;
         let admission = Admission::new(&config.admission, Instant::now());
         metrics.admission_rate.set(admission_gauge(&admission));
-        Ok(Self {
-            config: Arc::new(ArcSwap::from_pointee(config)),
+        let version_header =
+            HeaderValue::from_str(&config.version).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        Ok(Self(Arc::new(Shared {
+            config: ArcSwap::from_pointee(config),
             metrics,
             pool,
-            admission: Arc::new(Mutex::new(admission)),
-            window: Arc::new(Mutex::new(WindowRecorder::default())),
-            safepoint: Arc::new(tokio::sync::RwLock::new(())),
-            lifecycle: Arc::new(AtomicU8::new(Lifecycle::Starting as u8)),
-        })
+            admission: Mutex::new(admission),
+            window: Mutex::new(WindowRecorder::default()),
+            safepoint: tokio::sync::RwLock::new(()),
+            lifecycle: AtomicU8::new(Lifecycle::Starting as u8),
+            version_header,
+        })))
     }
 
     pub fn lifecycle(&self) -> Lifecycle {

@@ -8,7 +8,10 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Level;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -32,7 +35,8 @@ impl Telemetry {
     pub fn init(config: &Config) -> Result<Self, TelemetryError> {
         let mut builder = SdkTracerProvider::builder()
             .with_resource(Resource::builder().with_service_name(config.otlp.service_name.clone()).build());
-        if !config.otlp.endpoint.is_empty() {
+        let exporting = !config.otlp.endpoint.is_empty();
+        if exporting {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .with_endpoint(config.otlp.endpoint.clone())
@@ -41,24 +45,30 @@ impl Telemetry {
             builder = builder.with_batch_exporter(exporter);
         }
         let provider = builder.build();
-        let tracer = provider.tracer("refserver");
+        // Spans reach OpenTelemetry only when they are exported, with their own filter: the
+        // per-request spans are `debug`, so the log level does not decide what is traced.
+        let otel = exporting.then(|| {
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("refserver"))
+                .with_filter(Targets::new().with_target("refserver", Level::DEBUG).with_default(Level::INFO))
+        });
         let filter =
             EnvFilter::try_new(&config.log.level).map_err(|e| TelemetryError::Filter(e.to_string()))?;
-        let otel = tracing_opentelemetry::layer().with_tracer(tracer);
-        let registry = tracing_subscriber::registry().with(filter).with(otel);
-        let result = match config.log.format {
-            LogFormat::Json => registry
-                .with(
-                    tracing_subscriber::fmt::layer()
-                        .json()
-                        .flatten_event(true)
-                        .with_current_span(true)
-                        .with_span_list(false),
-                )
-                .try_init(),
-            LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).try_init(),
+        let fmt = match config.log.format {
+            LogFormat::Json => tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_filter(filter)
+                .boxed(),
+            LogFormat::Text => tracing_subscriber::fmt::layer().with_filter(filter).boxed(),
         };
-        result.map_err(|e| TelemetryError::Init(e.to_string()))?;
+        tracing_subscriber::registry()
+            .with(otel)
+            .with(fmt)
+            .try_init()
+            .map_err(|e| TelemetryError::Init(e.to_string()))?;
         Ok(Self { provider })
     }
 

@@ -324,7 +324,7 @@ async fn request_id_and_traceparent_are_propagated() {
 
 #[tokio::test]
 async fn request_logs_are_json_with_the_ids() {
-    let mut s = Server::start(&[], &[]).await;
+    let mut s = Server::start(&["--set", "log.level=debug"], &[]).await;
     let r = s
         .client
         .get(s.url("/api/v1/echo"))
@@ -347,8 +347,9 @@ async fn request_logs_are_json_with_the_ids() {
     let v: serde_json::Value = serde_json::from_str(&line).expect("json log");
     assert_eq!(v["message"], "request finished");
     assert_eq!(v["status"], 200);
-    assert_eq!(v["span"]["trace_id"], "0af7651916cd43dd8448eb211c80319c");
-    assert_eq!(v["span"]["http.route"], "/api/v1/echo");
+    assert_eq!(v["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(v["request_id"], "log-me-1");
+    assert_eq!(v["route"], "/api/v1/echo");
 }
 
 #[tokio::test]
@@ -444,4 +445,40 @@ async fn sigint_with_nothing_in_flight_exits_0() {
     let mut s = Server::start(&[], &[]).await;
     s.signal("INT");
     assert_eq!(s.wait_exit().await, Some(0));
+}
+
+#[tokio::test]
+async fn spans_are_exported_over_otlp_and_flushed_at_shutdown() {
+    // A stand-in OTLP/HTTP collector: hands over the protobuf bodies it receives.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<axum::body::Bytes>();
+    let collector = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(body);
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let endpoint = format!("http://{}/v1/traces", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, collector).await });
+
+    let mut s = Server::start(&["--set", &format!("otlp.endpoint={endpoint}")], &[]).await;
+    let r = s
+        .client
+        .get(s.url("/api/v1/echo"))
+        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .send()
+        .await
+        .expect("request");
+    let tp = r.headers()["traceparent"].to_str().expect("ascii").to_string();
+    assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{tp}");
+    s.signal("TERM");
+    assert_eq!(s.wait_exit().await, Some(0));
+    let body = tokio::time::timeout(DEADLINE, rx.recv()).await.expect("an export arrives").expect("open");
+    // The span's trace id (16 raw bytes in the protobuf) is the caller's.
+    let trace_id: [u8; 16] = 0x4bf92f3577b34da6a3ce929d0e0e4736u128.to_be_bytes();
+    assert!(body.windows(16).any(|w| w == trace_id), "exported span continues the caller's trace");
 }

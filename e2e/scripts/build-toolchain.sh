@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Builds the control-plane binaries the e2e suite and `make demo` run, from Go modules, and caches
+# them outside the repository keyed by version and by the wrapper's go.sum:
+#   etcd; kube-apiserver, kube-controller-manager, kube-scheduler, kubectl; traefik; and the
+#   Gateway API standard CRDs.
+# Prints the directory holding bin/ and crds/ on stdout. Safe to run again: a warm cache is a
+# no-op. Needs Go (see go.mod files for the minimum) and the Go module proxy.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/../scripts/lib.sh"
+
+KUBE_VERSION=1.35.4
+ETCD_VERSION=3.6.5
+TRAEFIK_VERSION=3.6.12
+GATEWAY_API_VERSION=1.4.0
+
+command -v go >/dev/null || die "Go is required to build the control plane (https://go.dev/doc/install)"
+
+key() { cat "$here/toolchain/$1/go.mod" "$here/toolchain/$1/go.sum" | sha256sum | cut -c1-12; }
+out="$ROLLGATE_CACHE/toolchain/k8s-$KUBE_VERSION-etcd-$ETCD_VERSION-traefik-$TRAEFIK_VERSION-$(key kubernetes)$(key etcd | cut -c1-4)$(key traefik | cut -c1-4)"
+mkdir -p "$out/bin" "$out/crds"
+
+# build NAME MODULE_DIR LDFLAGS PACKAGE...
+build() {
+  local name=$1 dir=$2 ldflags=$3
+  shift 3
+  if [ -x "$out/bin/$name" ]; then
+    return 0
+  fi
+  log "building $name (go build, cached in $out/bin; first time takes minutes)"
+  (cd "$here/toolchain/$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$out/bin/$name.partial" "$@")
+  mv "$out/bin/$name.partial" "$out/bin/$name"
+}
+
+kv="-X k8s.io/component-base/version.gitVersion=v$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${KUBE_VERSION#1.}"
+kv="${kv%.*}"
+kv="$kv -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=v$KUBE_VERSION"
+build etcd etcd "" go.etcd.io/etcd/server/v3
+for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  build "$c" kubernetes "$kv" "k8s.io/kubernetes/cmd/$c"
+done
+build traefik traefik "-X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" \
+  github.com/traefik/traefik/v3/cmd/traefik
+
+if [ ! -f "$out/crds/.done" ]; then
+  gw=$(cd "$here/toolchain/traefik" && go mod download -json "sigs.k8s.io/gateway-api@v$GATEWAY_API_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -d "$gw/config/crd/standard" ] || die "Gateway API CRDs not found in $gw"
+  cp "$gw"/config/crd/standard/*.yaml "$out/crds/"
+  chmod u+w "$out"/crds/*.yaml
+  touch "$out/crds/.done"
+fi
+printf '%s\n' "$out"
