@@ -78,7 +78,7 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
     // 4. body limit (inside the span, so a 413 is logged with the ids)
     let mut res = match check_body_limit(&state, &req) {
         Ok(()) => next.run(req).instrument(span).await,
-        Err(rejected) => rejected,
+        Err(rejected) => rejected.into_response(),
     };
     // 1–3 on the way out.
     let headers = res.headers_mut();
@@ -157,13 +157,13 @@ fn route_of(req: &Request) -> String {
     req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string())
 }
 
-fn check_body_limit(state: &AppState, req: &Request) -> Result<(), Response> {
+fn check_body_limit(state: &AppState, req: &Request) -> Result<(), ApiError> {
     let Some(len) = req.headers().get(header::CONTENT_LENGTH) else { return Ok(()) };
     let limit = state.config.load().body_limit_bytes;
     match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
         None => {
             state.metrics.reject(RejectReason::bad_request);
-            Err(ApiError::bad_request("header content-length: not a number").into_response())
+            Err(ApiError::bad_request("header content-length: not a number"))
         }
         Some(n) if n > limit as u64 => {
             state.metrics.reject(RejectReason::body_too_large);
@@ -171,8 +171,7 @@ fn check_body_limit(state: &AppState, req: &Request) -> Result<(), Response> {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 format!("request body of {n} bytes is over the limit of {limit} bytes"),
-            )
-            .into_response())
+            ))
         }
         Some(_) => Ok(()),
     }
