@@ -1,0 +1,42 @@
+# rollgate — one entry point. `make demo` shows it working; `make test` is what CI runs.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# Slow artefacts are cached outside the repository, keyed by version (see scripts/lib.sh).
+export ROLLGATE_CACHE ?= $(HOME)/.cache/rollgate
+export CARGO_TARGET_DIR ?= $(shell . scripts/lib.sh && echo $$CARGO_TARGET_DIR)
+CARGO ?= cargo
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+.PHONY: deps
+deps: ## check the toolchain and install missing system packages
+	@command -v $(CARGO) >/dev/null || { echo "error: Rust is required: install it with rustup (https://rustup.rs), then run make again" >&2; exit 1; }
+	@. scripts/lib.sh && apt_install curl
+
+.PHONY: test
+test: deps lint unit ## everything CI checks: format, clippy, generated files, all tests
+
+.PHONY: lint
+lint: ## cargo fmt --check and clippy with -D warnings
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+.PHONY: unit
+unit: ## unit and integration tests of every crate
+	$(CARGO) test --workspace --locked
+
+.PHONY: demo
+demo: deps ## see refserver work: traffic, metrics, faults by hot reload, graceful stop
+	bash scripts/demo-refserver.sh
+
+.PHONY: bench
+bench: deps ## refserver vs a bare hyper server under wrk (a report, not a test)
+	bash scripts/bench-refserver.sh
+
+.PHONY: toolchain
+toolchain: ## build (or reuse) the control-plane binaries from Go modules
+	bash e2e/scripts/build-toolchain.sh
