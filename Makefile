@@ -18,7 +18,7 @@ deps: ## check the toolchain and install missing system packages
 	@. scripts/lib.sh && apt_install curl
 
 .PHONY: test
-test: deps lint unit ## everything CI checks: format, clippy, generated files, all tests
+test: deps lint crds-check unit ## everything CI checks: format, clippy, generated files, all tests
 
 .PHONY: lint
 lint: ## cargo fmt --check and clippy with -D warnings
@@ -28,6 +28,15 @@ lint: ## cargo fmt --check and clippy with -D warnings
 .PHONY: unit
 unit: ## unit and integration tests of every crate
 	$(CARGO) test --workspace --locked
+
+.PHONY: crds
+crds: ## regenerate manifests/crds/ from the Rust types
+	$(CARGO) run -q --locked -p rollgate -- crds > manifests/crds/rollgate.yaml
+
+.PHONY: crds-check
+crds-check: ## fail when manifests/crds/ is stale
+	@$(CARGO) run -q --locked -p rollgate -- crds | diff -u manifests/crds/rollgate.yaml - \
+	  || { echo "manifests/crds/rollgate.yaml is stale: run make crds" >&2; exit 1; }
 
 .PHONY: demo
 demo: deps ## see refserver work: traffic, metrics, faults by hot reload, graceful stop

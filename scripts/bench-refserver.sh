@@ -32,23 +32,33 @@ run_wrk() { # url → "rps p99_ms"
   printf '%s %s\n' "$rps" "$p99"
 }
 
+# Alternate the two servers for $rounds rounds and keep the median of each, so that a passing
+# disturbance on the machine does not decide the ratio.
+rounds=${ROUNDS:-3}
 port=18181
-"$bin/bare-hello" "127.0.0.1:$port" >/dev/null 2>&1 & pids+=($!)
-wait_http "http://127.0.0.1:$port/" 10
-log "warm-up and run: bare hyper"
-wrk -t1 -c8 -d1s "http://127.0.0.1:$port/" >/dev/null
-read -r bare_rps bare_p99 < <(run_wrk "http://127.0.0.1:$port/")
-kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
-
-"$bin/refserver" --listen "127.0.0.1:$port" --set log.level=warn >/dev/null 2>&1 & pids+=($!)
-wait_http "http://127.0.0.1:$port/readyz" 10
-log "warm-up and run: refserver /api/v1/echo"
-wrk -t1 -c8 -d1s "http://127.0.0.1:$port/api/v1/echo" >/dev/null
-read -r rs_rps rs_p99 < <(run_wrk "http://127.0.0.1:$port/api/v1/echo")
-
+measure() { # name binary args... → appends "rps p99" to $work/<name>
+  local name=$1 path=$2
+  shift 2
+  "$@" >/dev/null 2>&1 &
+  local pid=$!
+  wait_http "http://127.0.0.1:$port$path" 10
+  wrk -t1 -c8 -d1s "http://127.0.0.1:$port$path" >/dev/null
+  run_wrk "http://127.0.0.1:$port$path" >>"$work/$name"
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+}
+median() { sort -n -k"$2" "$1" | awk -v c="$2" '{v[NR]=$c} END {print v[int((NR+1)/2)]}'; }
+for r in $(seq "$rounds"); do
+  log "round $r/$rounds: bare hyper, then refserver /api/v1/echo (${duration}s each)"
+  measure bare / "$bin/bare-hello" "127.0.0.1:$port"
+  measure refserver /api/v1/echo "$bin/refserver" --listen "127.0.0.1:$port" --set log.level=info
+done
+bare_rps=$(median "$work/bare" 1); bare_p99=$(median "$work/bare" 2)
+rs_rps=$(median "$work/refserver" 1); rs_p99=$(median "$work/refserver" 2)
 ratio=$(awk -v a="$rs_rps" -v b="$bare_rps" 'BEGIN {printf "%.3f", a / b}')
 printf '\n%-28s %12s %10s\n' "server" "requests/s" "p99 ms"
 printf '%-28s %12.0f %10.2f\n' "bare hyper hello-world" "$bare_rps" "$bare_p99"
 printf '%-28s %12.0f %10.2f\n' "refserver /api/v1/echo" "$rs_rps" "$rs_p99"
 printf 'throughput ratio refserver/bare: %s (goal >= 0.9)\n' "$ratio"
-printf 'wrk -t%s -c%s -d%ss, %s cores, %s\n' "$threads" "$conns" "$duration" "$(nproc)" "$(date -u +%F)"
+printf 'median of %s alternating rounds; wrk -t%s -c%s -d%ss; %s cores; %s\n' "$rounds" "$threads" "$conns" "$duration" "$(nproc)" "$(date -u +%F)"
+printf 'per round (rps p99): bare [%s] refserver [%s]\n' "$(tr '\n' ';' <"$work/bare")" "$(tr '\n' ';' <"$work/refserver")"

@@ -37,7 +37,7 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::admission::Admit;
-use crate::config::{AdmissionMode, Config};
+use crate::config::{AdmissionMode, FaultConfig};
 use crate::error::ApiError;
 use crate::metrics::{FaultKind, RejectReason, RequestLabels};
 use crate::state::AppState;
@@ -74,7 +74,9 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
         trace_id = tracing::field::Empty,
     );
     let ids = trace_ids(&span, parent.as_ref());
-    span.record("trace_id", tracing::field::display(ids.trace_id_hex()));
+    if !span.is_disabled() {
+        span.record("trace_id", tracing::field::display(ids.trace_id_hex()));
+    }
     // 4. body limit (inside the span, so a 413 is logged with the ids)
     let mut res = match check_body_limit(&state, &req) {
         Ok(()) => next.run(req).instrument(span).await,
@@ -185,10 +187,20 @@ pub async fn api(State(state): State<AppState>, req: Request, next: Next) -> Res
     let method = req.method().to_string();
     let route = route_of(&req);
     state.metrics.in_flight.inc();
-    let config = state.config.load_full();
+    // The settings this request uses, copied out of the live configuration (cheaper than
+    // holding a reference-counted snapshot across awaits).
+    let (limit, admission, adaptive, fault) = {
+        let config = state.config.load();
+        (
+            Duration::from_millis(config.request_timeout_ms),
+            config.admission.mode,
+            config.admission.adaptive,
+            config.fault.clone(),
+        )
+    };
     // 6. timeout
-    let limit = Duration::from_millis(config.request_timeout_ms);
-    let res = match tokio::time::timeout(limit, admit_then_serve(&state, &config, req, next)).await {
+    let res = match tokio::time::timeout(limit, admit_then_serve(&state, admission, &fault, req, next)).await
+    {
         Ok(res) => res,
         Err(_) => {
             state.metrics.reject(RejectReason::timeout);
@@ -213,17 +225,21 @@ pub async fn api(State(state): State<AppState>, req: Request, next: Next) -> Res
         })
         .observe(elapsed.as_secs_f64());
     // Only the adaptive limiter reads the window; skip the lock otherwise.
-    if config.admission.adaptive
-        && let Ok(mut w) = state.window.lock()
-    {
+    if adaptive && let Ok(mut w) = state.window.lock() {
         w.record(elapsed, status >= 500);
     }
     res
 }
 
 /// 7. admission control, then 8. faults, then the handler.
-async fn admit_then_serve(state: &AppState, config: &Config, req: Request, next: Next) -> Response {
-    if config.admission.mode != AdmissionMode::Off {
+async fn admit_then_serve(
+    state: &AppState,
+    admission: AdmissionMode,
+    fault: &FaultConfig,
+    req: Request,
+    next: Next,
+) -> Response {
+    if admission != AdmissionMode::Off {
         let decision = match state.admission.lock() {
             Ok(mut a) => a.admit(Instant::now()),
             Err(_) => Admit::Now,
@@ -244,7 +260,6 @@ async fn admit_then_serve(state: &AppState, config: &Config, req: Request, next:
             }
         }
     }
-    let fault = &config.fault;
     // Pass the safepoint: an injected stop-the-world stall holds requests here. Without a
     // configured stall there is nothing to wait for, and the shared lock is not touched.
     if fault.pause_ms > 0 {

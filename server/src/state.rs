@@ -54,8 +54,14 @@ impl AppState {
         let pool = WorkerPool::new(config.worker_count(), config.derived_queue_capacity(), metrics.clone())?;
         let admission = Admission::new(&config.admission, Instant::now());
         metrics.admission_rate.set(admission_gauge(&admission));
-        let version_header =
-            HeaderValue::from_str(&config.version).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        // Leaked once per process (the version changes only on restart) so that the per-response
+        // clone is a pointer copy, not a shared reference count bumped from every core.
+        let version: &'static str = Box::leak(config.version.clone().into_boxed_str());
+        let version_header = if HeaderValue::from_str(version).is_ok() {
+            HeaderValue::from_static(version)
+        } else {
+            HeaderValue::from_static("invalid")
+        };
         Ok(Self(Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
             metrics,

@@ -1,0 +1,250 @@
+//! `ReleaseGate`: a reusable SLO policy (the Prometheus endpoint, the checks, and how evidence is
+//! judged), and `GateSpec`, the same thing inline in a `Rollout`.
+//!
+//! Every check is a budget on the share of bad events among counted events: 5xx among requests
+//! (`errorRate`), requests slower than a limit (`latency`), runtime probe intervals that paused
+//! longer than a limit (`pause`), or any pair of PromQL counts (`promql`).
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::defaults;
+use crate::duration::PositiveDuration;
+
+/// A reusable SLO policy that Rollouts reference with `spec.gateRef`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "rollgate.dev",
+    version = "v1alpha1",
+    kind = "ReleaseGate",
+    namespaced,
+    shortname = "rgate",
+    doc = "A reusable release gate: SLO checks read from Prometheus and the policy that judges them.",
+    printcolumn(name = "Prometheus", type_ = "string", json_path = ".spec.prometheus.address"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+pub struct ReleaseGateSpec {
+    #[serde(flatten)]
+    pub gate: GateSpec,
+}
+
+/// The SLO checks and how their evidence is judged.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.checks.all(c, self.checks.exists_one(d, d.name == c.name))").message("checks: names must be unique"))]
+pub struct GateSpec {
+    /// Where the metrics are read.
+    pub prometheus: PrometheusSource,
+    /// The checks; every one must hold. Default: the playbook's error rate (< 0.02 %),
+    /// p95 latency (< 300 ms) and runtime pause (p99 < 50 ms).
+    #[serde(default = "defaults::checks")]
+    #[schemars(length(min = 1, max = 16))]
+    pub checks: Vec<Check>,
+    /// How evidence is gathered and judged.
+    #[serde(default)]
+    pub policy: GatePolicy,
+}
+
+/// A Prometheus HTTP API endpoint.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSource {
+    /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`.
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("must be an http:// or https:// URL"))]
+    #[schemars(length(min = 1, max = 2048))]
+    pub address: String,
+}
+
+/// One SLO: a budget on the share of bad events. Exactly one kind is set.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.errorRate), has(self.latency), has(self.pause), has(self.promql)].filter(x, x).size() == 1").message("exactly one of errorRate, latency, pause, promql must be set"))]
+pub struct Check {
+    /// Name shown in status and events; unique within the gate.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// Share of 5xx among the canary's requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<ErrorRateCheck>,
+    /// A latency quantile below a limit (p95 < 300 ms means fewer than 5 % of requests slower
+    /// than 300 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyCheck>,
+    /// The GC-equivalent pause: runtime stalls longer than a limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseCheck>,
+    /// Any pair of counts from PromQL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promql: Option<PromqlCheck>,
+    /// How many times over budget a canary must be for promotion to be ruled out (with
+    /// probability `policy.missedDetectionRate`). Smaller values catch smaller regressions and
+    /// need more traffic to pass a step. Default 10 for `errorRate`, 3 for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1.01, max = 1000.0))]
+    pub tolerance: Option<f64>,
+}
+
+impl Check {
+    /// A check with no kind set (for struct-update syntax).
+    pub fn empty() -> Self {
+        Self {
+            name: String::new(),
+            error_rate: None,
+            latency: None,
+            pause: None,
+            promql: None,
+            tolerance: None,
+        }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorRateCheck {
+    /// Largest acceptable share of 5xx responses, e.g. 0.0002 for 0.02 %.
+    #[serde(default = "defaults::error_ratio")]
+    #[schemars(range(min = 0.0000001, max = 0.5))]
+    pub max_ratio: f64,
+}
+
+impl Default for ErrorRateCheck {
+    fn default() -> Self {
+        Self { max_ratio: defaults::ERROR_RATIO }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencyCheck {
+    /// The quantile, e.g. 0.95 for p95.
+    #[serde(default = "defaults::latency_quantile")]
+    #[schemars(range(min = 0.5, max = 0.9999))]
+    pub quantile: f64,
+    /// The limit; must be a bucket boundary of the request-duration histogram (refserver has
+    /// 300ms).
+    #[serde(default = "defaults::latency_max")]
+    pub max: PositiveDuration,
+}
+
+impl Default for LatencyCheck {
+    fn default() -> Self {
+        Self { quantile: defaults::LATENCY_QUANTILE, max: defaults::LATENCY_MAX.into() }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseCheck {
+    /// Which runtime's pause metric to read.
+    #[serde(default)]
+    pub preset: PausePreset,
+    /// The quantile of pauses that must stay under `max`.
+    #[serde(default = "defaults::pause_quantile")]
+    #[schemars(range(min = 0.5, max = 0.9999))]
+    pub quantile: f64,
+    /// The pause limit; must be a bucket boundary of the preset's histogram.
+    #[serde(default = "defaults::pause_max")]
+    pub max: PositiveDuration,
+}
+
+impl Default for PauseCheck {
+    fn default() -> Self {
+        Self {
+            preset: PausePreset::default(),
+            quantile: defaults::PAUSE_QUANTILE,
+            max: defaults::PAUSE_MAX.into(),
+        }
+    }
+}
+
+/// The runtime whose pause histogram a `pause` check reads.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum PausePreset {
+    /// `runtime_pause_seconds`: refserver's runtime probe lateness.
+    #[default]
+    Refserver,
+    /// `go_sched_pauses_total_gc_seconds`: Go's stop-the-world GC pauses (client_golang runtime
+    /// metrics, Go 1.22+).
+    Go,
+    /// `jvm_gc_duration_seconds`: JVM GC pauses (OpenTelemetry JVM runtime metrics).
+    Jvm,
+}
+
+/// A custom check: two PromQL expressions giving counts of bad and of all events. Each is
+/// evaluated as an increase over the evaluation window; `$window` is replaced by it (e.g.
+/// `increase(my_bad_total{...}[$window])`), and `$namespace`, `$name` (the Rollout), `$role`
+/// (canary or stable) and `$revision` by the values for the side being judged (escaped for
+/// PromQL string literals).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PromqlCheck {
+    /// Count of bad events over `$window`.
+    #[schemars(length(min = 1, max = 4096))]
+    pub bad: String,
+    /// Count of all events over `$window`.
+    #[schemars(length(min = 1, max = 4096))]
+    pub total: String,
+    /// Largest acceptable share of bad events.
+    #[schemars(range(min = 0.0000001, max = 0.5))]
+    pub max_ratio: f64,
+}
+
+/// How evidence is gathered and judged.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatePolicy {
+    /// How often the checks are evaluated.
+    #[serde(default = "defaults::interval")]
+    pub interval: PositiveDuration,
+    /// How long every step must stay healthy before weight is raised (a step may override it).
+    #[serde(default = "defaults::min_healthy")]
+    pub min_healthy: PositiveDuration,
+    /// Longest a step may wait for enough evidence; then `onInconclusive` applies.
+    #[serde(default = "defaults::max_hold")]
+    pub max_hold: PositiveDuration,
+    /// What a step that could not gather enough evidence within `maxHold` does.
+    #[serde(default)]
+    pub on_inconclusive: InconclusivePolicy,
+    /// Largest accepted probability of rolling back a canary that is within budget.
+    #[serde(default = "defaults::false_rollback_rate")]
+    #[schemars(range(min = 0.0001, max = 0.2))]
+    pub false_rollback_rate: f64,
+    /// Largest accepted probability of promoting a canary `tolerance` times over budget.
+    #[serde(default = "defaults::missed_detection_rate")]
+    #[schemars(range(min = 0.0001, max = 0.2))]
+    pub missed_detection_rate: f64,
+    /// Judge the stable version over the same interval too: when it breaches as well, the
+    /// problem is not the canary, so the step holds (condition `StableBreaching`) instead of
+    /// rolling back.
+    #[serde(default = "defaults::yes")]
+    pub compare_with_stable: bool,
+}
+
+impl Default for GatePolicy {
+    fn default() -> Self {
+        Self {
+            interval: defaults::interval(),
+            min_healthy: defaults::min_healthy(),
+            max_hold: defaults::max_hold(),
+            on_inconclusive: InconclusivePolicy::default(),
+            false_rollback_rate: defaults::FALSE_ROLLBACK_RATE,
+            missed_detection_rate: defaults::MISSED_DETECTION_RATE,
+            compare_with_stable: true,
+        }
+    }
+}
+
+/// What a step does when `maxHold` passes without a conclusive verdict.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum InconclusivePolicy {
+    /// Stay at the current weight, paused, until a person promotes, aborts or retries.
+    #[default]
+    Pause,
+    /// Roll back.
+    Rollback,
+    /// Raise the weight when the canary is no worse than stable over the step (relative
+    /// evidence); otherwise pause.
+    Promote,
+}

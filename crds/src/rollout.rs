@@ -1,0 +1,281 @@
+//! `Rollout`: the unit a user applies. A pod template and replica count (the workload), how
+//! traffic is split, the steps, and the gate. The controller owns `<name>-stable` and
+//! `<name>-canary` Deployments and Services; changing the template starts a rollout.
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::defaults;
+use crate::duration::PositiveDuration;
+use crate::gate::GateSpec;
+
+// Several print columns share `type_ = "string"`, which clippy reads as a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+/// A new version shipped safely: deployed beside the stable one, stepped through traffic
+/// weights, judged against SLOs at every step, promoted or rolled back.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "rollgate.dev",
+    version = "v1alpha1",
+    kind = "Rollout",
+    namespaced,
+    status = "RolloutStatus",
+    shortname = "rgr",
+    doc = "A progressive rollout of a workload, judged by SLOs at every traffic step.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Weight", type_ = "integer", json_path = ".status.canaryWeight"),
+    printcolumn(name = "Step", type_ = "string", json_path = ".status.stepLabel"),
+    printcolumn(name = "Verdict", type_ = "string", json_path = ".status.verdict"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.gate) != has(self.gateRef)").message("spec: exactly one of gate and gateRef must be set"))]
+pub struct RolloutSpec {
+    /// Pods of the workload at full weight.
+    #[serde(default = "defaults::replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub replicas: i32,
+    /// The pods to run (a PodTemplateSpec, as in a Deployment). A change starts a rollout; the
+    /// revision is a hash of this template. Validated when the controller creates the
+    /// Deployments; a template Kubernetes rejects shows in the `InvalidSpec` condition.
+    #[schemars(schema_with = "pod_template_schema")]
+    pub template: PodTemplateSpec,
+    /// The ports of the `<name>-stable` and `<name>-canary` Services.
+    #[serde(default)]
+    pub service: ServiceSpec,
+    /// How traffic is split between stable and canary: exactly one router.
+    pub traffic: TrafficSpec,
+    /// Canary weights in percent, strictly increasing and ending at 100. Default 1, 5, 100.
+    #[serde(default = "defaults::steps")]
+    #[schemars(length(min = 1, max = 20))]
+    #[x_kube(
+        validation = Rule::new("self.map(s, s.weight).isSorted() && self.all(s, self.exists_one(t, t.weight == s.weight))").message("steps: weights must be strictly increasing"),
+        validation = Rule::new("self[size(self) - 1].weight == 100").message("steps: the last step must have weight 100")
+    )]
+    pub steps: Vec<Step>,
+    /// The SLO checks, inline. Exactly one of `gate` and `gateRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateSpec>,
+    /// A `ReleaseGate` in the same namespace. Exactly one of `gate` and `gateRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_ref: Option<GateRef>,
+    /// Hold at the current step: no weight change and no verdict until unpaused (a breach still
+    /// rolls back).
+    #[serde(default)]
+    pub paused: bool,
+    /// A canary that is not fully available within this time is rolled back.
+    #[serde(default = "defaults::progress_deadline")]
+    pub progress_deadline: PositiveDuration,
+    /// After a rollback moves all traffic to stable, how long before the canary is scaled to
+    /// zero (lets in-flight requests finish).
+    #[serde(default = "defaults::drain_delay")]
+    pub drain_delay: PositiveDuration,
+}
+
+/// The template is kept as an open object in the CRD schema: the full PodTemplateSpec schema
+/// would make the CRD over 500 kB (too large for `kubectl apply` without `--server-side`), and
+/// the API server validates the template anyway when the Deployments are written.
+fn pod_template_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// One traffic step.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    /// Percent of traffic to the canary.
+    #[schemars(range(min = 1, max = 100))]
+    pub weight: i32,
+    /// How long this step must stay healthy before weight is raised; overrides the gate's
+    /// `policy.minHealthy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_healthy: Option<PositiveDuration>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Port the Services expose.
+    #[serde(default = "defaults::service_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Container port the Services send to.
+    #[serde(default = "defaults::target_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub target_port: i32,
+}
+
+impl Default for ServiceSpec {
+    fn default() -> Self {
+        Self { port: defaults::SERVICE_PORT, target_port: defaults::TARGET_PORT }
+    }
+}
+
+/// How traffic is split. Exactly one router.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.gatewayAPI), has(self.replicaRatio)].filter(x, x).size() == 1").message("traffic: exactly one router (gatewayAPI or replicaRatio) must be set"))]
+pub struct TrafficSpec {
+    /// Set the weights of the stable and canary backendRefs of a Gateway API HTTPRoute.
+    #[serde(rename = "gatewayAPI", default, skip_serializing_if = "Option::is_none")]
+    pub gateway_api: Option<GatewayApiTraffic>,
+    /// No gateway: approximate the weight by replica counts behind one Service selecting both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_ratio: Option<ReplicaRatioTraffic>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayApiTraffic {
+    /// The HTTPRoute (same namespace) whose rules reference `<name>-stable` and `<name>-canary`.
+    #[schemars(length(min = 1, max = 253))]
+    pub http_route: String,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct ReplicaRatioTraffic {}
+
+/// A reference to a `ReleaseGate` in the Rollout's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct GateRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+// === status ===
+
+/// Where the rollout is.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// A canary is being stepped through the weights.
+    Progressing,
+    /// Held by `spec.paused` or by the inconclusive policy, waiting for a person.
+    Paused,
+    /// The current template is stable and takes all traffic.
+    Promoted,
+    /// The canary breached a check (or missed its deadline) and was rolled back.
+    RolledBack,
+    /// The spec cannot be acted on (see the `InvalidSpec` condition).
+    Failed,
+}
+
+/// The outcome pipelines wait for.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Fail,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Pass when the current template was promoted, Fail when it was rolled back; absent while
+    /// undecided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// Revision (template hash) of the stable Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_revision: Option<String>,
+    /// Revision under evaluation, or the last one evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_revision: Option<String>,
+    /// Index into `spec.steps` of the current step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<i32>,
+    /// `2/3`-style label of the current step, for printing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_label: Option<String>,
+    /// Percent of traffic the router currently sends to the canary.
+    #[serde(default)]
+    pub canary_weight: i32,
+    /// When the current step began; its evidence is counted from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<Time>,
+    /// When the rollback began (drain delay is counted from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_started_at: Option<Time>,
+    /// The last evaluation of every check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckStatus>,
+    /// Recent decisions, newest last (bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Decision>,
+    /// Human-readable summary of the current state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Tokens of the one-shot actions (annotations) already carried out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_actions: Option<HandledActions>,
+    /// `Progressing`, `Promoted`, `RolledBack`, `Paused`, `MetricsUnavailable`, `InvalidSpec`,
+    /// `StableBreaching`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// The result of one check at the last evaluation.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckStatus {
+    pub name: String,
+    /// Pass, Fail, Pending (not enough evidence yet) or NoData.
+    pub result: CheckResult,
+    /// Observed share of bad events in the canary over the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// The budget: the largest acceptable share of bad events.
+    pub threshold: f64,
+    /// Bad events counted.
+    pub bad: u64,
+    /// All events counted.
+    pub total: u64,
+    /// About how many events in all a decision needs at the current rate (absent once decided).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needed: Option<u64>,
+    /// The sequential test's statistic and boundaries, as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistic: Option<String>,
+    /// Why, in words.
+    pub reason: String,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckResult {
+    Pass,
+    Fail,
+    Pending,
+    NoData,
+}
+
+/// One decision of the controller.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Decision {
+    pub time: Time,
+    /// What was decided: StepUp, Promote, Rollback, Pause, Supersede, Start.
+    pub action: String,
+    /// The canary weight after the decision.
+    pub weight: i32,
+    pub reason: String,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HandledActions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
+}
