@@ -1,0 +1,182 @@
+//! Table-driven tests of the gate's decisions.
+
+use super::*;
+
+const RATES: ErrorRates = ErrorRates { false_rollback: 0.01, missed_detection: 0.01 };
+
+fn policy(on_inconclusive: InconclusivePolicy) -> Policy {
+    Policy { rates: RATES, on_inconclusive, compare_with_stable: true }
+}
+
+fn clock(elapsed_s: u64) -> StepClock {
+    StepClock {
+        elapsed: Duration::from_secs(elapsed_s),
+        min_healthy: Duration::from_secs(180),
+        max_hold: Duration::from_secs(1800),
+    }
+}
+
+fn errors(bad: u64, total: u64) -> CheckEvidence {
+    CheckEvidence {
+        spec: CheckSpec { name: "error-rate".into(), budget: 0.0002, tolerance: 10.0, unit: "requests" },
+        canary: Ok(Counts { bad, total }),
+        stable: None,
+    }
+}
+
+fn slow(bad: u64, total: u64) -> CheckEvidence {
+    CheckEvidence {
+        spec: CheckSpec { name: "latency".into(), budget: 0.05, tolerance: 3.0, unit: "requests" },
+        canary: Ok(Counts { bad, total }),
+        stable: None,
+    }
+}
+
+fn with_stable(mut e: CheckEvidence, bad: u64, total: u64) -> CheckEvidence {
+    e.stable = Some(Counts { bad, total });
+    e
+}
+
+fn unavailable(name: &str) -> CheckEvidence {
+    CheckEvidence {
+        spec: CheckSpec { name: name.into(), budget: 0.05, tolerance: 3.0, unit: "requests" },
+        canary: Err(Missing::Unavailable("connection refused".into())),
+        stable: None,
+    }
+}
+
+fn kind(d: &Decision) -> &'static str {
+    match d {
+        Decision::StepUp { .. } => "step-up",
+        Decision::Hold { .. } => "hold",
+        Decision::MetricsUnavailable { .. } => "metrics-unavailable",
+        Decision::StableBreaching { .. } => "stable-breaching",
+        Decision::Rollback { .. } => "rollback",
+        Decision::Pause { .. } => "pause",
+    }
+}
+
+#[test]
+fn decisions() {
+    use InconclusivePolicy::*;
+    let cases: Vec<(&str, Vec<CheckEvidence>, StepClock, Policy, &str)> = vec![
+        (
+            "clean and long enough",
+            vec![errors(0, 5000), slow(10, 1000)],
+            clock(200),
+            policy(Pause),
+            "step-up",
+        ),
+        (
+            "clean but not held long enough",
+            vec![errors(0, 5000), slow(10, 1000)],
+            clock(60),
+            policy(Pause),
+            "hold",
+        ),
+        ("not enough requests yet", vec![errors(0, 300), slow(2, 300)], clock(200), policy(Pause), "hold"),
+        ("no data at all", vec![errors(0, 0)], clock(200), policy(Pause), "hold"),
+        ("errors far over budget", vec![errors(5, 100), slow(0, 100)], clock(5), policy(Pause), "rollback"),
+        (
+            "slow requests over budget",
+            vec![errors(0, 100), slow(60, 200)],
+            clock(5),
+            policy(Pause),
+            "rollback",
+        ),
+        (
+            "stable breaches as well",
+            vec![with_stable(errors(5, 100), 50, 1000)],
+            clock(5),
+            policy(Pause),
+            "stable-breaching",
+        ),
+        ("stable is fine", vec![with_stable(errors(5, 100), 0, 1000)], clock(5), policy(Pause), "rollback"),
+        (
+            "metrics down",
+            vec![errors(0, 5000), unavailable("latency")],
+            clock(200),
+            policy(Pause),
+            "metrics-unavailable",
+        ),
+        (
+            "breach wins over an outage",
+            vec![errors(5, 100), unavailable("latency")],
+            clock(5),
+            policy(Pause),
+            "rollback",
+        ),
+        ("max hold, pause", vec![errors(0, 300)], clock(1800), policy(Pause), "pause"),
+        ("max hold, roll back", vec![errors(0, 300)], clock(1800), policy(Rollback), "rollback"),
+        (
+            "max hold, promote on relative evidence",
+            vec![with_stable(errors(0, 300), 0, 30000)],
+            clock(1800),
+            policy(Promote),
+            "step-up",
+        ),
+        (
+            "max hold, promote without stable data",
+            vec![errors(0, 300)],
+            clock(1800),
+            policy(Promote),
+            "pause",
+        ),
+        (
+            "max hold, canary worse than stable",
+            vec![with_stable(errors(1, 300), 0, 30000)],
+            clock(1800),
+            policy(Promote),
+            "pause",
+        ),
+        (
+            "max hold with metrics down never promotes",
+            vec![unavailable("latency")],
+            clock(1800),
+            policy(Promote),
+            "pause",
+        ),
+        ("no checks never promote", vec![], clock(200), policy(Pause), "hold"),
+    ];
+    for (name, evidence, clock, policy, expected) in cases {
+        let eval = evaluate(&evidence, clock, policy);
+        assert_eq!(kind(&eval.decision), expected, "{name}: {:?}", eval.decision);
+        assert_eq!(eval.checks.len(), evidence.len(), "{name}: one report per check");
+    }
+}
+
+#[test]
+fn the_rollback_reason_names_the_check_and_its_numbers() {
+    let eval = evaluate(&[errors(5, 100)], clock(5), policy(InconclusivePolicy::Pause));
+    match eval.decision {
+        Decision::Rollback { check, reason } => {
+            assert_eq!(check, "error-rate");
+            assert!(reason.contains("5 of 100 requests bad (5.00 %)"), "{reason}");
+            assert!(reason.contains("budget 0.020 %"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let report = &eval.checks[0];
+    assert_eq!(report.result, CheckResult::Fail);
+    assert_eq!((report.bad, report.total), (5, 100));
+    assert_eq!(report.value, Some(0.05));
+    assert!(report.statistic.as_deref().is_some_and(|s| s.contains("breach LLR")));
+}
+
+#[test]
+fn waiting_says_how_much_evidence_is_needed() {
+    let eval = evaluate(&[errors(0, 312)], clock(200), policy(InconclusivePolicy::Pause));
+    match &eval.decision {
+        Decision::Hold { reason } => assert!(reason.contains("error-rate 312 of about"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(eval.checks[0].result, CheckResult::Pending);
+    assert!(eval.checks[0].needed.is_some_and(|n| n > 312));
+}
+
+#[test]
+fn human_durations() {
+    assert_eq!(human(Duration::from_secs(45)), "45s");
+    assert_eq!(human(Duration::from_secs(180)), "3m");
+    assert_eq!(human(Duration::from_secs(150)), "2m30s");
+}

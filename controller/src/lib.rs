@@ -1,0 +1,4 @@
+//! rollgate's operator and CLI. The decision code (`gate`, `plan`) is pure; the edges
+//! (`kube` API calls, Prometheus, HTTP) implement small traits around it.
+
+pub mod gate;
