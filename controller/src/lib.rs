@@ -2,3 +2,7 @@
 //! (`kube` API calls, Prometheus, HTTP) implement small traits around it.
 
 pub mod gate;
+pub mod plan;
+
+#[cfg(test)]
+pub mod fixtures;

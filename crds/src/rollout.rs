@@ -202,6 +202,10 @@ pub struct RolloutStatus {
     /// When the current step began; its evidence is counted from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_started_at: Option<Time>,
+    /// Since when the canary has been waiting to become available (`progressDeadline` is
+    /// counted from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_waiting_since: Option<Time>,
     /// When the rollback began (drain delay is counted from here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_started_at: Option<Time>,

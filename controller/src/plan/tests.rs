@@ -1,0 +1,399 @@
+//! The step state machine, driven through whole rollouts against a simulated world in which
+//! Deployments become available and the router applies weights when told to.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use rollgate_crds::gate::InconclusivePolicy;
+use rollgate_crds::rollout::{CheckResult, Phase, Verdict};
+use rollgate_crds::{RolloutSpec, RolloutStatus};
+
+use super::*;
+use crate::fixtures::RolloutSpecExt;
+use crate::gate::{
+    CheckEvidence, CheckSpec, Counts, ErrorRates, Evaluation, Missing, Policy, StepClock, evaluate,
+};
+
+/// The cluster as the planner sees it, converging instantly on request.
+struct World {
+    spec: RolloutSpec,
+    status: RolloutStatus,
+    now: Timestamp,
+    stable: Option<DeploymentState>,
+    canary: Option<DeploymentState>,
+    /// Revision the stable Deployment runs (its template).
+    router_weight: Option<i32>,
+    actions: Actions,
+    /// Canary becomes available when asked (false: it never does).
+    canary_starts: bool,
+    events: Vec<Event>,
+}
+
+impl World {
+    fn new(spec: RolloutSpec) -> Self {
+        Self {
+            spec,
+            status: RolloutStatus::default(),
+            now: Timestamp::from_second(1_800_000_000).expect("time"),
+            stable: None,
+            canary: None,
+            router_weight: None,
+            actions: Actions::default(),
+            canary_starts: true,
+            events: Vec::new(),
+        }
+    }
+
+    fn revision(&self) -> String {
+        revision_of(&self.spec.template)
+    }
+
+    fn observed(&self) -> Observed<'_> {
+        Observed {
+            now: self.now,
+            generation: Some(1),
+            spec: &self.spec,
+            status: self.status.clone(),
+            revision: self.revision(),
+            stable: self.stable.clone(),
+            canary: self.canary.clone(),
+            router_weight: self.router_weight,
+            actions: self.actions.clone(),
+            spec_problem: None,
+            gate_interval: Duration::from_secs(10),
+        }
+    }
+
+    /// One reconcile: plan (evaluating with `judge` when asked), then let the cluster converge.
+    fn step(&mut self, judge: &dyn Fn(Duration) -> Evaluation) -> Plan {
+        let o = self.observed();
+        let eval = evaluation_window(&o).map(judge);
+        let plan = plan(&o, eval.as_ref());
+        // Same input, same plan: reconciling is idempotent.
+        assert_eq!(plan, super::plan(&o, eval.as_ref()));
+        let rev = self.revision();
+        match &plan.stable {
+            StableIntent::Adopt { replicas } => {
+                self.stable = Some(DeploymentState {
+                    revision: Some(rev.clone()),
+                    replicas: *replicas,
+                    available: true,
+                })
+            }
+            StableIntent::Keep { replicas } => {
+                if let Some(s) = &mut self.stable {
+                    s.replicas = *replicas;
+                }
+            }
+        }
+        match &plan.canary {
+            CanaryIntent::Absent => self.canary = None,
+            CanaryIntent::Present { replicas } => {
+                self.canary = Some(DeploymentState {
+                    revision: Some(rev),
+                    replicas: *replicas,
+                    available: self.canary_starts,
+                })
+            }
+            CanaryIntent::Keep => {}
+        }
+        if let Some(w) = plan.weight {
+            self.router_weight = Some(w);
+        }
+        self.status = plan.status.clone();
+        self.events.extend(plan.events.clone());
+        self.actions = Actions::default();
+        self.now = self.now + SignedDuration::try_from(plan.requeue).expect("duration");
+        plan
+    }
+
+    /// Reconciles until `done` holds, at most `n` times.
+    fn run_until(&mut self, n: usize, judge: &dyn Fn(Duration) -> Evaluation, done: impl Fn(&World) -> bool) {
+        for _ in 0..n {
+            if done(self) {
+                return;
+            }
+            self.step(judge);
+        }
+        assert!(done(self), "not done after {n} reconciles: {:#?}", self.status);
+    }
+
+    fn new_version(&mut self, image: &str) {
+        self.spec.template = RolloutSpec::test().with_image(image).template;
+    }
+}
+
+const RATES: ErrorRates = ErrorRates { false_rollback: 0.01, missed_detection: 0.01 };
+
+/// A judge that sees `rate` errors per second over a window at `rps` requests per second.
+fn judge(bad_per_mille: u64, rps: u64) -> impl Fn(Duration) -> Evaluation {
+    move |window: Duration| {
+        let total = window.as_secs() * rps;
+        let evidence = vec![CheckEvidence {
+            spec: CheckSpec { name: "error-rate".into(), budget: 0.01, tolerance: 10.0, unit: "requests" },
+            canary: Ok(Counts { bad: total * bad_per_mille / 1000, total }),
+            stable: Some(Counts { bad: 0, total: total * 10 }),
+        }];
+        evaluate(
+            &evidence,
+            StepClock {
+                elapsed: window,
+                min_healthy: Duration::from_secs(30),
+                max_hold: Duration::from_secs(600),
+            },
+            Policy { rates: RATES, on_inconclusive: InconclusivePolicy::Pause, compare_with_stable: true },
+        )
+    }
+}
+
+fn metrics_down(window: Duration) -> Evaluation {
+    evaluate(
+        &[CheckEvidence {
+            spec: CheckSpec { name: "error-rate".into(), budget: 0.01, tolerance: 10.0, unit: "requests" },
+            canary: Err(Missing::Unavailable("connection refused".into())),
+            stable: None,
+        }],
+        StepClock {
+            elapsed: window,
+            min_healthy: Duration::from_secs(30),
+            max_hold: Duration::from_secs(600),
+        },
+        Policy { rates: RATES, on_inconclusive: InconclusivePolicy::Pause, compare_with_stable: true },
+    )
+}
+
+fn deployed() -> World {
+    let mut w = World::new(RolloutSpec::test());
+    let healthy = judge(0, 50);
+    w.run_until(5, &healthy, |w| w.status.phase == Some(Phase::Promoted));
+    w
+}
+
+#[test]
+fn a_first_rollout_becomes_stable_directly() {
+    let mut w = World::new(RolloutSpec::test());
+    let p = w.step(&judge(0, 50));
+    assert_eq!(p.stable, StableIntent::Adopt { replicas: 2 });
+    assert_eq!(p.canary, CanaryIntent::Absent);
+    assert_eq!(p.weight, Some(0));
+    assert_eq!(p.status.phase, Some(Phase::Progressing));
+    w.step(&judge(0, 50));
+    assert_eq!(w.status.phase, Some(Phase::Promoted));
+    assert_eq!(w.status.verdict, Some(Verdict::Pass));
+    assert_eq!(w.status.stable_revision, Some(w.revision()));
+    assert!(w.status.history.iter().all(|d| d.action != "Rollback"));
+}
+
+#[test]
+fn a_healthy_canary_is_stepped_through_every_weight_and_promoted() {
+    let mut w = deployed();
+    let old = w.revision();
+    w.new_version("v2");
+    let healthy = judge(0, 50);
+    let mut weights = Vec::new();
+    for _ in 0..100 {
+        let p = w.step(&healthy);
+        if let Some(x) = p.weight
+            && weights.last() != Some(&x)
+        {
+            weights.push(x);
+        }
+        if w.status.phase == Some(Phase::Promoted) {
+            break;
+        }
+    }
+    assert_eq!(weights, [0, 1, 5, 100, 0], "weights applied in order, then back to stable");
+    assert_eq!(w.status.verdict, Some(Verdict::Pass));
+    assert_eq!(w.status.stable_revision, Some(w.revision()));
+    assert_ne!(w.revision(), old);
+    assert!(w.canary.is_none(), "the canary is removed");
+    let actions: Vec<&str> = w.status.history.iter().map(|d| d.action.as_str()).collect();
+    assert_eq!(actions, ["Promote", "Start", "StepUp", "StepUp", "StepUp", "PromoteStart", "Promote"]);
+    assert!(w.status.checks.iter().all(|c| c.result == CheckResult::Pass));
+}
+
+#[test]
+fn a_failing_canary_is_rolled_back_at_the_first_step() {
+    let mut w = deployed();
+    w.new_version("v2-bad");
+    w.run_until(30, &judge(100, 50), |w| w.status.phase == Some(Phase::RolledBack));
+    assert_eq!(w.status.verdict, Some(Verdict::Fail));
+    assert_eq!(w.router_weight, Some(0), "traffic back to stable at once");
+    assert!(w.canary.is_some(), "the canary drains before it is removed");
+    let msg = w.status.message.clone().unwrap_or_default();
+    assert!(msg.contains("error-rate") && msg.contains("bad"), "{msg}");
+    assert!(w.events.iter().any(|e| e.warning && e.reason == "RolledBack"));
+    let rolled_back = w.status.conditions.iter().find(|c| c.type_ == "RolledBack").expect("condition");
+    assert_eq!((rolled_back.status.as_str(), rolled_back.reason.as_str()), ("True", "GateFailed"));
+    // After the drain delay the canary is removed; the verdict stays.
+    w.run_until(10, &judge(100, 50), |w| w.canary.is_none());
+    assert_eq!(w.status.verdict, Some(Verdict::Fail));
+    assert_eq!(w.status.current_step, Some(0));
+}
+
+#[test]
+fn a_restart_in_the_middle_of_every_step_resumes_the_same_rollout() {
+    // The planner holds no state of its own: a restarted controller sees the same status and
+    // plans the same thing. Interrupt at every reconcile by re-planning from a cloned status.
+    let mut w = deployed();
+    w.new_version("v2");
+    let healthy = judge(0, 50);
+    for _ in 0..100 {
+        let before = w.status.clone();
+        let o = w.observed();
+        let eval = evaluation_window(&o).map(&healthy);
+        let first = plan(&o, eval.as_ref());
+        let mut restarted = w.observed();
+        restarted.status = before;
+        assert_eq!(plan(&restarted, eval.as_ref()), first);
+        w.step(&healthy);
+        if w.status.phase == Some(Phase::Promoted) {
+            return;
+        }
+    }
+    panic!("never promoted");
+}
+
+#[test]
+fn a_new_template_mid_rollout_supersedes_the_canary() {
+    let mut w = deployed();
+    w.new_version("v2");
+    let healthy = judge(0, 50);
+    w.run_until(40, &healthy, |w| w.status.current_step == Some(1) && w.router_weight == Some(5));
+    w.new_version("v3");
+    let p = w.step(&healthy);
+    assert_eq!(p.weight, Some(0), "the half-done canary gets no traffic");
+    assert_eq!(p.status.current_step, Some(0));
+    assert_eq!(p.status.canary_revision, Some(w.revision()));
+    assert!(p.events.iter().any(|e| e.reason == "Superseded"));
+    w.run_until(100, &healthy, |w| w.status.phase == Some(Phase::Promoted));
+    assert_eq!(w.status.stable_revision, Some(w.revision()));
+}
+
+#[test]
+fn no_data_holds_and_never_promotes() {
+    let mut w = deployed();
+    w.new_version("v2");
+    let silent = judge(0, 0);
+    for _ in 0..30 {
+        w.step(&silent);
+    }
+    assert_eq!(w.status.phase, Some(Phase::Progressing));
+    assert_eq!(w.router_weight, Some(1));
+    assert!(w.status.checks.iter().all(|c| c.result == CheckResult::NoData));
+    // Past maxHold the inconclusive policy (pause) applies.
+    w.run_until(200, &silent, |w| w.status.phase == Some(Phase::Paused));
+    assert_eq!(w.router_weight, Some(1), "paused at the current weight");
+    assert_eq!(w.status.verdict, None);
+}
+
+#[test]
+fn a_metrics_outage_holds_with_a_condition_and_the_rollout_continues_after() {
+    let mut w = deployed();
+    w.new_version("v2");
+    let healthy = judge(0, 50);
+    w.run_until(20, &healthy, |w| w.status.step_started_at.is_some());
+    for _ in 0..10 {
+        w.step(&metrics_down);
+    }
+    let c = w.status.conditions.iter().find(|c| c.type_ == "MetricsUnavailable").expect("condition");
+    assert_eq!(c.status, "True");
+    assert_eq!(w.status.current_step, Some(0), "nothing promoted while metrics are down");
+    w.run_until(100, &healthy, |w| w.status.phase == Some(Phase::Promoted));
+    let c = w.status.conditions.iter().find(|c| c.type_ == "MetricsUnavailable").expect("condition");
+    assert_eq!(c.status, "False");
+}
+
+#[test]
+fn a_canary_that_never_becomes_available_is_rolled_back_after_the_deadline() {
+    let mut w = deployed();
+    w.new_version("v2-crashes");
+    w.canary_starts = false;
+    w.run_until(400, &judge(0, 50), |w| w.status.phase == Some(Phase::RolledBack));
+    let msg = w.status.message.clone().unwrap_or_default();
+    assert!(msg.contains("progressDeadline"), "{msg}");
+    assert_eq!(w.status.verdict, Some(Verdict::Fail));
+}
+
+#[test]
+fn spec_paused_holds_at_the_current_weight_and_resumes() {
+    let mut w = deployed();
+    w.spec.paused = true;
+    w.new_version("v2");
+    let healthy = judge(0, 50);
+    for _ in 0..60 {
+        w.step(&healthy);
+    }
+    assert_eq!(w.status.phase, Some(Phase::Paused));
+    assert_eq!(w.router_weight, Some(1));
+    w.spec.paused = false;
+    w.run_until(100, &healthy, |w| w.status.phase == Some(Phase::Promoted));
+}
+
+#[test]
+fn actions_promote_abort_and_retry() {
+    let mut w = deployed();
+    w.new_version("v2");
+    let silent = judge(0, 0);
+    w.run_until(20, &silent, |w| w.status.step_started_at.is_some());
+    w.actions.promote = Some(("t1".into(), false));
+    w.step(&silent);
+    assert_eq!(w.status.current_step, Some(1));
+    assert_eq!(w.status.handled_actions.as_ref().and_then(|h| h.promote.clone()), Some("t1".into()));
+    w.actions.abort = Some("t2".into());
+    w.step(&silent);
+    assert_eq!(w.status.phase, Some(Phase::RolledBack));
+    assert!(w.status.message.as_deref().is_some_and(|m| m.contains("aborted")));
+    w.actions.retry = Some("t3".into());
+    w.step(&silent);
+    assert_eq!(w.status.phase, Some(Phase::Progressing));
+    assert_eq!(w.status.current_step, Some(0));
+    w.run_until(20, &silent, |w| w.status.step_started_at.is_some());
+    w.actions.promote = Some(("t4".into(), true));
+    w.run_until(20, &silent, |w| w.status.phase == Some(Phase::Promoted));
+}
+
+#[test]
+fn an_invalid_spec_is_reported_and_touches_nothing() {
+    let w = deployed();
+    let mut o = w.observed();
+    o.spec_problem = Some(SpecProblem("gateRef: ReleaseGate \"missing\" not found".into()));
+    let p = plan(&o, None);
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    assert_eq!(p.weight, None);
+    assert_eq!(p.canary, CanaryIntent::Keep);
+    let c = p.status.conditions.iter().find(|c| c.type_ == "InvalidSpec").expect("condition");
+    assert_eq!(c.status, "True");
+}
+
+#[test]
+fn unchanged_status_keeps_condition_timestamps() {
+    let mut w = deployed();
+    let before = w.status.clone();
+    w.now = w.now + SignedDuration::from_secs(3600);
+    let p = plan(&w.observed(), None);
+    assert_eq!(p.status, before, "a steady rollout writes nothing new");
+}
+
+#[test]
+fn replica_ratio_splits_replicas() {
+    let spec = RolloutSpec::test().with_replica_ratio().with_replicas(10);
+    assert_eq!(replica_split(&spec, 0), (10, 0));
+    assert_eq!(replica_split(&spec, 1), (9, 1));
+    assert_eq!(replica_split(&spec, 5), (9, 1));
+    assert_eq!(replica_split(&spec, 50), (5, 5));
+    assert_eq!(replica_split(&spec, 100), (0, 10));
+    let small = RolloutSpec::test().with_replica_ratio().with_replicas(1);
+    assert_eq!(replica_split(&small, 5), (1, 1), "stable keeps one pod until the last step");
+    let gw = RolloutSpec::test().with_replicas(3);
+    assert_eq!(replica_split(&gw, 5), (3, 3));
+}
+
+#[test]
+fn revisions_are_stable_and_change_with_the_template() {
+    let a = RolloutSpec::test().with_image("v1");
+    let b = RolloutSpec::test().with_image("v2");
+    assert_eq!(revision_of(&a.template), revision_of(&a.clone().template));
+    assert_ne!(revision_of(&a.template), revision_of(&b.template));
+    assert_eq!(revision_of(&a.template).len(), 10);
+}
