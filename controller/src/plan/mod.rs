@@ -435,7 +435,7 @@ impl<'a, 'o> Planner<'a, 'o> {
 
     fn wait_for_canary(&mut self) {
         self.canary = CanaryIntent::Present { replicas: self.canary_replicas(self.status.canary_weight) };
-        let waiting_since = self.status.canary_waiting_since.get_or_insert_with(|| Time(self.o.now));
+        let waiting_since = self.status.canary_waiting_since.get_or_insert(Time(self.o.now));
         let since = elapsed(waiting_since, self.o.now);
         let deadline = self.o.spec.progress_deadline.as_std();
         if since > deadline {

@@ -103,7 +103,7 @@ impl World {
         self.status = plan.status.clone();
         self.events.extend(plan.events.clone());
         self.actions = Actions::default();
-        self.now = self.now + SignedDuration::try_from(plan.requeue).expect("duration");
+        self.now += SignedDuration::try_from(plan.requeue).expect("duration");
         plan
     }
 
@@ -370,7 +370,7 @@ fn an_invalid_spec_is_reported_and_touches_nothing() {
 fn unchanged_status_keeps_condition_timestamps() {
     let mut w = deployed();
     let before = w.status.clone();
-    w.now = w.now + SignedDuration::from_secs(3600);
+    w.now += SignedDuration::from_secs(3600);
     let p = plan(&w.observed(), None);
     assert_eq!(p.status, before, "a steady rollout writes nothing new");
 }
