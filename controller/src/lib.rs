@@ -1,7 +1,9 @@
 //! rollgate's operator and CLI. The decision code (`gate`, `plan`) is pure; the edges
 //! (`kube` API calls, Prometheus, HTTP) implement small traits around it.
 
+pub mod error;
 pub mod gate;
+pub mod metrics_provider;
 pub mod plan;
 
 #[cfg(test)]

@@ -1,0 +1,87 @@
+//! Metric providers: where the gate's counts come from.
+//!
+//! One small trait; one module per implementation (Prometheus today). `queries` turns each
+//! check of a gate into two PromQL expressions (bad events, all events) over the step's window,
+//! and `gather` runs them for the canary and, when compared, for stable.
+
+pub mod prometheus;
+pub mod queries;
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use rollgate_crds::GateSpec;
+
+use crate::gate::{CheckEvidence, CheckSpec, Counts, Missing};
+pub use queries::{QueryError, Selector};
+
+/// A source of instant query results.
+pub trait MetricProvider: Send + Sync {
+    /// Evaluates `promql` now; the sum of the resulting vector, or `None` when it is empty
+    /// (no series matched).
+    fn query(&self, promql: &str) -> BoxFuture<'_, Result<Option<f64>, String>>;
+}
+
+/// Runs every check of `gate` for the canary (and stable, when compared) over `window`.
+pub async fn gather(
+    provider: &dyn MetricProvider,
+    gate: &GateSpec,
+    canary: &Selector,
+    stable: Option<&Selector>,
+    window: Duration,
+) -> Result<Vec<CheckEvidence>, QueryError> {
+    let mut out = Vec::with_capacity(gate.checks.len());
+    for check in &gate.checks {
+        let plan = queries::for_check(check)?;
+        let spec = CheckSpec {
+            name: check.name.clone(),
+            budget: plan.budget,
+            tolerance: plan.tolerance,
+            unit: plan.unit,
+        };
+        let canary_counts = counts(provider, &plan, canary, window).await;
+        let stable_counts = match (stable, gate.policy.compare_with_stable) {
+            (Some(sel), true) => counts(provider, &plan, sel, window).await.ok(),
+            _ => None,
+        };
+        out.push(CheckEvidence { spec, canary: canary_counts, stable: stable_counts });
+    }
+    Ok(out)
+}
+
+async fn counts(
+    provider: &dyn MetricProvider,
+    plan: &queries::CheckQueries,
+    sel: &Selector,
+    window: Duration,
+) -> Result<Counts, Missing> {
+    let total_q = plan.total(sel, window);
+    let total = provider.query(&total_q).await.map_err(Missing::Unavailable)?.unwrap_or(0.0);
+    let bad = match &plan.bad {
+        queries::Bad::Query(_) => {
+            provider.query(&plan.bad_query(sel, window)).await.map_err(Missing::Unavailable)?.unwrap_or(0.0)
+        }
+        queries::Bad::TotalMinus(_) => {
+            let good = provider.query(&plan.bad_query(sel, window)).await.map_err(Missing::Unavailable)?;
+            match good {
+                Some(g) => (total - g).max(0.0),
+                // No bucket at the limit while there is traffic: the limit is not a bucket
+                // boundary of the histogram. Counting everything as bad would roll back a
+                // healthy canary, so it is reported instead.
+                None if total > 0.0 => {
+                    return Err(Missing::Unavailable(format!(
+                        "no histogram bucket matches {}; the limit must be a bucket boundary",
+                        plan.bad_query(sel, window)
+                    )));
+                }
+                None => 0.0,
+            }
+        }
+    };
+    let total = total.max(0.0).round() as u64;
+    let bad = (bad.max(0.0).round() as u64).min(total);
+    Ok(Counts { bad, total })
+}
+
+#[cfg(test)]
+mod tests;
