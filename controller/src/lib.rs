@@ -4,7 +4,11 @@
 pub mod error;
 pub mod gate;
 pub mod metrics_provider;
+pub mod observability;
 pub mod plan;
+pub mod reconcile;
+pub mod router;
+pub mod workload;
 
 #[cfg(test)]
 pub mod fixtures;

@@ -92,6 +92,8 @@ pub enum CanaryIntent {
     },
     /// Leave it as it is (draining after a rollback).
     Keep,
+    /// Keep the Deployment (for inspection) with zero replicas: after a rollback's drain.
+    ScaledDown,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -553,7 +555,7 @@ impl<'a, 'o> Planner<'a, 'o> {
         let drain = self.o.spec.drain_delay.as_std();
         let since = self.status.rollback_started_at.as_ref().map(|t| elapsed(t, self.o.now)).unwrap_or(drain);
         if self.o.router_weight == Some(0) && since >= drain {
-            self.canary = CanaryIntent::Absent;
+            self.canary = CanaryIntent::ScaledDown;
             self.requeue = STEADY;
         } else {
             self.canary = CanaryIntent::Keep;

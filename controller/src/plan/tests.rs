@@ -96,6 +96,11 @@ impl World {
                 })
             }
             CanaryIntent::Keep => {}
+            CanaryIntent::ScaledDown => {
+                if let Some(c) = &mut self.canary {
+                    c.replicas = 0;
+                }
+            }
         }
         if let Some(w) = plan.weight {
             self.router_weight = Some(w);
@@ -225,8 +230,8 @@ fn a_failing_canary_is_rolled_back_at_the_first_step() {
     assert!(w.events.iter().any(|e| e.warning && e.reason == "RolledBack"));
     let rolled_back = w.status.conditions.iter().find(|c| c.type_ == "RolledBack").expect("condition");
     assert_eq!((rolled_back.status.as_str(), rolled_back.reason.as_str()), ("True", "GateFailed"));
-    // After the drain delay the canary is removed; the verdict stays.
-    w.run_until(10, &judge(100, 50), |w| w.canary.is_none());
+    // After the drain delay the canary is scaled to zero; the verdict stays.
+    w.run_until(10, &judge(100, 50), |w| w.canary.as_ref().is_some_and(|c| c.replicas == 0));
     assert_eq!(w.status.verdict, Some(Verdict::Fail));
     assert_eq!(w.status.current_step, Some(0));
 }

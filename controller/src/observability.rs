@@ -1,0 +1,148 @@
+//! The controller's own metrics (`/metrics`) and logging setup.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use rollgate_crds::RolloutStatus;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub namespace: String,
+    pub name: String,
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    pub namespace: String,
+    pub name: String,
+    pub check: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Counter,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub reconcile_duration: Histogram,
+    pub phase: Family<PhaseLabels, Gauge>,
+    pub weight: Family<RolloutLabels, Gauge>,
+    pub check_value: Family<CheckLabels, Gauge<f64, AtomicU64>>,
+    pub check_passing: Family<CheckLabels, Gauge>,
+    pub leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("rollgate");
+        let reconciles = Counter::default();
+        registry.register("reconciles", "Reconcile passes", reconciles.clone());
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Failed reconcile passes by error kind",
+            reconcile_errors.clone(),
+        );
+        let reconcile_duration =
+            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of reconcile passes",
+            reconcile_duration.clone(),
+        );
+        let phase = Family::<PhaseLabels, Gauge>::default();
+        registry.register("rollout_phase", "1 for the phase each Rollout is in", phase.clone());
+        let weight = Family::<RolloutLabels, Gauge>::default();
+        registry.register("canary_weight_percent", "Canary weight of each Rollout", weight.clone());
+        let check_value = Family::<CheckLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register("check_bad_ratio", "Observed share of bad events per check", check_value.clone());
+        let check_passing = Family::<CheckLabels, Gauge>::default();
+        registry.register(
+            "check_result",
+            "Last result per check: 1 pass, 0 pending or no data, -1 fail",
+            check_passing.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
+        Self {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            phase,
+            weight,
+            check_value,
+            check_passing,
+            leader,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    /// Publishes a Rollout's status.
+    pub fn observe(&self, namespace: &str, name: &str, status: &RolloutStatus) {
+        let labels = RolloutLabels { namespace: namespace.into(), name: name.into() };
+        self.weight.get_or_create(&labels).set(i64::from(status.canary_weight));
+        for phase in ["Progressing", "Paused", "Promoted", "RolledBack", "Failed"] {
+            let l = PhaseLabels { namespace: namespace.into(), name: name.into(), phase: phase.into() };
+            let current = status.phase.map(|p| format!("{p:?}")).is_some_and(|p| p == phase);
+            self.phase.get_or_create(&l).set(i64::from(current));
+        }
+        for c in &status.checks {
+            let l = CheckLabels { namespace: namespace.into(), name: name.into(), check: c.name.clone() };
+            if let Some(v) = c.value {
+                self.check_value.get_or_create(&l).set(v);
+            }
+            let r = match c.result {
+                rollgate_crds::rollout::CheckResult::Pass => 1,
+                rollgate_crds::rollout::CheckResult::Fail => -1,
+                _ => 0,
+            };
+            self.check_passing.get_or_create(&l).set(r);
+        }
+    }
+
+    /// Forgets a deleted Rollout.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.weight.remove(&RolloutLabels { namespace: namespace.into(), name: name.into() });
+        for phase in ["Progressing", "Paused", "Promoted", "RolledBack", "Failed"] {
+            self.phase.remove(&PhaseLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                phase: phase.into(),
+            });
+        }
+    }
+}
+
+pub type SharedMetrics = Arc<Metrics>;
+
+/// JSON logs to stdout with `RUST_LOG`-style filtering (default `info`).
+pub fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+}

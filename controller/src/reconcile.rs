@@ -1,0 +1,368 @@
+//! The reconcile loop: observe, plan (pure), apply.
+//!
+//! `reconcile` reads the Rollout's world (its gate, Deployments, the router's weight, requested
+//! actions), asks `plan::evaluation_window` whether the gate must be evaluated and, if so,
+//! gathers evidence from the metric provider; then `plan::plan` decides, and the result is
+//! applied: the weight first (so traffic leaves a canary before it changes), then the
+//! Deployments and Services (server-side apply, field manager `rollgate`), then the status (only
+//! when it differs) and the events. Errors back off per object, exponentially.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::{Api, Client, Resource, ResourceExt};
+use rollgate_crds::gate::GatePolicy;
+use rollgate_crds::labels::{ACTION_ABORT, ACTION_PROMOTE, ACTION_RETRY};
+use rollgate_crds::{GateSpec, ReleaseGate, Rollout, RolloutStatus};
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::gate::{ErrorRates, Evaluation, Policy, StepClock, evaluate};
+use crate::metrics_provider::{self, MetricProvider, Selector};
+use crate::observability::{ErrorLabels, SharedMetrics};
+use crate::plan::{self, Actions, CanaryIntent, Observed, Plan, SpecProblem, StableIntent, revision_of};
+use crate::router::{self, RouterError};
+use crate::workload::{self, Role};
+
+pub const FIELD_MANAGER: &str = "rollgate";
+
+/// Makes a metric provider for a Prometheus address.
+pub type ProviderFactory = Arc<dyn Fn(&str) -> Result<Arc<dyn MetricProvider>, String> + Send + Sync>;
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: SharedMetrics,
+    providers: ProviderFactory,
+    provider_cache: Mutex<HashMap<String, Arc<dyn MetricProvider>>>,
+    failures: Mutex<HashMap<(String, String), u32>>,
+    clock: fn() -> Timestamp,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        metrics: SharedMetrics,
+        providers: ProviderFactory,
+    ) -> Self {
+        Self {
+            client,
+            recorder,
+            metrics,
+            providers,
+            provider_cache: Mutex::default(),
+            failures: Mutex::default(),
+            clock: Timestamp::now,
+        }
+    }
+
+    /// The same context with a fixed clock (tests).
+    pub fn with_clock(mut self, clock: fn() -> Timestamp) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn provider(&self, address: &str) -> Result<Arc<dyn MetricProvider>, String> {
+        let mut cache = self.provider_cache.lock().map_err(|_| "provider cache poisoned".to_string())?;
+        if let Some(p) = cache.get(address) {
+            return Ok(p.clone());
+        }
+        let p = (self.providers)(address)?;
+        cache.insert(address.to_string(), p.clone());
+        Ok(p)
+    }
+}
+
+pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    ctx.metrics.reconciles.inc();
+    let ns = ro.namespace().unwrap_or_default();
+    let name = ro.name_any();
+    let span = tracing::info_span!("reconcile", namespace = %ns, rollout = %name);
+    let _enter = span.enter();
+    if ro.meta().deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove the Deployments and Services.
+        ctx.metrics.forget(&ns, &name);
+        return Ok(Action::await_change());
+    }
+    let result = reconcile_inner(&ro, &ctx, &ns, &name).await;
+    ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+    if result.is_ok()
+        && let Ok(mut f) = ctx.failures.lock()
+    {
+        f.remove(&(ns, name));
+    }
+    result
+}
+
+async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> Result<Action> {
+    let client = ctx.client.clone();
+    let (gate, mut problem) = match resolve_gate(&client, ro, ns).await? {
+        Ok(g) => {
+            let problem = validate(ro, &g, ctx).err();
+            (Some(g), problem)
+        }
+        Err(p) => (None, Some(p)),
+    };
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let stable_d = deployments.get_opt(&workload::name(name, Role::Stable)).await?;
+    let canary_d = deployments.get_opt(&workload::name(name, Role::Canary)).await?;
+    let stable_s = stable_d.as_ref().map(workload::state);
+    let canary_s = canary_d.as_ref().map(workload::state);
+    let router = router::for_rollout(client.clone(), ro, stable_s.as_ref(), canary_s.as_ref());
+    let mut router_weight = None;
+    if problem.is_none() {
+        match router.current_weight(ro).await {
+            Ok(w) => router_weight = w,
+            Err(RouterError::Spec(p)) => problem = Some(p),
+            Err(RouterError::Other(e)) => return Err(e),
+        }
+    }
+    let status = ro.status.clone().unwrap_or_default();
+    let revision = revision_of(&ro.spec.template);
+    let policy = gate.as_ref().map(|g| g.policy.clone()).unwrap_or_default();
+    let observed = Observed {
+        now: (ctx.clock)(),
+        generation: ro.metadata.generation,
+        spec: &ro.spec,
+        status: status.clone(),
+        revision: revision.clone(),
+        stable: stable_s,
+        canary: canary_s,
+        router_weight,
+        actions: actions_from(ro, &status),
+        spec_problem: problem.clone(),
+        gate_interval: policy.interval.as_std(),
+    };
+    let evaluation = match (plan::evaluation_window(&observed), &gate) {
+        (Some(window), Some(gate)) => Some(evaluate_gate(ctx, ro, gate, &status, &revision, window).await?),
+        _ => None,
+    };
+    let plan = plan::plan(&observed, evaluation.as_ref());
+
+    if problem.is_none() {
+        if let Some(w) = plan.weight
+            && router_weight != Some(w)
+        {
+            router.apply_weight(ro, w).await.map_err(|e| match e {
+                RouterError::Spec(p) => Error::Router(p.0),
+                RouterError::Other(e) => e,
+            })?;
+        }
+        apply_workload(&client, ro, &plan, stable_d.as_ref(), canary_d.as_ref(), &revision).await?;
+    }
+    if ro.status.as_ref() != Some(&plan.status) {
+        patch_status(&client, ns, name, &plan.status).await?;
+    }
+    publish_events(ctx, ro, &plan).await;
+    ctx.metrics.observe(ns, name, &plan.status);
+    Ok(Action::requeue(plan.requeue))
+}
+
+/// The gate: inline, or the referenced ReleaseGate (a missing one is a spec problem).
+async fn resolve_gate(client: &Client, ro: &Rollout, ns: &str) -> Result<Result<GateSpec, SpecProblem>> {
+    if let Some(g) = &ro.spec.gate {
+        return Ok(Ok(g.clone()));
+    }
+    let Some(r) = &ro.spec.gate_ref else {
+        return Ok(Err(SpecProblem("spec: exactly one of gate and gateRef must be set".into())));
+    };
+    let gates: Api<ReleaseGate> = Api::namespaced(client.clone(), ns);
+    Ok(match gates.get_opt(&r.name).await? {
+        Some(g) => Ok(g.spec.gate),
+        None => Err(SpecProblem(format!("gateRef: ReleaseGate {:?} not found in namespace {ns:?}", r.name))),
+    })
+}
+
+/// What the schema cannot check.
+fn validate(ro: &Rollout, gate: &GateSpec, ctx: &Context) -> Result<(), SpecProblem> {
+    let containers = ro.spec.template.spec.as_ref().map_or(0, |s| s.containers.len());
+    if containers == 0 {
+        return Err(SpecProblem("template.spec.containers: at least one container is required".into()));
+    }
+    for check in &gate.checks {
+        metrics_provider::queries::for_check(check).map_err(|e| SpecProblem(format!("gate.{e}")))?;
+    }
+    ctx.provider(&gate.prometheus.address)
+        .map_err(|e| SpecProblem(format!("gate.prometheus.address: {e}")))?;
+    Ok(())
+}
+
+async fn evaluate_gate(
+    ctx: &Context,
+    ro: &Rollout,
+    gate: &GateSpec,
+    status: &RolloutStatus,
+    revision: &str,
+    window: Duration,
+) -> Result<Evaluation> {
+    let provider = ctx.provider(&gate.prometheus.address).map_err(Error::Metrics)?;
+    let ns = ro.namespace().unwrap_or_default();
+    let canary =
+        Selector { namespace: ns.clone(), rollout: ro.name_any(), role: "canary", revision: revision.into() };
+    let stable = status.stable_revision.as_ref().map(|r| Selector {
+        namespace: ns,
+        rollout: ro.name_any(),
+        role: "stable",
+        revision: r.clone(),
+    });
+    let evidence = metrics_provider::gather(provider.as_ref(), gate, &canary, stable.as_ref(), window)
+        .await
+        .map_err(|e| Error::Metrics(e.to_string()))?;
+    let step = status.current_step.unwrap_or(0).max(0) as usize;
+    let min_healthy =
+        ro.spec.steps.get(step).and_then(|s| s.min_healthy).unwrap_or(gate.policy.min_healthy).as_std();
+    let evaluation = evaluate(&evidence, clock(&gate.policy, window, min_healthy), policy_of(&gate.policy));
+    tracing::info!(decision = ?evaluation.decision, window_s = window.as_secs(), "gate evaluated");
+    Ok(evaluation)
+}
+
+fn clock(p: &GatePolicy, elapsed: Duration, min_healthy: Duration) -> StepClock {
+    StepClock { elapsed, min_healthy, max_hold: p.max_hold.as_std() }
+}
+
+fn policy_of(p: &GatePolicy) -> Policy {
+    Policy {
+        rates: ErrorRates {
+            false_rollback: p.false_rollback_rate,
+            missed_detection: p.missed_detection_rate,
+        },
+        on_inconclusive: p.on_inconclusive,
+        compare_with_stable: p.compare_with_stable,
+    }
+}
+
+/// One-shot actions from annotations whose value has not been handled yet.
+pub fn actions_from(ro: &Rollout, status: &RolloutStatus) -> Actions {
+    let annotations = ro.annotations();
+    let handled = status.handled_actions.clone().unwrap_or_default();
+    let fresh = |key: &str, done: &Option<String>| {
+        annotations.get(key).filter(|v| !v.is_empty() && done.as_deref() != Some(v.as_str())).cloned()
+    };
+    Actions {
+        promote: fresh(ACTION_PROMOTE, &handled.promote).map(|v| {
+            let full = v.starts_with("full");
+            (v, full)
+        }),
+        abort: fresh(ACTION_ABORT, &handled.abort),
+        retry: fresh(ACTION_RETRY, &handled.retry),
+    }
+}
+
+async fn apply_workload(
+    client: &Client,
+    ro: &Rollout,
+    plan: &Plan,
+    stable_d: Option<&Deployment>,
+    canary_d: Option<&Deployment>,
+    revision: &str,
+) -> Result<()> {
+    let ns = ro.namespace().unwrap_or_default();
+    let name = ro.name_any();
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let mut wanted =
+        vec![workload::service(ro, Some(Role::Stable)), workload::service(ro, Some(Role::Canary))];
+    if ro.spec.traffic.replica_ratio.is_some() {
+        wanted.push(workload::service(ro, None));
+    }
+    for svc in wanted {
+        let n = svc.metadata.name.clone().unwrap_or_default();
+        services.patch(&n, &pp, &Patch::Apply(&svc)).await?;
+    }
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let apply = |d: Deployment| {
+        let deployments = deployments.clone();
+        let pp = pp.clone();
+        async move {
+            let n = d.metadata.name.clone().unwrap_or_default();
+            deployments.patch(&n, &pp, &Patch::Apply(&d)).await.map(|_| ())
+        }
+    };
+    match &plan.stable {
+        StableIntent::Adopt { replicas } => {
+            apply(workload::deployment(ro, Role::Stable, &ro.spec.template, revision, *replicas)).await?;
+        }
+        StableIntent::Keep { replicas } => match stable_d.and_then(workload::existing_template) {
+            Some((template, rev)) => {
+                apply(workload::deployment(ro, Role::Stable, &template, &rev, *replicas)).await?
+            }
+            None => tracing::warn!("the stable Deployment is missing or unlabelled; leaving it alone"),
+        },
+    }
+    match &plan.canary {
+        CanaryIntent::Present { replicas } => {
+            apply(workload::deployment(ro, Role::Canary, &ro.spec.template, revision, *replicas)).await?;
+        }
+        CanaryIntent::ScaledDown => {
+            if let Some((template, rev)) = canary_d.and_then(workload::existing_template) {
+                apply(workload::deployment(ro, Role::Canary, &template, &rev, 0)).await?;
+            }
+        }
+        CanaryIntent::Absent => {
+            if canary_d.is_some() {
+                deployments.delete(&workload::name(&name, Role::Canary), &DeleteParams::background()).await?;
+            }
+        }
+        CanaryIntent::Keep => {}
+    }
+    Ok(())
+}
+
+async fn patch_status(client: &Client, ns: &str, name: &str, status: &RolloutStatus) -> Result<()> {
+    let api: Api<Rollout> = Api::namespaced(client.clone(), ns);
+    let patch = json!({
+        "apiVersion": "rollgate.dev/v1alpha1",
+        "kind": "Rollout",
+        "status": status,
+    });
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}
+
+async fn publish_events(ctx: &Context, ro: &Rollout, plan: &Plan) {
+    let reference = ro.object_ref(&());
+    for e in &plan.events {
+        let event = KubeEvent {
+            type_: if e.warning { EventType::Warning } else { EventType::Normal },
+            reason: e.reason.to_string(),
+            note: Some(e.note.chars().take(1024).collect()),
+            action: e.reason.to_string(),
+            secondary: None,
+        };
+        if let Err(err) = ctx.recorder.publish(&event, &reference).await {
+            // An event that cannot be written must not stop a rollback.
+            tracing::warn!(error = %err, reason = e.reason, "publishing an event failed");
+        }
+    }
+}
+
+/// Per-object exponential backoff: 1 s, 2 s, 4 s … up to 5 minutes.
+pub fn error_policy(ro: Arc<Rollout>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { kind: err.metric_label().into() }).inc();
+    let key = (ro.namespace().unwrap_or_default(), ro.name_any());
+    let n = match ctx.failures.lock() {
+        Ok(mut f) => {
+            let n = f.entry(key).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        }
+        Err(_) => 1,
+    };
+    let delay = backoff(n);
+    tracing::warn!(error = %err, kind = err.metric_label(), attempt = n, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_secs(1u64 << attempt.saturating_sub(1).min(9)).min(Duration::from_secs(300))
+}

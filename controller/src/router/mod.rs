@@ -1,0 +1,47 @@
+//! Traffic routers: how a canary weight becomes a share of real requests.
+//!
+//! One small trait, one module per implementation, chosen by the Rollout's typed
+//! `spec.traffic`. A router that cannot work with what it finds (a missing HTTPRoute, a route
+//! without the two backendRefs) says so as a `SpecProblem`, shown in the `InvalidSpec`
+//! condition, instead of silently doing nothing.
+
+pub mod gateway_api;
+pub mod replica_ratio;
+
+use futures::future::BoxFuture;
+use kube::Client;
+use rollgate_crds::Rollout;
+
+use crate::error::Error;
+use crate::plan::{DeploymentState, SpecProblem};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// The configuration cannot work; retrying will not help until the user changes it.
+    #[error("{}", .0.0)]
+    Spec(SpecProblem),
+    #[error(transparent)]
+    Other(#[from] Error),
+}
+
+pub type RouterResult<T> = Result<T, RouterError>;
+
+pub trait TrafficRouter: Send + Sync {
+    /// The canary weight (percent) the data plane applies now; `None` when unknown.
+    fn current_weight<'a>(&'a self, ro: &'a Rollout) -> BoxFuture<'a, RouterResult<Option<i32>>>;
+    /// Sets the canary weight (percent).
+    fn apply_weight<'a>(&'a self, ro: &'a Rollout, weight: i32) -> BoxFuture<'a, RouterResult<()>>;
+}
+
+/// The router the Rollout asks for.
+pub fn for_rollout(
+    client: Client,
+    ro: &Rollout,
+    stable: Option<&DeploymentState>,
+    canary: Option<&DeploymentState>,
+) -> Box<dyn TrafficRouter> {
+    match (&ro.spec.traffic.gateway_api, &ro.spec.traffic.replica_ratio) {
+        (Some(gw), _) => Box::new(gateway_api::GatewayApi::new(client, gw.http_route.clone())),
+        (None, _) => Box::new(replica_ratio::ReplicaRatio::new(stable.cloned(), canary.cloned())),
+    }
+}
