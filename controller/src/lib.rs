@@ -8,6 +8,7 @@ pub mod observability;
 pub mod plan;
 pub mod reconcile;
 pub mod router;
+pub mod run;
 pub mod workload;
 
 #[cfg(test)]

@@ -17,6 +17,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the operator (leader-elected; serves /metrics, /healthz, /readyz).
+    Controller(rollgate::run::ControllerArgs),
     /// Print the CustomResourceDefinitions (Rollout, ReleaseGate) as YAML.
     Crds,
 }
@@ -24,6 +26,24 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Controller(args) => {
+            rollgate::observability::init_logging(args.log_format == "json");
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("rollgate: starting the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(rollgate::run::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "controller failed");
+                    eprintln!("rollgate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Crds => match rollgate_crds::crds_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");

@@ -366,3 +366,6 @@ pub fn error_policy(ro: Arc<Rollout>, err: &Error, ctx: Arc<Context>) -> Action 
 pub fn backoff(attempt: u32) -> Duration {
     Duration::from_secs(1u64 << attempt.saturating_sub(1).min(9)).min(Duration::from_secs(300))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,374 @@
+//! Reconcile against a mocked API server (tower-test, as in kube-rs `controller-rs`): each test
+//! lists the exact requests one pass must make, in order, and checks what they carry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::client::Body;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Client, Resource};
+use rollgate_crds::rollout::{Phase, Verdict};
+use rollgate_crds::{Rollout, RolloutSpec, RolloutStatus};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::fixtures::RolloutSpecExt;
+use crate::metrics_provider::MetricProvider;
+use crate::observability::Metrics;
+use crate::plan::revision_of;
+use crate::workload::{self, Role};
+
+const NOW: i64 = 1_800_000_000;
+
+fn now() -> Timestamp {
+    Timestamp::from_second(NOW).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// Answers counts: for the canary `bad` 5xx of `total`; stable is always clean. Histogram
+/// buckets hold every event (nothing slow, no pauses).
+struct FakePrometheus {
+    bad: f64,
+    total: f64,
+}
+
+impl MetricProvider for FakePrometheus {
+    fn query(&self, promql: &str) -> BoxFuture<'_, Result<Option<f64>, String>> {
+        let canary = promql.contains("role=\"canary\"");
+        let v = if promql.contains("5..") { if canary { self.bad } else { 0.0 } } else { self.total };
+        Box::pin(async move { Ok(Some(v)) })
+    }
+}
+
+/// One expected request and the answer to give.
+struct Expect {
+    method: Method,
+    path: &'static str,
+    status: StatusCode,
+    body: Value,
+}
+
+fn expect(method: Method, path: &'static str, status: StatusCode, body: Value) -> Expect {
+    Expect { method, path, status, body }
+}
+
+fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
+}
+
+/// Serves `script` in order; returns the bodies of the requests it received.
+fn api_server(script: Vec<Expect>) -> (Client, tokio::task::JoinHandle<Vec<(String, Value)>>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let task = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        for e in script {
+            let next = tokio::time::timeout(Duration::from_secs(5), handle.next_request()).await;
+            let Ok(Some((request, send))) = next else {
+                panic!("expected {} {} but no request came", e.method, e.path);
+            };
+            let path = request.uri().path().to_string();
+            assert_eq!(
+                (request.method().clone(), path.as_str()),
+                (e.method.clone(), e.path),
+                "request {} out of order",
+                seen.len() + 1
+            );
+            let bytes = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            seen.push((path, body));
+            let response = Response::builder()
+                .status(e.status)
+                .body(Body::from(serde_json::to_vec(&e.body).unwrap_or_default()))
+                .unwrap_or_else(|_| Response::new(Body::empty()));
+            send.send_response(response);
+        }
+        seen
+    });
+    (Client::new(service, "shop"), task)
+}
+
+fn context(client: Client, prom: FakePrometheus) -> Arc<Context> {
+    let prom: Arc<dyn MetricProvider> = Arc::new(prom);
+    let providers: ProviderFactory = Arc::new(move |_: &str| Ok(prom.clone()));
+    let recorder = Recorder::new(client.clone(), Reporter { controller: "rollgate".into(), instance: None });
+    Arc::new(Context::new(client, recorder, Arc::new(Metrics::default()), providers).with_clock(now))
+}
+
+fn rollout(spec: RolloutSpec, status: Option<RolloutStatus>) -> Rollout {
+    let mut ro = Rollout::new("web", spec);
+    ro.metadata.namespace = Some("shop".into());
+    ro.metadata.uid = Some("uid-1".into());
+    ro.metadata.generation = Some(1);
+    ro.status = status;
+    ro
+}
+
+fn deployment_json(ro: &Rollout, role: Role, revision: &str, image: &str, available: bool) -> Value {
+    let template = RolloutSpec::test().with_image(image).template;
+    let mut d: Deployment = workload::deployment(ro, role, &template, revision, ro.spec.replicas);
+    d.metadata.generation = Some(1);
+    let n = if available { ro.spec.replicas } else { 0 };
+    d.status = Some(DeploymentStatus {
+        observed_generation: Some(1),
+        replicas: Some(ro.spec.replicas),
+        updated_replicas: Some(ro.spec.replicas),
+        available_replicas: Some(n),
+        ..Default::default()
+    });
+    serde_json::to_value(d).unwrap_or_default()
+}
+
+fn route(stable: i64, canary: i64) -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [
+            {"name": "web-stable", "port": 80, "weight": stable},
+            {"name": "web-canary", "port": 80, "weight": canary}
+        ]}]}
+    })
+}
+
+const DEPLOY_STABLE: &str = "/apis/apps/v1/namespaces/shop/deployments/web-stable";
+const DEPLOY_CANARY: &str = "/apis/apps/v1/namespaces/shop/deployments/web-canary";
+const SVC_STABLE: &str = "/api/v1/namespaces/shop/services/web-stable";
+const SVC_CANARY: &str = "/api/v1/namespaces/shop/services/web-canary";
+const SVC_SHARED: &str = "/api/v1/namespaces/shop/services/web";
+const ROUTE: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes/web";
+const STATUS: &str = "/apis/rollgate.dev/v1alpha1/namespaces/shop/rollouts/web/status";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
+
+#[tokio::test]
+async fn first_deploy_creates_stable_and_services() {
+    let ro = rollout(RolloutSpec::test().with_replica_ratio(), None);
+    let (client, server) = api_server(vec![
+        expect(Method::GET, DEPLOY_STABLE, StatusCode::NOT_FOUND, not_found()),
+        expect(Method::GET, DEPLOY_CANARY, StatusCode::NOT_FOUND, not_found()),
+        expect(Method::PATCH, SVC_STABLE, StatusCode::OK, json!({})),
+        expect(Method::PATCH, SVC_CANARY, StatusCode::OK, json!({})),
+        expect(Method::PATCH, SVC_SHARED, StatusCode::OK, json!({})),
+        expect(Method::PATCH, DEPLOY_STABLE, StatusCode::OK, json!({})),
+        expect(Method::PATCH, STATUS, StatusCode::OK, serde_json::to_value(&ro).unwrap_or_default()),
+    ]);
+    let action = reconcile(Arc::new(ro.clone()), context(client, FakePrometheus { bad: 0.0, total: 0.0 }))
+        .await
+        .expect("reconciled");
+    assert_eq!(action, Action::requeue(crate::plan::CONVERGE));
+    let seen = server.await.expect("server");
+    let deploy = &seen[5].1;
+    assert_eq!(deploy["spec"]["replicas"], 2);
+    assert_eq!(
+        deploy["spec"]["template"]["metadata"]["labels"]["rollgate.dev/revision"],
+        revision_of(&ro.spec.template)
+    );
+    assert_eq!(deploy["metadata"]["ownerReferences"][0]["kind"], "Rollout");
+    let status = &seen[6].1["status"];
+    assert_eq!(status["phase"], "Progressing");
+    assert_eq!(seen[2].1["spec"]["ports"][0]["targetPort"], 8080);
+}
+
+fn mid_rollout(step: i32, started_secs_ago: i64) -> (Rollout, String, String) {
+    let spec = RolloutSpec::test().with_image("v2");
+    let stable_rev = revision_of(&RolloutSpec::test().template);
+    let canary_rev = revision_of(&spec.template);
+    let status = RolloutStatus {
+        phase: Some(Phase::Progressing),
+        stable_revision: Some(stable_rev.clone()),
+        canary_revision: Some(canary_rev.clone()),
+        current_step: Some(step),
+        canary_weight: spec.steps.get(step as usize).map_or(100, |s| s.weight),
+        step_started_at: Some(Time(
+            Timestamp::from_second(NOW - started_secs_ago).unwrap_or(Timestamp::UNIX_EPOCH),
+        )),
+        ..Default::default()
+    };
+    (rollout(spec, Some(status)), stable_rev, canary_rev)
+}
+
+#[tokio::test]
+async fn a_passing_step_raises_the_weight() {
+    let (ro, s, c) = mid_rollout(0, 600);
+    let (client, server) = api_server(vec![
+        expect(
+            Method::GET,
+            DEPLOY_STABLE,
+            StatusCode::OK,
+            deployment_json(&ro, Role::Stable, &s, "v1", true),
+        ),
+        expect(
+            Method::GET,
+            DEPLOY_CANARY,
+            StatusCode::OK,
+            deployment_json(&ro, Role::Canary, &c, "v2", true),
+        ),
+        expect(Method::GET, ROUTE, StatusCode::OK, route(99, 1)),
+        // The step passed: weight 1 → 5.
+        expect(Method::GET, ROUTE, StatusCode::OK, route(99, 1)),
+        expect(Method::PATCH, ROUTE, StatusCode::OK, route(95, 5)),
+        expect(Method::PATCH, SVC_STABLE, StatusCode::OK, json!({})),
+        expect(Method::PATCH, SVC_CANARY, StatusCode::OK, json!({})),
+        expect(Method::PATCH, DEPLOY_STABLE, StatusCode::OK, json!({})),
+        expect(Method::PATCH, DEPLOY_CANARY, StatusCode::OK, json!({})),
+        expect(Method::PATCH, STATUS, StatusCode::OK, serde_json::to_value(&ro).unwrap_or_default()),
+    ]);
+    // Clean traffic: the tests need a few thousand requests at a 0.02 % budget.
+    reconcile(Arc::new(ro), context(client, FakePrometheus { bad: 0.0, total: 50_000.0 })).await.expect("ok");
+    let seen = server.await.expect("server");
+    let rules = &seen[4].1["spec"]["rules"][0]["backendRefs"];
+    assert_eq!((rules[0]["weight"].clone(), rules[1]["weight"].clone()), (json!(95), json!(5)));
+    assert_eq!(seen[4].1["spec"]["parentRefs"], Value::Null, "only the rules are applied");
+    assert_eq!(
+        seen[7].1["spec"]["template"]["metadata"]["labels"]["rollgate.dev/revision"], s,
+        "stable kept"
+    );
+    let status = &seen[9].1["status"];
+    assert_eq!(status["currentStep"], 1);
+    assert_eq!(status["canaryWeight"], 5);
+    assert!(status["checks"].as_array().is_some_and(|c| c.iter().all(|c| c["result"] == "Pass")));
+}
+
+#[tokio::test]
+async fn a_breach_rolls_back_weight_first() {
+    let (ro, s, c) = mid_rollout(0, 60);
+    let (client, server) = api_server(vec![
+        expect(
+            Method::GET,
+            DEPLOY_STABLE,
+            StatusCode::OK,
+            deployment_json(&ro, Role::Stable, &s, "v1", true),
+        ),
+        expect(
+            Method::GET,
+            DEPLOY_CANARY,
+            StatusCode::OK,
+            deployment_json(&ro, Role::Canary, &c, "v2", true),
+        ),
+        expect(Method::GET, ROUTE, StatusCode::OK, route(99, 1)),
+        expect(Method::GET, ROUTE, StatusCode::OK, route(99, 1)),
+        expect(Method::PATCH, ROUTE, StatusCode::OK, route(100, 0)),
+        expect(Method::PATCH, SVC_STABLE, StatusCode::OK, json!({})),
+        expect(Method::PATCH, SVC_CANARY, StatusCode::OK, json!({})),
+        expect(Method::PATCH, DEPLOY_STABLE, StatusCode::OK, json!({})),
+        // The canary is kept while it drains; nothing is sent for it.
+        expect(Method::PATCH, STATUS, StatusCode::OK, serde_json::to_value(&ro).unwrap_or_default()),
+        expect(Method::POST, EVENTS, StatusCode::CREATED, json!({})),
+    ]);
+    reconcile(Arc::new(ro), context(client, FakePrometheus { bad: 60.0, total: 600.0 })).await.expect("ok");
+    let seen = server.await.expect("server");
+    assert_eq!(seen[4].1["spec"]["rules"][0]["backendRefs"][1]["weight"], 0);
+    let status = &seen[8].1["status"];
+    assert_eq!(status["phase"], "RolledBack");
+    assert_eq!(status["verdict"], "Fail");
+    assert!(
+        status["message"].as_str().is_some_and(|m| m.contains("error-rate") && m.contains("60 of 600")),
+        "{status}"
+    );
+    let event = &seen[9].1;
+    assert_eq!(event["reason"], "RolledBack");
+    assert_eq!(event["type"], "Warning");
+    assert!(event["note"].as_str().is_some_and(|n| n.contains("error-rate")));
+}
+
+#[tokio::test]
+async fn promotion_removes_the_canary_once_traffic_is_back_on_stable() {
+    let (ro, _s, c) = mid_rollout(3, 60);
+    let (client, server) = api_server(vec![
+        // Stable already runs the canary's revision; the route is back on stable.
+        expect(
+            Method::GET,
+            DEPLOY_STABLE,
+            StatusCode::OK,
+            deployment_json(&ro, Role::Stable, &c, "v2", true),
+        ),
+        expect(
+            Method::GET,
+            DEPLOY_CANARY,
+            StatusCode::OK,
+            deployment_json(&ro, Role::Canary, &c, "v2", true),
+        ),
+        expect(Method::GET, ROUTE, StatusCode::OK, route(100, 0)),
+        expect(Method::PATCH, SVC_STABLE, StatusCode::OK, json!({})),
+        expect(Method::PATCH, SVC_CANARY, StatusCode::OK, json!({})),
+        expect(Method::PATCH, DEPLOY_STABLE, StatusCode::OK, json!({})),
+        expect(Method::DELETE, DEPLOY_CANARY, StatusCode::OK, json!({})),
+        expect(Method::PATCH, STATUS, StatusCode::OK, serde_json::to_value(&ro).unwrap_or_default()),
+        expect(Method::POST, EVENTS, StatusCode::CREATED, json!({})),
+    ]);
+    reconcile(Arc::new(ro.clone()), context(client, FakePrometheus { bad: 0.0, total: 0.0 }))
+        .await
+        .expect("ok");
+    let seen = server.await.expect("server");
+    assert_eq!(
+        seen[5].1["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.local/refserver:v2"
+    );
+    let status: RolloutStatus = serde_json::from_value(seen[7].1["status"].clone()).expect("status");
+    assert_eq!(status.phase, Some(Phase::Promoted));
+    assert_eq!(status.verdict, Some(Verdict::Pass));
+    assert_eq!(status.stable_revision, Some(c));
+    assert_eq!(seen[8].1["reason"], "Promoted");
+}
+
+#[tokio::test]
+async fn a_missing_release_gate_is_an_invalid_spec_not_an_error() {
+    let mut spec = RolloutSpec::test();
+    spec.gate = None;
+    spec.gate_ref = Some(rollgate_crds::rollout::GateRef { name: "slo".into() });
+    let ro = rollout(spec, None);
+    let (client, server) = api_server(vec![
+        expect(
+            Method::GET,
+            "/apis/rollgate.dev/v1alpha1/namespaces/shop/releasegates/slo",
+            StatusCode::NOT_FOUND,
+            not_found(),
+        ),
+        expect(Method::GET, DEPLOY_STABLE, StatusCode::NOT_FOUND, not_found()),
+        expect(Method::GET, DEPLOY_CANARY, StatusCode::NOT_FOUND, not_found()),
+        expect(Method::PATCH, STATUS, StatusCode::OK, serde_json::to_value(&ro).unwrap_or_default()),
+        expect(Method::POST, EVENTS, StatusCode::CREATED, json!({})),
+    ]);
+    reconcile(Arc::new(ro), context(client, FakePrometheus { bad: 0.0, total: 0.0 })).await.expect("ok");
+    let seen = server.await.expect("server");
+    let status = &seen[3].1["status"];
+    assert_eq!(status["phase"], "Failed");
+    let invalid =
+        status["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "InvalidSpec")).cloned();
+    assert!(invalid.is_some_and(
+        |c| c["status"] == "True" && c["message"].as_str().is_some_and(|m| m.contains("gateRef"))
+    ));
+}
+
+#[test]
+fn backoff_doubles_up_to_five_minutes() {
+    let delays: Vec<u64> = (1..=12).map(|n| backoff(n).as_secs()).collect();
+    assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+}
+
+#[test]
+fn actions_are_read_once() {
+    let mut ro = rollout(RolloutSpec::test(), None);
+    ro.meta_mut().annotations = Some(
+        [
+            ("rollgate.dev/promote".to_string(), "full:1".to_string()),
+            ("rollgate.dev/abort".to_string(), "a1".to_string()),
+        ]
+        .into(),
+    );
+    let a = actions_from(&ro, &RolloutStatus::default());
+    assert_eq!(a.promote, Some(("full:1".into(), true)));
+    assert_eq!(a.abort, Some("a1".into()));
+    let handled = RolloutStatus {
+        handled_actions: Some(rollgate_crds::rollout::HandledActions {
+            promote: Some("full:1".into()),
+            abort: None,
+            retry: None,
+        }),
+        ..Default::default()
+    };
+    assert_eq!(actions_from(&ro, &handled).promote, None);
+}

@@ -1,0 +1,240 @@
+//! `rollgate controller`: the operator process.
+//!
+//! Serves `/metrics`, `/healthz` and `/readyz` at once; takes part in leader election (a Lease,
+//! through kube-lease-manager) so that of several replicas only one acts; while leader, runs the
+//! kube-runtime `Controller` over Rollouts, owning their Deployments and Services and watching
+//! ReleaseGates and HTTPRoutes. Losing the lease stops the controller until it is won again.
+//! SIGTERM or SIGINT stops everything and releases the lease.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::DynamicObject;
+use kube::discovery::Discovery;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, ResourceExt};
+use kube_lease_manager::LeaseManagerBuilder;
+use rollgate_crds::labels::ROLLOUT;
+use rollgate_crds::{ReleaseGate, Rollout};
+
+use crate::metrics_provider::MetricProvider;
+use crate::metrics_provider::prometheus::Prometheus;
+use crate::observability::{Metrics, SharedMetrics};
+use crate::reconcile::{Context, ProviderFactory, error_policy, reconcile};
+use crate::router::gateway_api::http_route_resource;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControllerArgs {
+    /// Address of the metrics and health endpoints.
+    #[arg(long, default_value = "0.0.0.0:9464", env = "ROLLGATE_METRICS_ADDR")]
+    pub metrics_addr: SocketAddr,
+    /// Namespace of the leader-election Lease (default: the pod's, else `default`).
+    #[arg(long, env = "ROLLGATE_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Identity in the Lease (default: the host name).
+    #[arg(long, env = "ROLLGATE_IDENTITY")]
+    pub identity: Option<String>,
+    /// Log as JSON (default) or text.
+    #[arg(long, default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("connecting to Kubernetes: {0}")]
+    Client(#[source] kube::Error),
+    #[error("leader election: {0}")]
+    Lease(String),
+    #[error("metrics endpoint on {addr}: {source}")]
+    Serve { addr: SocketAddr, source: std::io::Error },
+}
+
+#[derive(Clone)]
+struct Health {
+    metrics: SharedMetrics,
+    ready: Arc<AtomicBool>,
+}
+
+pub async fn run(args: ControllerArgs) -> Result<(), RunError> {
+    let client = Client::try_default().await.map_err(RunError::Client)?;
+    let metrics: SharedMetrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(|source| RunError::Serve { addr: args.metrics_addr, source })?;
+    let health = Health { metrics: metrics.clone(), ready: ready.clone() };
+    let http = axum::serve(listener, health_router(health));
+
+    let identity = args.identity.clone().unwrap_or_else(hostname);
+    let lease_ns = args.lease_namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
+    let manager = LeaseManagerBuilder::new(client.clone(), "rollgate-controller")
+        .with_namespace(lease_ns)
+        .with_identity(identity.clone())
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await
+        .map_err(|e| RunError::Lease(e.to_string()))?;
+    let (mut leader, lease_task) = manager.watch().await;
+    ready.store(true, Ordering::Release);
+    tracing::info!(%identity, metrics = %args.metrics_addr, "rollgate controller started; waiting for leadership");
+
+    let providers: ProviderFactory =
+        Arc::new(|address: &str| Prometheus::new(address).map(|p| Arc::new(p) as Arc<dyn MetricProvider>));
+    let reporter = Reporter { controller: "rollgate".into(), instance: Some(identity.clone()) };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Recorder::new(client.clone(), reporter),
+        metrics.clone(),
+        providers,
+    ));
+    let has_routes = http_routes_served(&client).await;
+
+    let work = async {
+        loop {
+            if leader.wait_for(|l| *l).await.is_err() {
+                tracing::error!("leader election stopped");
+                return;
+            }
+            metrics.leader.set(1);
+            tracing::info!("leadership acquired; reconciling");
+            let controller = controller(client.clone(), ctx.clone(), has_routes);
+            tokio::select! {
+                () = controller => {
+                    tracing::info!("controller stopped");
+                    return;
+                }
+                _ = leader.wait_for(|l| !*l) => {
+                    metrics.leader.set(0);
+                    tracing::warn!("leadership lost; standing by");
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = work => {}
+        r = http => if let Err(source) = r {
+            return Err(RunError::Serve { addr: args.metrics_addr, source });
+        },
+    }
+    drop(leader);
+    match lease_task.await {
+        Ok(Ok(manager)) => {
+            if let Err(e) = manager.release().await {
+                tracing::warn!(error = %e, "releasing the lease");
+            }
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "lease manager"),
+        Err(e) => tracing::warn!(error = %e, "lease task"),
+    }
+    Ok(())
+}
+
+/// Runs the kube-runtime Controller until a shutdown signal.
+async fn controller(client: Client, ctx: Arc<Context>, watch_routes: bool) {
+    let rollouts: Api<Rollout> = Api::all(client.clone());
+    let owned = watcher::Config::default().labels(ROLLOUT);
+    let mut c = Controller::new(rollouts, watcher::Config::default())
+        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
+        .owns(Api::<Service>::all(client.clone()), owned);
+    let store = c.store();
+    c = c.watches(Api::<ReleaseGate>::all(client.clone()), watcher::Config::default(), move |gate| {
+        let (ns, name) = (gate.namespace(), gate.name_any());
+        store
+            .state()
+            .into_iter()
+            .filter(|r| r.namespace() == ns && r.spec.gate_ref.as_ref().is_some_and(|g| g.name == name))
+            .map(|r| ObjectRef::from_obj(&*r))
+            .collect::<Vec<_>>()
+    });
+    if watch_routes {
+        let store = c.store();
+        let ar = http_route_resource();
+        c = c.watches_with(
+            Api::<DynamicObject>::all_with(client.clone(), &ar),
+            ar,
+            watcher::Config::default(),
+            move |route| {
+                let (ns, name) = (route.namespace(), route.name_any());
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|r| {
+                        r.namespace() == ns
+                            && r.spec.traffic.gateway_api.as_ref().is_some_and(|g| g.http_route == name)
+                    })
+                    .map(|r| ObjectRef::from_obj(&*r))
+                    .collect::<Vec<_>>()
+            },
+        );
+    } else {
+        tracing::info!("the HTTPRoute API is not served; gatewayAPI Rollouts will report it");
+    }
+    c.shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(rollout = %obj.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile loop"),
+            }
+        })
+        .await;
+}
+
+async fn http_routes_served(client: &Client) -> bool {
+    match Discovery::new(client.clone()).filter(&["gateway.networking.k8s.io"]).run().await {
+        Ok(d) => d.groups().any(|g| g.recommended_resources().iter().any(|(ar, _)| ar.kind == "HTTPRoute")),
+        Err(e) => {
+            tracing::warn!(error = %e, "API discovery failed; not watching HTTPRoutes");
+            false
+        }
+    }
+}
+
+fn health_router(health: Health) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(health)
+}
+
+async fn metrics_handler(State(h): State<Health>) -> impl IntoResponse {
+    match h.metrics.encode() {
+        Ok(text) => (
+            StatusCode::OK,
+            [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn readyz(State(h): State<Health>) -> impl IntoResponse {
+    if h.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| "rollgate".into())
+}
