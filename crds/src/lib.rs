@@ -22,8 +22,8 @@ pub mod labels {
     pub const REVISION: &str = "rollgate.dev/revision";
     /// The owning Rollout's name.
     pub const ROLLOUT: &str = "rollgate.dev/rollout";
-    /// One-shot actions: set to a new token (any string, e.g. a timestamp) to act once.
-    /// `promote`: value `step` or `full`, optionally `full:<token>`.
+    /// One-shot actions: set to a new value (any token, e.g. a timestamp) to act once.
+    /// `promote`: a value starting with `full` promotes fully, any other passes the step.
     pub const ACTION_PROMOTE: &str = "rollgate.dev/promote";
     pub const ACTION_ABORT: &str = "rollgate.dev/abort";
     pub const ACTION_RETRY: &str = "rollgate.dev/retry";
