@@ -27,7 +27,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Controller(args) => {
-            rollgate::observability::init_logging(args.log_format == "json");
+            let _telemetry = match rollgate::observability::init_telemetry(
+                args.log_format == "json",
+                args.otlp_endpoint.as_deref(),
+            ) {
+                Ok(g) => g,
+                Err(e) => {
+                    eprintln!("rollgate: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {

@@ -139,10 +139,61 @@ impl Metrics {
 
 pub type SharedMetrics = Arc<Metrics>;
 
-/// JSON logs to stdout with `RUST_LOG`-style filtering (default `info`).
-pub fn init_logging(json: bool) {
-    use tracing_subscriber::EnvFilter;
+/// Logging and optional trace export. Logs: JSON (or text) on stderr, `RUST_LOG`-style
+/// filtering (default `info`). Traces: with an OTLP/HTTP endpoint, the reconcile and evaluation
+/// spans are exported; the returned guard flushes them on drop.
+pub fn init_telemetry(json: bool, otlp_endpoint: Option<&str>) -> Result<TelemetryGuard, String> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+    let provider = match otlp_endpoint {
+        Some(endpoint) => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(endpoint)
+                .build()
+                .map_err(|e| format!("--otlp-endpoint: {e}"))?;
+            Some(
+                opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                    .with_resource(
+                        opentelemetry_sdk::Resource::builder().with_service_name("rollgate").build(),
+                    )
+                    .with_batch_exporter(exporter)
+                    .build(),
+            )
+        }
+        None => None,
+    };
+    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("rollgate")));
+    let fmt = if json {
+        tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(std::io::stderr).boxed()
+    } else {
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed()
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(otel)
+        .with(fmt)
+        .try_init()
+        .map_err(|e| format!("logging: {e}"))?;
+    Ok(TelemetryGuard { provider })
+}
+
+/// Flushes exported spans when dropped.
+pub struct TelemetryGuard {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take()
+            && let Err(e) = p.shutdown()
+        {
+            eprintln!("rollgate: flushing traces: {e}");
+        }
+    }
 }

@@ -22,6 +22,7 @@ use rollgate_crds::gate::GatePolicy;
 use rollgate_crds::labels::{ACTION_ABORT, ACTION_PROMOTE, ACTION_RETRY};
 use rollgate_crds::{GateSpec, ReleaseGate, Rollout, RolloutStatus};
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::gate::{ErrorRates, Evaluation, Policy, StepClock, evaluate};
@@ -86,14 +87,13 @@ pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciles.inc();
     let ns = ro.namespace().unwrap_or_default();
     let name = ro.name_any();
-    let span = tracing::info_span!("reconcile", namespace = %ns, rollout = %name);
-    let _enter = span.enter();
     if ro.meta().deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove the Deployments and Services.
         ctx.metrics.forget(&ns, &name);
         return Ok(Action::await_change());
     }
-    let result = reconcile_inner(&ro, &ctx, &ns, &name).await;
+    let span = tracing::info_span!("reconcile", namespace = %ns, rollout = %name);
+    let result = reconcile_inner(&ro, &ctx, &ns, &name).instrument(span).await;
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
     if result.is_ok()
         && let Ok(mut f) = ctx.failures.lock()
@@ -196,6 +196,7 @@ fn validate(ro: &Rollout, gate: &GateSpec, ctx: &Context) -> Result<(), SpecProb
     Ok(())
 }
 
+#[tracing::instrument(name = "evaluate", skip_all, fields(window_s = window.as_secs()))]
 async fn evaluate_gate(
     ctx: &Context,
     ro: &Rollout,

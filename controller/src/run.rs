@@ -48,6 +48,10 @@ pub struct ControllerArgs {
     /// Log as JSON (default) or text.
     #[arg(long, default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,
+    /// OTLP/HTTP traces endpoint (e.g. `http://collector:4318/v1/traces`); traces are exported
+    /// only when set.
+    #[arg(long, env = "ROLLGATE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
