@@ -24,6 +24,7 @@ test: deps lint crds-check unit ## everything CI checks: format, clippy, generat
 lint: ## cargo fmt --check and clippy with -D warnings
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) clippy -p rollgate-e2e --features e2e --all-targets --locked -- -D warnings
 
 .PHONY: unit
 unit: ## unit and integration tests of every crate
@@ -45,6 +46,18 @@ demo: deps ## see refserver work: traffic, metrics, faults by hot reload, gracef
 .PHONY: bench
 bench: deps ## refserver vs a bare hyper server under wrk (a report, not a test)
 	bash scripts/bench-refserver.sh
+
+.PHONY: e2e
+e2e: deps ## the end-to-end suite on the local control plane (needs root; builds what is missing)
+	bash e2e/scripts/run-e2e.sh
+
+.PHONY: cluster-up
+cluster-up: ## start the local control plane and leave it running (source the printed env file)
+	bash e2e/scripts/cluster.sh up
+
+.PHONY: cluster-down
+cluster-down: ## stop the local control plane
+	bash e2e/scripts/cluster.sh down
 
 .PHONY: toolchain
 toolchain: ## build (or reuse) the control-plane binaries from Go modules

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the control-plane binaries the e2e suite and `make demo` run, from Go modules, and caches
 # them outside the repository keyed by version and by the wrapper's go.sum:
-#   etcd; kube-apiserver, kube-controller-manager, kube-scheduler, kubectl; traefik; and the
-#   Gateway API standard CRDs.
+#   etcd; kube-apiserver, kube-controller-manager, kube-scheduler, kubectl; traefik; prometheus
+#   (Debian's package lacks Kubernetes service discovery); and the Gateway API standard CRDs.
 # Prints the directory holding bin/ and crds/ on stdout. Safe to run again: a warm cache is a
 # no-op. Needs Go (see go.mod files for the minimum) and the Go module proxy.
 set -euo pipefail
@@ -12,12 +12,15 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 KUBE_VERSION=1.35.4
 ETCD_VERSION=3.6.5
 TRAEFIK_VERSION=3.6.12
+PROMETHEUS_VERSION=0.316.0
 GATEWAY_API_VERSION=1.4.0
 
 command -v go >/dev/null || die "Go is required to build the control plane (https://go.dev/doc/install)"
 
 key() { cat "$here/toolchain/$1/go.mod" "$here/toolchain/$1/go.sum" | sha256sum | cut -c1-12; }
 out="$ROLLGATE_CACHE/toolchain/k8s-$KUBE_VERSION-etcd-$ETCD_VERSION-traefik-$TRAEFIK_VERSION-$(key kubernetes)$(key etcd | cut -c1-4)$(key traefik | cut -c1-4)"
+# Prometheus is keyed on its own, so adding it did not invalidate the other binaries.
+prom_out="$ROLLGATE_CACHE/toolchain/prometheus-$PROMETHEUS_VERSION-$(key prometheus)"
 mkdir -p "$out/bin" "$out/crds"
 
 # build NAME MODULE_DIR LDFLAGS PACKAGE...
@@ -32,8 +35,9 @@ build() {
   mv "$out/bin/$name.partial" "$out/bin/$name"
 }
 
-kv="-X k8s.io/component-base/version.gitVersion=v$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${KUBE_VERSION#1.}"
-kv="${kv%.*}"
+minor=$(echo "$KUBE_VERSION" | cut -d. -f2)
+kv="-X k8s.io/component-base/version.gitVersion=v$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1"
+kv="$kv -X k8s.io/component-base/version.gitMinor=$minor"
 kv="$kv -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=v$KUBE_VERSION"
 build etcd etcd "" go.etcd.io/etcd/server/v3
 for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
@@ -41,6 +45,16 @@ for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
 done
 build traefik traefik "-X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" \
   github.com/traefik/traefik/v3/cmd/traefik
+
+if [ ! -x "$prom_out/prometheus" ]; then
+  log "building prometheus (go build, cached in $prom_out; first time takes minutes)"
+  mkdir -p "$prom_out"
+  (cd "$here/toolchain/prometheus" && go build -trimpath \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" \
+    -o "$prom_out/prometheus.partial" github.com/prometheus/prometheus/cmd/prometheus)
+  mv "$prom_out/prometheus.partial" "$prom_out/prometheus"
+fi
+ln -sf "$prom_out/prometheus" "$out/bin/prometheus"
 
 if [ ! -f "$out/crds/.done" ]; then
   gw=$(cd "$here/toolchain/traefik" && go mod download -json "sigs.k8s.io/gateway-api@v$GATEWAY_API_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')

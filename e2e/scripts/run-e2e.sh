@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The end-to-end suite: brings the local control plane up, runs the scenarios one at a time,
+# and always tears everything down (processes, network namespaces, links), even on failure.
+#   e2e/scripts/run-e2e.sh [cargo test filter]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/lib.sh
+state=${ROLLGATE_E2E_STATE_DIR:-$ROLLGATE_CACHE/cluster}
+trap 'bash e2e/scripts/cluster.sh down "$state"' EXIT
+env_file=$(bash e2e/scripts/cluster.sh up "$state" | tail -n1)
+# shellcheck disable=SC1090
+. "$env_file"
+cargo test -q --locked -p rollgate-e2e --features e2e --test rollouts -- --test-threads=1 "$@"

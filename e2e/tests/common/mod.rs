@@ -1,0 +1,312 @@
+//! The end-to-end harness: the local control plane from `e2e/scripts/cluster.sh`, the rollgate
+//! controller as a process, a load generator through the gateway, and diagnostics on failure.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use rollgate_crds::{Rollout, RolloutStatus};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+pub struct Cluster {
+    pub client: Client,
+    pub state: PathBuf,
+    pub toolchain: PathBuf,
+    pub gateway: String,
+    pub prometheus: String,
+    pub bin_dir: PathBuf,
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the suite with `make e2e`"))
+}
+
+impl Cluster {
+    pub async fn connect() -> Cluster {
+        let client = Client::try_default().await.expect("kube client from KUBECONFIG");
+        let bin_dir =
+            PathBuf::from(env!("CARGO_BIN_EXE_rollgate-node")).parent().expect("bin dir").to_path_buf();
+        Cluster {
+            client,
+            state: PathBuf::from(env("ROLLGATE_E2E_STATE")),
+            toolchain: PathBuf::from(env("ROLLGATE_E2E_TOOLCHAIN")),
+            gateway: env("ROLLGATE_E2E_GATEWAY"),
+            prometheus: env("ROLLGATE_E2E_PROMETHEUS"),
+            bin_dir,
+        }
+    }
+
+    /// A fresh namespace for one scenario.
+    pub async fn namespace(&self, name: &str) -> String {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let _ = api.delete(name, &DeleteParams::default()).await;
+        wait_until(&format!("namespace {name} gone"), Duration::from_secs(60), || async {
+            api.get_opt(name).await.ok().flatten().is_none()
+        })
+        .await;
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
+        api.create(&PostParams::default(), &ns).await.expect("create namespace");
+        wait_until("default service account", Duration::from_secs(60), || async {
+            let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+                Api::namespaced(self.client.clone(), name);
+            sa.get_opt("default").await.ok().flatten().is_some()
+        })
+        .await;
+        name.to_string()
+    }
+
+    pub fn kubectl(&self) -> PathBuf {
+        self.toolchain.join("bin/kubectl")
+    }
+
+    /// Applies YAML with kubectl (as a user would); returns (success, output).
+    pub async fn apply(&self, yaml: &str) -> (bool, String) {
+        let mut child = Command::new(self.kubectl())
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        if let Some(mut stdin) = child.stdin.take() {
+            use tokio::io::AsyncWriteExt;
+            stdin.write_all(yaml.as_bytes()).await.expect("write yaml");
+        }
+        let out = child.wait_with_output().await.expect("kubectl output");
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    }
+
+    pub async fn rollout(&self, ns: &str, name: &str) -> Rollout {
+        let api: Api<Rollout> = Api::namespaced(self.client.clone(), ns);
+        api.get(name).await.expect("get rollout")
+    }
+
+    pub async fn status(&self, ns: &str, name: &str) -> RolloutStatus {
+        self.rollout(ns, name).await.status.unwrap_or_default()
+    }
+
+    /// Everything a person needs to see why a scenario failed.
+    pub async fn diagnostics(&self, ns: &str) -> String {
+        let mut out = String::new();
+        for kind in ["rollouts.rollgate.dev", "deployments", "pods", "httproutes", "events"] {
+            let o = Command::new(self.kubectl())
+                .args(["-n", ns, "get", kind, "-o", "yaml"])
+                .output()
+                .await
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            out.push_str(&format!("\n===== {kind} =====\n{}", tail(&o, 120)));
+        }
+        out
+    }
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let v: Vec<&str> = s.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Polls `cond` every 200 ms until it holds; panics after `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The rollgate controller, as a process.
+pub struct Controller {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Controller {
+    pub async fn start(cluster: &Cluster, tag: &str) -> Controller {
+        let log = cluster.state.join("logs").join(format!("controller-{tag}.log"));
+        let file = std::fs::File::create(&log).expect("controller log");
+        let child = Command::new(cluster.bin_dir.join("rollgate"))
+            .args([
+                "controller",
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--lease-namespace",
+                "default",
+                "--identity",
+            ])
+            .arg(format!("e2e-{tag}"))
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the controller (is it built? `make e2e` builds it)");
+        Controller { child, log }
+    }
+
+    /// SIGKILL: the harshest restart.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    pub fn log_tail(&self) -> String {
+        tail(&std::fs::read_to_string(&self.log).unwrap_or_default(), 40)
+    }
+}
+
+/// One response seen by the load generator.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub at: Instant,
+    pub status: u16,
+    pub version: String,
+}
+
+/// Steady traffic through the gateway, recording every response's status and version.
+pub struct Load {
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Load {
+    /// `rps` requests per second over `workers` connections to `url`, with `Host: host`.
+    pub fn start(url: &str, host: &str, rps: u32, workers: u32) -> Load {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        let period = Duration::from_secs_f64(f64::from(workers) / f64::from(rps));
+        for _ in 0..workers {
+            let client = reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("client");
+            let url = url.to_string();
+            let host = host.to_string();
+            let seen = seen.clone();
+            let rx = rx.clone();
+            tasks.spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                while !*rx.borrow() {
+                    tick.tick().await;
+                    let (status, version) = match client.get(&url).header("host", &host).send().await {
+                        Ok(r) => (
+                            r.status().as_u16(),
+                            r.headers()
+                                .get("x-refserver-version")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string(),
+                        ),
+                        Err(_) => (0, String::new()),
+                    };
+                    if let Ok(mut s) = seen.lock() {
+                        s.push(Seen { at: Instant::now(), status, version });
+                    }
+                }
+            });
+        }
+        Load { seen, stop, tasks }
+    }
+
+    pub fn snapshot(&self) -> Vec<Seen> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub async fn stop(mut self) -> Vec<Seen> {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        self.snapshot()
+    }
+}
+
+/// Share of responses per version among `seen` (status 200 only).
+pub fn shares(seen: &[Seen]) -> BTreeMap<String, f64> {
+    let ok: Vec<&Seen> = seen.iter().filter(|s| s.status == 200).collect();
+    let mut counts: BTreeMap<String, f64> = BTreeMap::new();
+    for s in &ok {
+        *counts.entry(s.version.clone()).or_default() += 1.0;
+    }
+    let n = ok.len().max(1) as f64;
+    counts.values_mut().for_each(|v| *v /= n);
+    counts
+}
+
+pub fn rollout_yaml(ns: &str, name: &str, version: &str, env: &[(&str, &str)], gate_extra: &str) -> String {
+    let env_yaml: String =
+        env.iter().map(|(k, v)| format!("\n            - {{name: {k}, value: \"{v}\"}}")).collect();
+    format!(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  parentRefs: [{{name: rollgate-demo, namespace: default}}]
+  hostnames: ["{name}.{ns}.e2e"]
+  rules:
+    - backendRefs:
+        - {{name: {name}-stable, port: 80, weight: 100}}
+        - {{name: {name}-canary, port: 80, weight: 0}}
+---
+apiVersion: rollgate.dev/v1alpha1
+kind: Rollout
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  replicas: 1
+  drainDelay: 2s
+  template:
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+        - name: refserver
+          image: registry.local/refserver:{version}
+          env:
+            - {{name: REFSERVER_SHUTDOWN_DRAIN_DELAY_MS, value: "1000"}}{env_yaml}
+          ports: [{{name: http, containerPort: 8080}}]
+          readinessProbe: {{httpGet: {{path: /readyz, port: http}}, periodSeconds: 1}}
+  traffic: {{gatewayAPI: {{httpRoute: {name}}}}}
+  gate:
+    prometheus: {{address: "PROMETHEUS"}}
+    checks:
+      - {{name: error-rate, errorRate: {{maxRatio: 0.01}}}}
+      - {{name: latency, latency: {{quantile: 0.95, max: 300ms}}}}
+      - {{name: pause, pause: {{preset: refserver, quantile: 0.99, max: 50ms}}}}
+    policy: {{interval: 2s, minHealthy: 10s, maxHold: 5m{gate_extra}}}
+"#
+    )
+}
+
+/// Sets the template's version (and env) with a server-side apply of the same manifest.
+pub async fn patch_version(cluster: &Cluster, ns: &str, name: &str, yaml: &str) {
+    let (ok, out) = cluster.apply(&yaml.replace("PROMETHEUS", &cluster.prometheus)).await;
+    assert!(ok, "apply {ns}/{name}: {out}");
+}
+
+pub fn value(v: &Value, path: &str) -> Value {
+    v.pointer(path).cloned().unwrap_or(Value::Null)
+}
+
+pub async fn patch_merge<K>(api: &Api<K>, name: &str, patch: Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch");
+}

@@ -1,0 +1,142 @@
+//! The end-to-end suite: the controller rolls refserver out on a real API server, with real
+//! traffic through Traefik, judged on real Prometheus data. Run with `make e2e`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, Controller, Load, rollout_yaml, shares, wait_until};
+use rollgate_crds::rollout::{Phase, Verdict};
+
+const RPS: u32 = 150;
+
+async fn deploy_v1(c: &Cluster, ns: &str, name: &str) -> Controller {
+    let ctl = Controller::start(c, ns).await;
+    let (ok, out) =
+        c.apply(&rollout_yaml(ns, name, "v1", &[], "").replace("PROMETHEUS", &c.prometheus)).await;
+    assert!(ok, "{out}");
+    wait_until("v1 promoted as stable", Duration::from_secs(120), || async {
+        c.status(ns, name).await.phase == Some(Phase::Promoted)
+    })
+    .await;
+    ctl
+}
+
+fn host(ns: &str, name: &str) -> String {
+    format!("{name}.{ns}.e2e")
+}
+
+#[tokio::test]
+async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promoted() {
+    let c = Cluster::connect().await;
+    let ns = c.namespace("e2e-healthy").await;
+    let name = "web";
+    let ctl = deploy_v1(&c, &ns, name).await;
+    let load = Load::start(&format!("{}/api/v1/echo", c.gateway), &host(&ns, name), RPS, 8);
+    wait_until("traffic reaches v1", Duration::from_secs(60), || async {
+        load.snapshot().iter().filter(|s| s.status == 200 && s.version == "v1").count() > 50
+    })
+    .await;
+
+    let (ok, out) =
+        c.apply(&rollout_yaml(&ns, name, "v2", &[], "").replace("PROMETHEUS", &c.prometheus)).await;
+    assert!(ok, "{out}");
+    // Watch the weights as the controller applies them, and the traffic share at each step.
+    let mut weights_seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    loop {
+        let st = c.status(&ns, name).await;
+        if weights_seen.last() != Some(&st.canary_weight) {
+            weights_seen.push(st.canary_weight);
+        }
+        if st.phase == Some(Phase::Promoted)
+            && st.verdict == Some(Verdict::Pass)
+            && st.stable_revision == st.canary_revision
+        {
+            break;
+        }
+        assert_ne!(
+            st.phase,
+            Some(Phase::RolledBack),
+            "healthy canary rolled back: {:?}\n{}\n{}",
+            st.message,
+            c.diagnostics(&ns).await,
+            ctl.log_tail()
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not promoted: {:?}\n{}\n{}",
+            st,
+            c.diagnostics(&ns).await,
+            ctl.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    wait_until("traffic reaches v2 only", Duration::from_secs(60), || async {
+        let s = load.snapshot();
+        let last: Vec<_> = s.iter().rev().take(100).cloned().collect();
+        last.len() == 100 && last.iter().all(|x| x.version == "v2")
+    })
+    .await;
+    let seen = load.stop().await;
+    let failed = seen.iter().filter(|s| s.status != 200).count();
+    let steps: Vec<i32> = weights_seen.iter().copied().filter(|w| *w > 0).collect();
+    assert_eq!(steps, [1, 5, 100], "weights applied in order: {weights_seen:?}");
+    assert_eq!(failed, 0, "requests lost during the shifts: {failed} of {}", seen.len());
+    let share = shares(&seen);
+    assert!(share.get("v2").copied().unwrap_or(0.0) > 0.0);
+    ctl.kill().await;
+}
+
+#[tokio::test]
+async fn scenario_2_a_version_answering_10_percent_errors_is_rolled_back_at_the_first_step() {
+    let c = Cluster::connect().await;
+    let ns = c.namespace("e2e-errors").await;
+    let name = "web";
+    let ctl = deploy_v1(&c, &ns, name).await;
+    let load = Load::start(&format!("{}/api/v1/echo", c.gateway), &host(&ns, name), RPS, 8);
+    let yaml = rollout_yaml(&ns, name, "v3", &[("REFSERVER_FAULT_ERROR_RATIO", "0.1")], "");
+    let (ok, out) = c.apply(&yaml.replace("PROMETHEUS", &c.prometheus)).await;
+    assert!(ok, "{out}");
+    wait_until("rolled back", Duration::from_secs(300), || async {
+        c.status(&ns, name).await.phase == Some(Phase::RolledBack)
+    })
+    .await;
+    let st = c.status(&ns, name).await;
+    assert_eq!(st.verdict, Some(Verdict::Fail));
+    assert_eq!(st.current_step, Some(0), "caught at the first step");
+    let msg = st.message.clone().unwrap_or_default();
+    assert!(msg.contains("error-rate") && msg.contains("bad"), "{msg}");
+    let rb = st.conditions.iter().find(|x| x.type_ == "RolledBack").expect("RolledBack condition");
+    assert_eq!(rb.status, "True");
+    assert!(rb.message.contains("error-rate"), "{}", rb.message);
+    let check = st.checks.iter().find(|x| x.name == "error-rate").expect("error-rate check");
+    assert!(check.bad > 0 && check.total >= check.bad, "{check:?}");
+    // Traffic returns fully to stable.
+    wait_until("traffic back on v1", Duration::from_secs(60), || async {
+        let s = load.snapshot();
+        let last: Vec<_> = s.iter().rev().take(100).cloned().collect();
+        last.len() == 100 && last.iter().all(|x| x.version == "v1" && x.status == 200)
+    })
+    .await;
+    let events = c.diagnostics(&ns).await;
+    assert!(events.contains("RolledBack"), "an Event names the rollback");
+    load.stop().await;
+    ctl.kill().await;
+}
+
+#[tokio::test]
+async fn scenario_6_an_invalid_rollout_is_rejected_naming_the_field() {
+    let c = Cluster::connect().await;
+    let ns = c.namespace("e2e-invalid").await;
+    let yaml = rollout_yaml(&ns, "web", "v1", &[], "")
+        .replace("PROMETHEUS", &c.prometheus)
+        .replace("  replicas: 1\n", "  replicas: 1\n  steps: [{weight: 50}, {weight: 10}]\n");
+    let (ok, out) = c.apply(&yaml).await;
+    assert!(!ok, "accepted: {out}");
+    assert!(out.contains("spec.steps") && out.contains("strictly increasing"), "{out}");
+    let yaml = rollout_yaml(&ns, "web2", "v1", &[], "").replace("PROMETHEUS", "ftp://nowhere");
+    let (ok, out) = c.apply(&yaml).await;
+    assert!(!ok, "accepted: {out}");
+    assert!(out.contains("spec.gate.prometheus.address"), "{out}");
+}
