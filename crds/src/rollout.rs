@@ -206,6 +206,13 @@ pub struct RolloutStatus {
     /// counted from here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_waiting_since: Option<Time>,
+    /// When the gate was last evaluated (it is evaluated once per `policy.interval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_evaluated_at: Option<Time>,
+    /// During promotion, since when all traffic is back on stable (the canary is removed after
+    /// `drainDelay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_returned_at: Option<Time>,
     /// When the rollback began (drain delay is counted from here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_started_at: Option<Time>,

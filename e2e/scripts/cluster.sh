@@ -145,9 +145,11 @@ up() {
   wait_for "node rollgate-node" 60 "$kubectl" wait --for=condition=Ready node/rollgate-node --timeout=1s
   wait_for "default service account" 60 "$kubectl" get serviceaccount default
 
-  log "installing the Gateway API CRDs and the demo Gateway"
+  log "installing the Gateway API and rollgate CRDs and the demo Gateway"
   "$kubectl" apply --server-side -f "$tc/crds/" >/dev/null
-  "$kubectl" wait --for=condition=Established crd/gateways.gateway.networking.k8s.io crd/httproutes.gateway.networking.k8s.io >/dev/null
+  "$kubectl" apply --server-side -f "$root/manifests/crds/rollgate.yaml" >/dev/null
+  "$kubectl" wait --for=condition=Established crd/gateways.gateway.networking.k8s.io \
+    crd/httproutes.gateway.networking.k8s.io crd/rollouts.rollgate.dev crd/releasegates.rollgate.dev >/dev/null
   "$kubectl" apply -f - >/dev/null <<YAML
 apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass

@@ -10,4 +10,4 @@ trap 'bash e2e/scripts/cluster.sh down "$state"' EXIT
 env_file=$(bash e2e/scripts/cluster.sh up "$state" | tail -n1)
 # shellcheck disable=SC1090
 . "$env_file"
-cargo test -q --locked -p rollgate-e2e --features e2e --test rollouts -- --test-threads=1 "$@"
+RUST_BACKTRACE=0 cargo test -q --locked -p rollgate-e2e --features e2e --test rollouts -- --test-threads=1 "$@"

@@ -82,7 +82,16 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
     let failed = seen.iter().filter(|s| s.status != 200).count();
     let steps: Vec<i32> = weights_seen.iter().copied().filter(|w| *w > 0).collect();
     assert_eq!(steps, [1, 5, 100], "weights applied in order: {weights_seen:?}");
-    assert_eq!(failed, 0, "requests lost during the shifts: {failed} of {}", seen.len());
+    let mut by_status = std::collections::BTreeMap::new();
+    for s in seen.iter().filter(|s| s.status != 200) {
+        *by_status.entry(s.status).or_insert(0) += 1;
+    }
+    assert_eq!(
+        failed,
+        0,
+        "requests lost during the shifts: {failed} of {} (by status: {by_status:?})",
+        seen.len()
+    );
     let share = shares(&seen);
     assert!(share.get("v2").copied().unwrap_or(0.0) > 0.0);
     ctl.kill().await;

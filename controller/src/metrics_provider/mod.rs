@@ -62,20 +62,19 @@ async fn counts(
             provider.query(&plan.bad_query(sel, window)).await.map_err(Missing::Unavailable)?.unwrap_or(0.0)
         }
         queries::Bad::TotalMinus(_) => {
-            let good = provider.query(&plan.bad_query(sel, window)).await.map_err(Missing::Unavailable)?;
-            match good {
-                Some(g) => (total - g).max(0.0),
-                // No bucket at the limit while there is traffic: the limit is not a bucket
-                // boundary of the histogram. Counting everything as bad would roll back a
-                // healthy canary, so it is reported instead.
-                None if total > 0.0 => {
-                    return Err(Missing::Unavailable(format!(
-                        "no histogram bucket matches {}; the limit must be a bucket boundary",
-                        plan.bad_query(sel, window)
-                    )));
-                }
-                None => 0.0,
+            // No bucket at the limit while there is traffic: the limit is not a bucket boundary
+            // of the histogram. Counting everything as bad would roll back a healthy canary, so
+            // it is reported instead.
+            if total > 0.0
+                && let Some(presence) = plan.bucket_presence(sel, window)
+                && provider.query(&presence).await.map_err(Missing::Unavailable)?.is_none()
+            {
+                return Err(Missing::Unavailable(format!(
+                    "no histogram bucket matches {presence}; the limit must be a bucket boundary"
+                )));
             }
+            let good = provider.query(&plan.bad_query(sel, window)).await.map_err(Missing::Unavailable)?;
+            (total - good.unwrap_or(0.0)).max(0.0)
         }
     };
     let total = total.max(0.0).round() as u64;

@@ -1,7 +1,12 @@
 //! PromQL for each check kind, with every interpolated value escaped.
 //!
 //! Series carry the labels the Prometheus scrape config in `manifests/` copies from pods:
-//! `namespace`, `rollout`, `role` and `revision`. Counts are increases over the window, summed.
+//! `namespace`, `rollout`, `role` and `revision`. A count over the window is the counter's sum now
+//! minus its sum at the window's start, where a series that did not exist yet counts as zero:
+//! `(sum(C) or vector(0)) - (sum(C offset W) or vector(0))`. `increase()` would miss the events
+//! that create a series (a status code's first 5xx starts its series at 1, and `increase` takes
+//! that first sample as the baseline), which at low traffic hides exactly the errors that matter.
+//! Pods of one revision are started fresh, so counter resets are rare; a reset under-counts.
 
 use std::time::Duration;
 
@@ -63,10 +68,10 @@ pub fn for_check(check: &Check) -> Result<CheckQueries, QueryError> {
     let tolerance_or = |d: f64| check.tolerance.unwrap_or(d);
     if let Some(e) = &check.error_rate {
         return Ok(CheckQueries {
-            total: format!("sum(increase({REQUESTS}_count{{$selector}}[$window]))"),
-            bad: Bad::Query(format!(
-                "sum(increase({REQUESTS}_count{{$selector,http_response_status_code=~\"5..\"}}[$window]))"
-            )),
+            total: delta(&format!("{REQUESTS}_count{{$selector}}")),
+            bad: Bad::Query(delta(&format!(
+                "{REQUESTS}_count{{$selector,http_response_status_code=~\"5..\"}}"
+            ))),
             budget: e.max_ratio,
             tolerance: tolerance_or(rollgate_crds::defaults::ERROR_TOLERANCE),
             unit: "requests",
@@ -107,16 +112,18 @@ fn histogram(
     unit: &'static str,
 ) -> CheckQueries {
     CheckQueries {
-        total: format!("sum(increase({base}_count{{$selector}}[$window]))"),
-        bad: Bad::TotalMinus(format!(
-            "sum(increase({base}_bucket{{$selector,le=~\"{}\"}}[$window]))",
-            le_regex(limit_s)
-        )),
+        total: delta(&format!("{base}_count{{$selector}}")),
+        bad: Bad::TotalMinus(format!("{base}_bucket{{$selector,le=~\"{}\"}}", le_regex(limit_s))),
         budget: 1.0 - quantile,
         tolerance: tolerance_or(rollgate_crds::defaults::SHARE_TOLERANCE),
         unit,
         custom: false,
     }
+}
+
+/// The change of a counter's sum over `$window`, series born inside the window counted from 0.
+fn delta(counter: &str) -> String {
+    format!("clamp_min((sum({counter}) or vector(0)) - (sum({counter} offset $window) or vector(0)), 0)")
 }
 
 impl CheckQueries {
@@ -126,7 +133,17 @@ impl CheckQueries {
 
     pub fn bad_query(&self, sel: &Selector, window: Duration) -> String {
         match &self.bad {
-            Bad::Query(q) | Bad::TotalMinus(q) => self.render(q, sel, window),
+            Bad::Query(q) => self.render(q, sel, window),
+            Bad::TotalMinus(bucket) => self.render(&delta(bucket), sel, window),
+        }
+    }
+
+    /// For bucket-based checks: the bucket's current sum, which is empty when no bucket has the
+    /// limit as its bound.
+    pub fn bucket_presence(&self, sel: &Selector, window: Duration) -> Option<String> {
+        match &self.bad {
+            Bad::TotalMinus(bucket) => Some(self.render(&format!("sum({bucket})"), sel, window)),
+            Bad::Query(_) => None,
         }
     }
 

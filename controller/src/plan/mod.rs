@@ -135,6 +135,13 @@ pub fn evaluation_window(o: &Observed<'_>) -> Option<Duration> {
     if o.router_weight != Some(o.spec.steps[step].weight) {
         return None;
     }
+    // Once per interval: the status written after an evaluation triggers another reconcile,
+    // which must not evaluate (and write) again.
+    if let Some(last) = &o.status.last_evaluated_at
+        && elapsed(last, o.now) < o.gate_interval
+    {
+        return None;
+    }
     Some(elapsed(started, o.now))
 }
 
@@ -357,9 +364,17 @@ impl<'a, 'o> Planner<'a, 'o> {
             return;
         }
         let Some(eval) = evaluation else {
-            self.status.message = Some(format!("weight {target}% applied; evaluating"));
+            // Not due yet: leave the status as it is, come back when it is.
+            let since =
+                self.status.last_evaluated_at.as_ref().map_or(Duration::ZERO, |t| elapsed(t, self.o.now));
+            self.requeue = self.o.gate_interval.saturating_sub(since).max(Duration::from_millis(200));
+            if self.status.last_evaluated_at.is_none() {
+                self.status.message = Some(format!("weight {target}% applied; evaluating"));
+            }
+            self.keep_canary();
             return;
         };
+        self.status.last_evaluated_at = Some(self.now());
         self.status.checks = eval.checks.iter().map(check_status).collect();
         let paused_by_spec = self.o.spec.paused;
         let metrics_down = matches!(eval.decision, Decision::MetricsUnavailable { .. });
@@ -420,6 +435,8 @@ impl<'a, 'o> Planner<'a, 'o> {
         self.status.step_started_at = None;
         self.status.rollback_started_at = None;
         self.status.canary_waiting_since = None;
+        self.status.last_evaluated_at = None;
+        self.status.traffic_returned_at = None;
         self.status.canary_weight = 0;
         self.status.checks.clear();
         self.status.phase = Some(Phase::Progressing);
@@ -483,6 +500,7 @@ impl<'a, 'o> Planner<'a, 'o> {
         let steps = self.o.spec.steps.len();
         self.status.current_step = Some(next as i32);
         self.status.step_started_at = None;
+        self.status.last_evaluated_at = None;
         self.status.phase = Some(Phase::Progressing);
         self.set_condition(cond::PAUSED, false, "Advanced", reason);
         if next >= steps {
@@ -522,6 +540,17 @@ impl<'a, 'o> Planner<'a, 'o> {
             self.status.message = Some(format!("promoting {rev}: returning traffic to stable"));
             return;
         }
+        // The route says 0, but the data plane applies it a moment later and requests in
+        // flight finish: the canary is removed after the drain delay.
+        let returned = self.status.traffic_returned_at.get_or_insert(Time(self.o.now));
+        let since = elapsed(returned, self.o.now);
+        let drain = self.o.spec.drain_delay.as_std();
+        if since < drain {
+            self.status.message = Some(format!("promoting {rev}: draining the canary"));
+            self.requeue = (drain - since).max(Duration::from_millis(200));
+            return;
+        }
+        self.status.traffic_returned_at = None;
         self.canary = CanaryIntent::Absent;
         self.status.stable_revision = Some(rev.clone());
         self.promoted(&format!("revision {rev} promoted after {} steps", self.o.spec.steps.len()));

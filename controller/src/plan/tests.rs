@@ -402,3 +402,19 @@ fn revisions_are_stable_and_change_with_the_template() {
     assert_ne!(revision_of(&a.template), revision_of(&b.template));
     assert_eq!(revision_of(&a.template).len(), 10);
 }
+
+#[test]
+fn the_gate_is_evaluated_once_per_interval_so_status_writes_do_not_storm() {
+    let mut w = deployed();
+    w.new_version("v2");
+    let healthy = judge(0, 50);
+    w.run_until(20, &healthy, |w| w.status.last_evaluated_at.is_some());
+    // The status write that follows an evaluation triggers another reconcile at once: it must
+    // not evaluate again, nor change the status.
+    let mut o = w.observed();
+    o.now = w.status.last_evaluated_at.as_ref().map(|t| t.0).expect("evaluated") + SignedDuration::from_secs(1);
+    assert_eq!(evaluation_window(&o), None);
+    let p = plan(&o, None);
+    assert_eq!(p.status, w.status);
+    assert!(p.requeue <= Duration::from_secs(10));
+}

@@ -276,7 +276,12 @@ async fn a_breach_rolls_back_weight_first() {
 
 #[tokio::test]
 async fn promotion_removes_the_canary_once_traffic_is_back_on_stable() {
-    let (ro, _s, c) = mid_rollout(3, 60);
+    let (mut ro, _s, c) = mid_rollout(3, 60);
+    // Traffic came back to stable a minute ago: past the drain delay.
+    if let Some(st) = ro.status.as_mut() {
+        st.traffic_returned_at =
+            Some(Time(Timestamp::from_second(NOW - 60).unwrap_or(Timestamp::UNIX_EPOCH)));
+    }
     let (client, server) = api_server(vec![
         // Stable already runs the canary's revision; the route is back on stable.
         expect(

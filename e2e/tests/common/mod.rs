@@ -274,12 +274,12 @@ spec:
   drainDelay: 2s
   template:
     spec:
-      terminationGracePeriodSeconds: 5
+      terminationGracePeriodSeconds: 10
       containers:
         - name: refserver
           image: registry.local/refserver:{version}
           env:
-            - {{name: REFSERVER_SHUTDOWN_DRAIN_DELAY_MS, value: "1000"}}{env_yaml}
+            - {{name: REFSERVER_SHUTDOWN_DRAIN_DELAY_MS, value: "3000"}}{env_yaml}
           ports: [{{name: http, containerPort: 8080}}]
           readinessProbe: {{httpGet: {{path: /readyz, port: http}}, periodSeconds: 1}}
   traffic: {{gatewayAPI: {{httpRoute: {name}}}}}
