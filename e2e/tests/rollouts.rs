@@ -33,21 +33,31 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
     let name = "web";
     let ctl = deploy_v1(&c, &ns, name).await;
     let load = Load::start(&format!("{}/api/v1/echo", c.gateway), &host(&ns, name), RPS, 8);
-    wait_until("traffic reaches v1", Duration::from_secs(60), || async {
-        load.snapshot().iter().filter(|s| s.status == 200 && s.version == "v1").count() > 50
+    // The data plane is settled once 100 responses in a row are v1 and 200: from here on,
+    // every failed request is one the shifts caused.
+    wait_until("steady traffic on v1", Duration::from_secs(60), || async {
+        let s = load.snapshot();
+        s.len() >= 100 && s[s.len() - 100..].iter().all(|x| x.status == 200 && x.version == "v1")
     })
     .await;
+    let settled = load.snapshot().len();
 
     let (ok, out) =
         c.apply(&rollout_yaml(&ns, name, "v2", &[], "").replace("PROMETHEUS", &c.prometheus)).await;
     assert!(ok, "{out}");
     // Watch the weights as the controller applies them, and the traffic share at each step.
     let mut weights_seen = Vec::new();
+    let mut timeline: Vec<(std::time::Instant, String)> = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
     loop {
         let st = c.status(&ns, name).await;
         if weights_seen.last() != Some(&st.canary_weight) {
             weights_seen.push(st.canary_weight);
+        }
+        let label =
+            format!("{:?} w={} {}", st.phase, st.canary_weight, st.message.clone().unwrap_or_default());
+        if timeline.last().map(|(_, l)| l != &label).unwrap_or(true) {
+            timeline.push((std::time::Instant::now(), label));
         }
         if st.phase == Some(Phase::Promoted)
             && st.verdict == Some(Verdict::Pass)
@@ -79,6 +89,7 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
     })
     .await;
     let seen = load.stop().await;
+    let seen = seen[settled..].to_vec();
     let failed = seen.iter().filter(|s| s.status != 200).count();
     let steps: Vec<i32> = weights_seen.iter().copied().filter(|w| *w > 0).collect();
     assert_eq!(steps, [1, 5, 100], "weights applied in order: {weights_seen:?}");

@@ -412,7 +412,8 @@ fn the_gate_is_evaluated_once_per_interval_so_status_writes_do_not_storm() {
     // The status write that follows an evaluation triggers another reconcile at once: it must
     // not evaluate again, nor change the status.
     let mut o = w.observed();
-    o.now = w.status.last_evaluated_at.as_ref().map(|t| t.0).expect("evaluated") + SignedDuration::from_secs(1);
+    o.now =
+        w.status.last_evaluated_at.as_ref().map(|t| t.0).expect("evaluated") + SignedDuration::from_secs(1);
     assert_eq!(evaluation_window(&o), None);
     let p = plan(&o, None);
     assert_eq!(p.status, w.status);
