@@ -40,7 +40,11 @@ crds-check: ## fail when manifests/crds/ is stale
 	  || { echo "manifests/crds/rollgate.yaml is stale: run make crds" >&2; exit 1; }
 
 .PHONY: demo
-demo: deps ## see refserver work: traffic, metrics, faults by hot reload, graceful stop
+demo: deps ## the product end to end: local control plane, v2 promoted, v3 rolled back (root)
+	bash scripts/demo.sh
+
+.PHONY: demo-refserver
+demo-refserver: deps ## refserver alone: traffic, metrics, faults by hot reload, graceful stop
 	bash scripts/demo-refserver.sh
 
 .PHONY: bench
