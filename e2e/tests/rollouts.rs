@@ -160,3 +160,181 @@ async fn scenario_6_an_invalid_rollout_is_rejected_naming_the_field() {
     assert!(!ok, "accepted: {out}");
     assert!(out.contains("spec.gate.prometheus.address"), "{out}");
 }
+
+/// Applies `version` (with `env`) and waits for the given phase; returns the final status.
+async fn roll(
+    c: &Cluster,
+    ns: &str,
+    name: &str,
+    version: &str,
+    env: &[(&str, &str)],
+    until: Phase,
+    limit: Duration,
+) -> rollgate_crds::RolloutStatus {
+    let (ok, out) =
+        c.apply(&rollout_yaml(ns, name, version, env, "").replace("PROMETHEUS", &c.prometheus)).await;
+    assert!(ok, "{out}");
+    let started = std::time::Instant::now();
+    loop {
+        let st = c.status(ns, name).await;
+        let current = st.canary_revision.is_some() && st.canary_revision == c_revision(c, ns, name).await;
+        if current && st.phase == Some(until) {
+            return st;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{version}: not {until:?} after {limit:?}: {st:?}\n{}",
+            c.diagnostics(ns).await
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The revision the controller computes for the Rollout's current template.
+async fn c_revision(c: &Cluster, ns: &str, name: &str) -> Option<String> {
+    let ro = c.rollout(ns, name).await;
+    Some(rollgate::plan::revision_of(&ro.spec.template))
+}
+
+#[tokio::test]
+async fn scenario_3_slow_responses_and_runtime_pauses_are_rolled_back() {
+    let c = Cluster::connect().await;
+    let ns = c.namespace("e2e-slow").await;
+    let name = "web";
+    let ctl = deploy_v1(&c, &ns, name).await;
+    let load = Load::start(&format!("{}/api/v1/echo", c.gateway), &host(&ns, name), RPS, 16);
+
+    let st = roll(
+        &c,
+        &ns,
+        name,
+        "v4",
+        &[("REFSERVER_FAULT_LATENCY_MS", "400")],
+        Phase::RolledBack,
+        Duration::from_secs(300),
+    )
+    .await;
+    let msg = st.message.clone().unwrap_or_default();
+    assert!(msg.contains("latency over budget"), "{msg}");
+    assert_eq!(st.current_step, Some(0));
+
+    let st = roll(
+        &c,
+        &ns,
+        name,
+        "v5",
+        &[("REFSERVER_FAULT_PAUSE_MS", "120"), ("REFSERVER_FAULT_PAUSE_EVERY_MS", "300")],
+        Phase::RolledBack,
+        Duration::from_secs(300),
+    )
+    .await;
+    let msg = st.message.clone().unwrap_or_default();
+    assert!(msg.contains("pause over budget"), "{msg}");
+    let pause = st.checks.iter().find(|x| x.name == "pause").expect("pause check");
+    assert!(pause.bad > 0, "{pause:?}");
+    load.stop().await;
+    ctl.kill().await;
+}
+
+#[tokio::test]
+async fn scenario_4_a_controller_killed_mid_step_resumes_the_same_rollout() {
+    let c = Cluster::connect().await;
+    let ns = c.namespace("e2e-restart").await;
+    let name = "web";
+    let ctl = deploy_v1(&c, &ns, name).await;
+    let load = Load::start(&format!("{}/api/v1/echo", c.gateway), &host(&ns, name), RPS, 8);
+    let (ok, out) =
+        c.apply(&rollout_yaml(&ns, name, "v2", &[], "").replace("PROMETHEUS", &c.prometheus)).await;
+    assert!(ok, "{out}");
+    wait_until("the first step under way", Duration::from_secs(120), || async {
+        let st = c.status(&ns, name).await;
+        st.step_started_at.is_some() && st.canary_weight == 1
+    })
+    .await;
+    ctl.kill().await;
+    let ctl = Controller::start(&c, &format!("{ns}-2")).await;
+    wait_until("promoted after the restart", Duration::from_secs(300), || async {
+        let st = c.status(&ns, name).await;
+        st.phase == Some(Phase::Promoted) && st.stable_revision == st.canary_revision
+    })
+    .await;
+    let st = c.status(&ns, name).await;
+    let starts = st.history.iter().filter(|d| d.action == "Start").count();
+    assert_eq!(starts, 1, "the same rollout resumed: {:?}", st.history);
+    assert_eq!(st.verdict, Some(Verdict::Pass));
+    load.stop().await;
+    ctl.kill().await;
+}
+
+#[tokio::test]
+async fn scenario_5_nothing_is_promoted_while_prometheus_is_down() {
+    let c = Cluster::connect().await;
+    let ns = c.namespace("e2e-prometheus").await;
+    let name = "web";
+    let ctl = deploy_v1(&c, &ns, name).await;
+    let load = Load::start(&format!("{}/api/v1/echo", c.gateway), &host(&ns, name), RPS, 8);
+    let (ok, out) =
+        c.apply(&rollout_yaml(&ns, name, "v2", &[], "").replace("PROMETHEUS", &c.prometheus)).await;
+    assert!(ok, "{out}");
+    wait_until("the first step under way", Duration::from_secs(120), || async {
+        c.status(&ns, name).await.step_started_at.is_some()
+    })
+    .await;
+    // Freeze Prometheus: connections hang, queries time out.
+    let pid = std::env::var("ROLLGATE_E2E_PROMETHEUS_PID").expect("prometheus pid");
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let frozen_step = c.status(&ns, name).await.current_step;
+    wait_until("MetricsUnavailable", Duration::from_secs(60), || async {
+        c.status(&ns, name)
+            .await
+            .conditions
+            .iter()
+            .any(|x| x.type_ == "MetricsUnavailable" && x.status == "True")
+    })
+    .await;
+    // Held well past the minimum hold: no step passed while the metrics were missing.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let st = c.status(&ns, name).await;
+    signal("-CONT");
+    assert_eq!(st.current_step, frozen_step, "a step passed without metrics: {st:?}");
+    assert_eq!(st.phase, Some(Phase::Progressing));
+    wait_until("promoted once Prometheus is back", Duration::from_secs(300), || async {
+        c.status(&ns, name).await.phase == Some(Phase::Promoted)
+    })
+    .await;
+    load.stop().await;
+    ctl.kill().await;
+}
+
+#[tokio::test]
+async fn scenario_7_a_new_template_mid_rollout_supersedes_the_old_canary() {
+    let c = Cluster::connect().await;
+    let ns = c.namespace("e2e-supersede").await;
+    let name = "web";
+    let ctl = deploy_v1(&c, &ns, name).await;
+    let load = Load::start(&format!("{}/api/v1/echo", c.gateway), &host(&ns, name), RPS, 8);
+    let (ok, out) =
+        c.apply(&rollout_yaml(&ns, name, "v2", &[], "").replace("PROMETHEUS", &c.prometheus)).await;
+    assert!(ok, "{out}");
+    wait_until("v2 receiving traffic", Duration::from_secs(120), || async {
+        load.snapshot().iter().rev().take(500).any(|s| s.version == "v2")
+    })
+    .await;
+    let st = roll(&c, &ns, name, "v6", &[], Phase::Promoted, Duration::from_secs(300)).await;
+    assert!(st.history.iter().any(|d| d.action == "Supersede"), "{:?}", st.history);
+    wait_until("only v6 serves", Duration::from_secs(60), || async {
+        let s = load.snapshot();
+        s.len() >= 100 && s[s.len() - 100..].iter().all(|x| x.status == 200 && x.version == "v6")
+    })
+    .await;
+    load.stop().await;
+    ctl.kill().await;
+}

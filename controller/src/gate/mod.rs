@@ -37,6 +37,9 @@ pub struct CheckSpec {
 pub enum Missing {
     /// The metrics source could not be read.
     Unavailable(String),
+    /// The source answered, but the check cannot be computed from what it has (e.g. a latency
+    /// limit that is not a histogram bucket boundary).
+    Misconfigured(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -110,7 +113,7 @@ pub fn evaluate(evidence: &[CheckEvidence], clock: StepClock, policy: Policy) ->
         let spec = &e.spec;
         let counts = match &e.canary {
             Ok(c) => *c,
-            Err(Missing::Unavailable(why)) => {
+            Err(Missing::Unavailable(why) | Missing::Misconfigured(why)) => {
                 all_within = false;
                 unavailable.push(format!("{}: {why}", spec.name));
                 reports.push(CheckReport {

@@ -31,6 +31,9 @@ pub async fn gather(
     window: Duration,
 ) -> Result<Vec<CheckEvidence>, QueryError> {
     let mut out = Vec::with_capacity(gate.checks.len());
+    // Once the source has failed, the remaining checks are reported with the same reason
+    // instead of each waiting for its own timeout.
+    let mut outage: Option<String> = None;
     for check in &gate.checks {
         let plan = queries::for_check(check)?;
         let spec = CheckSpec {
@@ -39,9 +42,16 @@ pub async fn gather(
             tolerance: plan.tolerance,
             unit: plan.unit,
         };
+        if let Some(why) = &outage {
+            out.push(CheckEvidence { spec, canary: Err(Missing::Unavailable(why.clone())), stable: None });
+            continue;
+        }
         let canary_counts = counts(provider, &plan, canary, window).await;
-        let stable_counts = match (stable, gate.policy.compare_with_stable) {
-            (Some(sel), true) => counts(provider, &plan, sel, window).await.ok(),
+        if let Err(Missing::Unavailable(why)) = &canary_counts {
+            outage = Some(why.clone());
+        }
+        let stable_counts = match (stable, gate.policy.compare_with_stable, &outage) {
+            (Some(sel), true, None) => counts(provider, &plan, sel, window).await.ok(),
             _ => None,
         };
         out.push(CheckEvidence { spec, canary: canary_counts, stable: stable_counts });
@@ -69,7 +79,7 @@ async fn counts(
                 && let Some(presence) = plan.bucket_presence(sel, window)
                 && provider.query(&presence).await.map_err(Missing::Unavailable)?.is_none()
             {
-                return Err(Missing::Unavailable(format!(
+                return Err(Missing::Misconfigured(format!(
                     "no histogram bucket matches {presence}; the limit must be a bucket boundary"
                 )));
             }

@@ -1,7 +1,14 @@
-//! The Prometheus metric provider (HTTP API via `prometheus-http-query`).
+//! The Prometheus metric provider (HTTP API via `prometheus-http-query`). Every query has a
+//! timeout, so a Prometheus that hangs (not just one that refuses connections) shows as
+//! `MetricsUnavailable` instead of stalling the reconcile.
 
 use futures::future::BoxFuture;
+use std::time::Duration;
+
 use prometheus_http_query::Client;
+
+/// Longest a query may take.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 use super::MetricProvider;
 
@@ -11,7 +18,13 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn new(address: &str) -> Result<Self, String> {
-        let client = Client::try_from(address).map_err(|e| format!("prometheus address {address:?}: {e}"))?;
+        let http = reqwest::Client::builder()
+            .timeout(QUERY_TIMEOUT)
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        let client =
+            Client::from(http, address).map_err(|e| format!("prometheus address {address:?}: {e}"))?;
         Ok(Self { client })
     }
 }

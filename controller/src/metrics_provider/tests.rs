@@ -152,7 +152,7 @@ async fn a_limit_that_is_not_a_bucket_boundary_is_reported_not_counted_as_bad() 
         .await
         .expect("ok");
     match &ev[0].canary {
-        Err(Missing::Unavailable(why)) => assert!(why.contains("bucket boundary"), "{why}"),
+        Err(Missing::Misconfigured(why)) => assert!(why.contains("bucket boundary"), "{why}"),
         other => panic!("{other:?}"),
     }
 }
