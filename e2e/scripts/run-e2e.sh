@@ -10,4 +10,12 @@ trap 'bash e2e/scripts/cluster.sh down "$state"' EXIT
 env_file=$(bash e2e/scripts/cluster.sh up "$state" | tail -n1)
 # shellcheck disable=SC1090
 . "$env_file"
+rm -rf "$state/reports"
 RUST_BACKTRACE=0 cargo test -q --locked -p rollgate-e2e --features e2e --test rollouts -- --test-threads=1 "$@"
+# The figures of the scenarios that ran, as one JSON array (docs/benchmarks.md quotes them).
+if ls "$state"/reports/*.json >/dev/null 2>&1; then
+  { printf '[\n'; sep=""; for f in "$state"/reports/*.json; do printf '%s' "$sep"; cat "$f"; sep=$',\n'; done; printf '\n]\n'; } \
+    >"$state/e2e-report.json"
+  log "figures: $state/e2e-report.json"
+  cat "$state/e2e-report.json"
+fi

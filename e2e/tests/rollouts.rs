@@ -5,8 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, Controller, Load, rollout_yaml, shares, wait_until};
+use common::{Cluster, Controller, Load, report, rollout_yaml, shares, wait_until};
 use rollgate_crds::rollout::{Phase, Verdict};
+use serde_json::json;
 
 const RPS: u32 = 150;
 
@@ -42,10 +43,12 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
     .await;
     let settled = load.snapshot().len();
 
+    let applied = std::time::Instant::now();
     let (ok, out) =
         c.apply(&rollout_yaml(&ns, name, "v2", &[], "").replace("PROMETHEUS", &c.prometheus)).await;
     assert!(ok, "{out}");
     // Watch the weights as the controller applies them, and the traffic share at each step.
+    let mut weight_times: Vec<(std::time::Instant, i32)> = Vec::new();
     let mut weights_seen = Vec::new();
     let mut timeline: Vec<(std::time::Instant, String)> = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
@@ -53,6 +56,11 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
         let st = c.status(&ns, name).await;
         if weights_seen.last() != Some(&st.canary_weight) {
             weights_seen.push(st.canary_weight);
+        }
+        // A step's weight counts once the step's clock runs (the route has been written).
+        let applied_weight = if st.step_started_at.is_some() { st.canary_weight } else { -1 };
+        if weight_times.last().map(|(_, w)| *w) != Some(applied_weight) {
+            weight_times.push((std::time::Instant::now(), applied_weight));
         }
         let label =
             format!("{:?} w={} {}", st.phase, st.canary_weight, st.message.clone().unwrap_or_default());
@@ -103,8 +111,47 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
         "requests lost during the shifts: {failed} of {} (by status: {by_status:?})",
         seen.len()
     );
-    let share = shares(&seen);
-    assert!(share.get("v2").copied().unwrap_or(0.0) > 0.0);
+    // The observed share of v2 during each step matches its weight. Responses in the first and
+    // last 2 s of a step are left out (the data plane applies a change a moment after the route
+    // is written, and the next weight is written before the status says so); the tolerance is
+    // half a percentage point or a fifth of the weight, whichever is larger.
+    let mut observed = Vec::new();
+    for pair in weight_times.windows(2) {
+        let ((from, w), (to, _)) = (pair[0], pair[1]);
+        if w <= 0 {
+            continue;
+        }
+        let window: Vec<_> = seen
+            .iter()
+            .filter(|s| s.at > from + Duration::from_secs(2) && s.at + Duration::from_secs(2) < to)
+            .cloned()
+            .collect();
+        if window.len() < 150 {
+            continue;
+        }
+        let v2 = shares(&window).get("v2").copied().unwrap_or(0.0) * 100.0;
+        let tolerance = (f64::from(w) * 0.2).max(0.5);
+        assert!(
+            (v2 - f64::from(w)).abs() <= tolerance,
+            "weight {w}%: observed {v2:.2}% of {} requests",
+            window.len()
+        );
+        observed.push(json!({"weight": w, "observed_percent": v2, "requests": window.len()}));
+    }
+    assert!(observed.len() >= 2, "too few requests to judge the shares per step: {weight_times:?}");
+    let promoted_after = weight_times.last().map(|(t, _)| t.duration_since(applied).as_secs_f64());
+    report(
+        &c,
+        "scenario_1_healthy",
+        json!({
+            "time_to_promote_s": promoted_after,
+            "requests_sent": seen.len(),
+            "requests_lost_during_shifts": failed,
+            "observed_share_per_step": observed,
+            "controller_peak_rss_kib": ctl.peak_rss_kib(),
+            "depends_on": "min hold 10 s per step, gate interval 2 s, Prometheus scrape 2 s, 150 requests/s, 1 % error budget",
+        }),
+    );
     ctl.kill().await;
 }
 
@@ -122,6 +169,7 @@ async fn scenario_2_a_version_answering_10_percent_errors_is_rolled_back_at_the_
         c.status(&ns, name).await.phase == Some(Phase::RolledBack)
     })
     .await;
+    let rolled_back_seen = std::time::Instant::now();
     let st = c.status(&ns, name).await;
     assert_eq!(st.verdict, Some(Verdict::Fail));
     assert_eq!(st.current_step, Some(0), "caught at the first step");
@@ -141,7 +189,29 @@ async fn scenario_2_a_version_answering_10_percent_errors_is_rolled_back_at_the_
     .await;
     let events = c.diagnostics(&ns).await;
     assert!(events.contains("RolledBack"), "an Event names the rollback");
-    load.stop().await;
+    let seen = load.stop().await;
+    let first_bad = seen.iter().find(|s| s.version == "v3" && s.status != 200).map(|s| s.at);
+    let last_v3 = seen.iter().rev().find(|s| s.version == "v3").map(|s| s.at);
+    let detection = match (first_bad, rolled_back_seen) {
+        (Some(a), b) => Some(b.duration_since(a).as_secs_f64()),
+        _ => None,
+    };
+    let until_weight_zero = match (first_bad, last_v3) {
+        (Some(a), Some(b)) => Some(b.duration_since(a).as_secs_f64()),
+        _ => None,
+    };
+    report(
+        &c,
+        "scenario_2_errors",
+        json!({
+            "first_bad_response_to_rolled_back_status_s": detection,
+            "first_bad_response_to_last_canary_response_s": until_weight_zero,
+            "canary_requests_judged": check.total,
+            "canary_bad_requests": check.bad,
+            "controller_peak_rss_kib": ctl.peak_rss_kib(),
+            "depends_on": "canary at 1 % of 150 requests/s (1.5/s) with 10 % errors, gate interval 2 s, Prometheus scrape 2 s",
+        }),
+    );
     ctl.kill().await;
 }
 

@@ -160,6 +160,13 @@ impl Controller {
         Controller { child, log }
     }
 
+    /// Peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+    }
+
     /// SIGKILL: the harshest restart.
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;
@@ -309,4 +316,16 @@ where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch");
+}
+
+/// Writes one scenario's figures to `$ROLLGATE_E2E_STATE/reports/<name>.json`; `run-e2e.sh`
+/// gathers them into `e2e-report.json`.
+pub fn report(cluster: &Cluster, name: &str, figures: Value) {
+    let dir = cluster.state.join("reports");
+    let _ = std::fs::create_dir_all(&dir);
+    let text =
+        serde_json::to_string_pretty(&json!({"scenario": name, "figures": figures})).unwrap_or_default();
+    if let Err(e) = std::fs::write(dir.join(format!("{name}.json")), text) {
+        eprintln!("writing the report of {name}: {e}");
+    }
 }
