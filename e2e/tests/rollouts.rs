@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, Controller, Load, report, rollout_yaml, shares, wait_until};
+use common::{Cluster, Controller, Load, OnFailure, report, rollout_yaml, shares, wait_until};
 use rollgate_crds::rollout::{Phase, Verdict};
 use serde_json::json;
 
@@ -31,8 +31,10 @@ fn host(ns: &str, name: &str) -> String {
 async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promoted() {
     let c = Cluster::connect().await;
     let ns = c.namespace("e2e-healthy").await;
+    let mut guard = OnFailure::new(&c, &ns);
     let name = "web";
     let ctl = deploy_v1(&c, &ns, name).await;
+    guard.watch(&ctl);
     let load = Load::start(&format!("{}/api/v1/echo", c.gateway), &host(&ns, name), RPS, 8);
     // The data plane is settled once 100 responses in a row are v1 and 200: from here on,
     // every failed request is one the shifts caused.
@@ -159,8 +161,10 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
 async fn scenario_2_a_version_answering_10_percent_errors_is_rolled_back_at_the_first_step() {
     let c = Cluster::connect().await;
     let ns = c.namespace("e2e-errors").await;
+    let mut guard = OnFailure::new(&c, &ns);
     let name = "web";
     let ctl = deploy_v1(&c, &ns, name).await;
+    guard.watch(&ctl);
     let load = Load::start(&format!("{}/api/v1/echo", c.gateway), &host(&ns, name), RPS, 8);
     let yaml = rollout_yaml(&ns, name, "v3", &[("REFSERVER_FAULT_ERROR_RATIO", "0.1")], "");
     let (ok, out) = c.apply(&yaml.replace("PROMETHEUS", &c.prometheus)).await;
@@ -219,6 +223,7 @@ async fn scenario_2_a_version_answering_10_percent_errors_is_rolled_back_at_the_
 async fn scenario_6_an_invalid_rollout_is_rejected_naming_the_field() {
     let c = Cluster::connect().await;
     let ns = c.namespace("e2e-invalid").await;
+    let _guard = OnFailure::new(&c, &ns);
     let yaml = rollout_yaml(&ns, "web", "v1", &[], "")
         .replace("PROMETHEUS", &c.prometheus)
         .replace("  replicas: 1\n", "  replicas: 1\n  steps: [{weight: 50}, {weight: 10}]\n");
@@ -270,8 +275,10 @@ async fn c_revision(c: &Cluster, ns: &str, name: &str) -> Option<String> {
 async fn scenario_3_slow_responses_and_runtime_pauses_are_rolled_back() {
     let c = Cluster::connect().await;
     let ns = c.namespace("e2e-slow").await;
+    let mut guard = OnFailure::new(&c, &ns);
     let name = "web";
     let ctl = deploy_v1(&c, &ns, name).await;
+    guard.watch(&ctl);
     let load = Load::start(&format!("{}/api/v1/echo", c.gateway), &host(&ns, name), RPS, 16);
 
     let st = roll(
@@ -310,8 +317,10 @@ async fn scenario_3_slow_responses_and_runtime_pauses_are_rolled_back() {
 async fn scenario_4_a_controller_killed_mid_step_resumes_the_same_rollout() {
     let c = Cluster::connect().await;
     let ns = c.namespace("e2e-restart").await;
+    let mut guard = OnFailure::new(&c, &ns);
     let name = "web";
     let ctl = deploy_v1(&c, &ns, name).await;
+    guard.watch(&ctl);
     let load = Load::start(&format!("{}/api/v1/echo", c.gateway), &host(&ns, name), RPS, 8);
     let (ok, out) =
         c.apply(&rollout_yaml(&ns, name, "v2", &[], "").replace("PROMETHEUS", &c.prometheus)).await;
@@ -323,6 +332,7 @@ async fn scenario_4_a_controller_killed_mid_step_resumes_the_same_rollout() {
     .await;
     ctl.kill().await;
     let ctl = Controller::start(&c, &format!("{ns}-2")).await;
+    guard.watch(&ctl);
     wait_until("promoted after the restart", Duration::from_secs(300), || async {
         let st = c.status(&ns, name).await;
         st.phase == Some(Phase::Promoted) && st.stable_revision == st.canary_revision
@@ -340,8 +350,10 @@ async fn scenario_4_a_controller_killed_mid_step_resumes_the_same_rollout() {
 async fn scenario_5_nothing_is_promoted_while_prometheus_is_down() {
     let c = Cluster::connect().await;
     let ns = c.namespace("e2e-prometheus").await;
+    let mut guard = OnFailure::new(&c, &ns);
     let name = "web";
     let ctl = deploy_v1(&c, &ns, name).await;
+    guard.watch(&ctl);
     let load = Load::start(&format!("{}/api/v1/echo", c.gateway), &host(&ns, name), RPS, 8);
     let (ok, out) =
         c.apply(&rollout_yaml(&ns, name, "v2", &[], "").replace("PROMETHEUS", &c.prometheus)).await;
@@ -388,8 +400,10 @@ async fn scenario_5_nothing_is_promoted_while_prometheus_is_down() {
 async fn scenario_7_a_new_template_mid_rollout_supersedes_the_old_canary() {
     let c = Cluster::connect().await;
     let ns = c.namespace("e2e-supersede").await;
+    let mut guard = OnFailure::new(&c, &ns);
     let name = "web";
     let ctl = deploy_v1(&c, &ns, name).await;
+    guard.watch(&ctl);
     let load = Load::start(&format!("{}/api/v1/echo", c.gateway), &host(&ns, name), RPS, 8);
     let (ok, out) =
         c.apply(&rollout_yaml(&ns, name, "v2", &[], "").replace("PROMETHEUS", &c.prometheus)).await;
@@ -406,5 +420,38 @@ async fn scenario_7_a_new_template_mid_rollout_supersedes_the_old_canary() {
     })
     .await;
     load.stop().await;
+    ctl.kill().await;
+}
+
+#[tokio::test]
+async fn scenario_8_the_node_agent_restarts_a_container_that_dies() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::Api;
+    use kube::api::ListParams;
+
+    let c = Cluster::connect().await;
+    let ns = c.namespace("e2e-crash").await;
+    let mut guard = OnFailure::new(&c, &ns);
+    let ctl = deploy_v1(&c, &ns, "web").await;
+    guard.watch(&ctl);
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), &ns);
+    let list = pods.list(&ListParams::default().labels("rollgate.dev/role=stable")).await.expect("pods");
+    let pod = list.items.first().expect("a stable pod").clone();
+    let name = pod.metadata.name.clone().expect("name");
+    let status = |p: &Pod| {
+        let cs =
+            p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|c| c.first().cloned());
+        cs.map(|c| (c.restart_count, c.ready, c.container_id.unwrap_or_default()))
+    };
+    let (restarts, ready, id) = status(&pod).expect("container status");
+    assert_eq!((restarts, ready), (0, true));
+    let pid = id.trim_start_matches("process://").to_string();
+    let killed = std::process::Command::new("kill").args(["-KILL", &pid]).status().map(|s| s.success());
+    assert_eq!(killed.ok(), Some(true), "kill -KILL {pid}");
+    wait_until("restarted and ready again", Duration::from_secs(60), || async {
+        let p = pods.get(&name).await.expect("pod");
+        status(&p).is_some_and(|(r, ready, id)| r == 1 && ready && !id.ends_with(&pid))
+    })
+    .await;
     ctl.kill().await;
 }

@@ -116,6 +116,49 @@ fn tail(s: &str, lines: usize) -> String {
     v[v.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Prints the scenario's Rollout, Deployments, Pods, HTTPRoute, Events and the controller's log
+/// tail when the scenario panics (whatever assertion failed). Hold it for the whole scenario.
+pub struct OnFailure {
+    kubectl: PathBuf,
+    namespace: String,
+    logs: Vec<PathBuf>,
+}
+
+impl OnFailure {
+    pub fn new(cluster: &Cluster, namespace: &str) -> OnFailure {
+        OnFailure { kubectl: cluster.kubectl(), namespace: namespace.to_string(), logs: Vec::new() }
+    }
+
+    /// Adds a controller whose log tail is printed.
+    pub fn watch(&mut self, controller: &Controller) {
+        self.logs.push(controller.log.clone());
+    }
+}
+
+impl Drop for OnFailure {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        eprintln!("\n===== diagnostics of namespace {} =====", self.namespace);
+        for kind in ["rollouts.rollgate.dev", "deployments", "pods", "httproutes", "events"] {
+            let out = std::process::Command::new(&self.kubectl)
+                .args(["-n", &self.namespace, "get", kind, "-o", "yaml"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            eprintln!("----- {kind} -----\n{}", tail(&out, 150));
+        }
+        for log in &self.logs {
+            eprintln!(
+                "----- {} (tail) -----\n{}",
+                log.display(),
+                tail(&std::fs::read_to_string(log).unwrap_or_default(), 40)
+            );
+        }
+    }
+}
+
 /// Polls `cond` every 200 ms until it holds; panics after `limit`.
 pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut cond: F)
 where
