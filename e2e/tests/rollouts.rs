@@ -10,12 +10,38 @@ use rollgate_crds::rollout::{Phase, Verdict};
 use serde_json::json;
 
 const RPS: u32 = 150;
+const NAME: &str = "web";
+
+/// What every rollout scenario starts from: a fresh namespace (with diagnostics on failure), the
+/// controller, refserver v1 promoted as stable, and steady load through the gateway.
+struct Stage {
+    c: Cluster,
+    ns: String,
+    guard: OnFailure,
+    ctl: Controller,
+    load: Load,
+}
+
+async fn stage(namespace: &str, workers: u32) -> Stage {
+    let c = Cluster::connect().await;
+    let ns = c.namespace(namespace).await;
+    let mut guard = OnFailure::new(&c, &ns);
+    let ctl = deploy_v1(&c, &ns, NAME).await;
+    guard.watch(&ctl);
+    let load = Load::start(&format!("{}/api/v1/echo", c.gateway), &host(&ns, NAME), RPS, workers);
+    Stage { c, ns, guard, ctl, load }
+}
+
+/// Applies `version` of the Rollout's template (with `env`), as a user would.
+async fn apply_version(c: &Cluster, ns: &str, version: &str, env: &[(&str, &str)]) {
+    let (ok, out) =
+        c.apply(&rollout_yaml(ns, NAME, version, env, "").replace("PROMETHEUS", &c.prometheus)).await;
+    assert!(ok, "{out}");
+}
 
 async fn deploy_v1(c: &Cluster, ns: &str, name: &str) -> Controller {
     let ctl = Controller::start(c, ns).await;
-    let (ok, out) =
-        c.apply(&rollout_yaml(ns, name, "v1", &[], "").replace("PROMETHEUS", &c.prometheus)).await;
-    assert!(ok, "{out}");
+    apply_version(c, ns, "v1", &[]).await;
     wait_until("v1 promoted as stable", Duration::from_secs(120), || async {
         c.status(ns, name).await.phase == Some(Phase::Promoted)
     })
@@ -29,13 +55,8 @@ fn host(ns: &str, name: &str) -> String {
 
 #[tokio::test]
 async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promoted() {
-    let c = Cluster::connect().await;
-    let ns = c.namespace("e2e-healthy").await;
-    let mut guard = OnFailure::new(&c, &ns);
-    let name = "web";
-    let ctl = deploy_v1(&c, &ns, name).await;
-    guard.watch(&ctl);
-    let load = Load::start(&format!("{}/api/v1/echo", c.gateway), &host(&ns, name), RPS, 8);
+    let Stage { c, ns, guard: _guard, ctl, load } = stage("e2e-healthy", 8).await;
+    let name = NAME;
     // The data plane is settled once 100 responses in a row are v1 and 200: from here on,
     // every failed request is one the shifts caused.
     wait_until("steady traffic on v1", Duration::from_secs(60), || async {
@@ -46,9 +67,7 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
     let settled = load.snapshot().len();
 
     let applied = std::time::Instant::now();
-    let (ok, out) =
-        c.apply(&rollout_yaml(&ns, name, "v2", &[], "").replace("PROMETHEUS", &c.prometheus)).await;
-    assert!(ok, "{out}");
+    apply_version(&c, &ns, "v2", &[]).await;
     // Watch the weights as the controller applies them, and the traffic share at each step.
     let mut weight_times: Vec<(std::time::Instant, i32)> = Vec::new();
     let mut weights_seen = Vec::new();
@@ -159,13 +178,8 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
 
 #[tokio::test]
 async fn scenario_2_a_version_answering_10_percent_errors_is_rolled_back_at_the_first_step() {
-    let c = Cluster::connect().await;
-    let ns = c.namespace("e2e-errors").await;
-    let mut guard = OnFailure::new(&c, &ns);
-    let name = "web";
-    let ctl = deploy_v1(&c, &ns, name).await;
-    guard.watch(&ctl);
-    let load = Load::start(&format!("{}/api/v1/echo", c.gateway), &host(&ns, name), RPS, 8);
+    let Stage { c, ns, guard: _guard, ctl, load } = stage("e2e-errors", 8).await;
+    let name = NAME;
     let yaml = rollout_yaml(&ns, name, "v3", &[("REFSERVER_FAULT_ERROR_RATIO", "0.1")], "");
     let (ok, out) = c.apply(&yaml.replace("PROMETHEUS", &c.prometheus)).await;
     assert!(ok, "{out}");
@@ -246,9 +260,7 @@ async fn roll(
     until: Phase,
     limit: Duration,
 ) -> rollgate_crds::RolloutStatus {
-    let (ok, out) =
-        c.apply(&rollout_yaml(ns, name, version, env, "").replace("PROMETHEUS", &c.prometheus)).await;
-    assert!(ok, "{out}");
+    apply_version(c, ns, version, env).await;
     let started = std::time::Instant::now();
     loop {
         let st = c.status(ns, name).await;
@@ -273,13 +285,8 @@ async fn c_revision(c: &Cluster, ns: &str, name: &str) -> Option<String> {
 
 #[tokio::test]
 async fn scenario_3_slow_responses_and_runtime_pauses_are_rolled_back() {
-    let c = Cluster::connect().await;
-    let ns = c.namespace("e2e-slow").await;
-    let mut guard = OnFailure::new(&c, &ns);
-    let name = "web";
-    let ctl = deploy_v1(&c, &ns, name).await;
-    guard.watch(&ctl);
-    let load = Load::start(&format!("{}/api/v1/echo", c.gateway), &host(&ns, name), RPS, 16);
+    let Stage { c, ns, guard: _guard, ctl, load } = stage("e2e-slow", 16).await;
+    let name = NAME;
 
     let st = roll(
         &c,
@@ -315,16 +322,9 @@ async fn scenario_3_slow_responses_and_runtime_pauses_are_rolled_back() {
 
 #[tokio::test]
 async fn scenario_4_a_controller_killed_mid_step_resumes_the_same_rollout() {
-    let c = Cluster::connect().await;
-    let ns = c.namespace("e2e-restart").await;
-    let mut guard = OnFailure::new(&c, &ns);
-    let name = "web";
-    let ctl = deploy_v1(&c, &ns, name).await;
-    guard.watch(&ctl);
-    let load = Load::start(&format!("{}/api/v1/echo", c.gateway), &host(&ns, name), RPS, 8);
-    let (ok, out) =
-        c.apply(&rollout_yaml(&ns, name, "v2", &[], "").replace("PROMETHEUS", &c.prometheus)).await;
-    assert!(ok, "{out}");
+    let Stage { c, ns, mut guard, ctl, load } = stage("e2e-restart", 8).await;
+    let name = NAME;
+    apply_version(&c, &ns, "v2", &[]).await;
     wait_until("the first step under way", Duration::from_secs(120), || async {
         let st = c.status(&ns, name).await;
         st.step_started_at.is_some() && st.canary_weight == 1
@@ -348,16 +348,9 @@ async fn scenario_4_a_controller_killed_mid_step_resumes_the_same_rollout() {
 
 #[tokio::test]
 async fn scenario_5_nothing_is_promoted_while_prometheus_is_down() {
-    let c = Cluster::connect().await;
-    let ns = c.namespace("e2e-prometheus").await;
-    let mut guard = OnFailure::new(&c, &ns);
-    let name = "web";
-    let ctl = deploy_v1(&c, &ns, name).await;
-    guard.watch(&ctl);
-    let load = Load::start(&format!("{}/api/v1/echo", c.gateway), &host(&ns, name), RPS, 8);
-    let (ok, out) =
-        c.apply(&rollout_yaml(&ns, name, "v2", &[], "").replace("PROMETHEUS", &c.prometheus)).await;
-    assert!(ok, "{out}");
+    let Stage { c, ns, guard: _guard, ctl, load } = stage("e2e-prometheus", 8).await;
+    let name = NAME;
+    apply_version(&c, &ns, "v2", &[]).await;
     wait_until("the first step under way", Duration::from_secs(120), || async {
         c.status(&ns, name).await.step_started_at.is_some()
     })
@@ -398,16 +391,9 @@ async fn scenario_5_nothing_is_promoted_while_prometheus_is_down() {
 
 #[tokio::test]
 async fn scenario_7_a_new_template_mid_rollout_supersedes_the_old_canary() {
-    let c = Cluster::connect().await;
-    let ns = c.namespace("e2e-supersede").await;
-    let mut guard = OnFailure::new(&c, &ns);
-    let name = "web";
-    let ctl = deploy_v1(&c, &ns, name).await;
-    guard.watch(&ctl);
-    let load = Load::start(&format!("{}/api/v1/echo", c.gateway), &host(&ns, name), RPS, 8);
-    let (ok, out) =
-        c.apply(&rollout_yaml(&ns, name, "v2", &[], "").replace("PROMETHEUS", &c.prometheus)).await;
-    assert!(ok, "{out}");
+    let Stage { c, ns, guard: _guard, ctl, load } = stage("e2e-supersede", 8).await;
+    let name = NAME;
+    apply_version(&c, &ns, "v2", &[]).await;
     wait_until("v2 receiving traffic", Duration::from_secs(120), || async {
         load.snapshot().iter().rev().take(500).any(|s| s.version == "v2")
     })

@@ -75,10 +75,19 @@ pub async fn supervise(
     let grace =
         pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30).max(0) as u64;
     let mut grace = Duration::from_secs(grace);
+    // When the process died: when to start it again (backoff); pod updates in between (our
+    // own status reports among them) must not cancel the restart.
+    let mut restart_at: Option<tokio::time::Instant> = None;
     loop {
         let exited = async {
             match running.as_mut() {
                 Some(r) => r.child.wait().await.ok(),
+                None => std::future::pending().await,
+            }
+        };
+        let restart_due = async {
+            match restart_at {
+                Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
@@ -109,10 +118,10 @@ pub async fn supervise(
                 running = None;
                 report(&api, &name, &agent, &pod_net, &container, &pod_start, None, false, restarts).await;
                 let backoff = Duration::from_secs(u64::from(restarts.min(5)) * 2);
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    _ = updates.changed() => { continue; }
-                }
+                restart_at = Some(tokio::time::Instant::now() + backoff);
+            }
+            () = restart_due => {
+                restart_at = None;
                 running = Some(start(&pod_net, &binary, &tag, &container, &pod, &log, &ns, &name)?);
                 report(&api, &name, &agent, &pod_net, &container, &pod_start, running.as_ref(), false, restarts).await;
             }
