@@ -94,21 +94,8 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
         {
             break;
         }
-        assert_ne!(
-            st.phase,
-            Some(Phase::RolledBack),
-            "healthy canary rolled back: {:?}\n{}\n{}",
-            st.message,
-            c.diagnostics(&ns).await,
-            ctl.log_tail()
-        );
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not promoted: {:?}\n{}\n{}",
-            st,
-            c.diagnostics(&ns).await,
-            ctl.log_tail()
-        );
+        assert_ne!(st.phase, Some(Phase::RolledBack), "healthy canary rolled back: {:?}", st.message);
+        assert!(std::time::Instant::now() < deadline, "not promoted: {st:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     wait_until("traffic reaches v2 only", Duration::from_secs(60), || async {
@@ -205,8 +192,7 @@ async fn scenario_2_a_version_answering_10_percent_errors_is_rolled_back_at_the_
         last.len() == 100 && last.iter().all(|x| x.version == "v1" && x.status == 200)
     })
     .await;
-    let events = c.diagnostics(&ns).await;
-    assert!(events.contains("RolledBack"), "an Event names the rollback");
+    assert!(c.events(&ns).contains("RolledBack"), "an Event names the rollback");
     let seen = load.stop().await;
     let first_bad = seen.iter().find(|s| s.version == "v3" && s.status != 200).map(|s| s.at);
     let last_v3 = seen.iter().rev().find(|s| s.version == "v3").map(|s| s.at);
@@ -268,11 +254,7 @@ async fn roll(
         if current && st.phase == Some(until) {
             return st;
         }
-        assert!(
-            started.elapsed() < limit,
-            "{version}: not {until:?} after {limit:?}: {st:?}\n{}",
-            c.diagnostics(ns).await
-        );
+        assert!(started.elapsed() < limit, "{version}: not {until:?} after {limit:?}: {st:?}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }

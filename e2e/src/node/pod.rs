@@ -65,7 +65,7 @@ pub async fn supervise(
     let pod_start = Timestamp::now().to_string();
     let log = agent.config.log_dir.join(format!("{ns}_{name}.log"));
     let mut restarts = 0u32;
-    let mut running = Some(start(&pod_net, &binary, &tag, &container, &pod, &log, &ns, &name)?);
+    let mut running = Some(start(&pod_net, &binary, &tag, &container, &log, &ns, &name)?);
     let mut ready = false;
     report(&api, &name, &agent, &pod_net, &container, &pod_start, running.as_ref(), ready, restarts).await;
     let period = Duration::from_secs(
@@ -122,7 +122,7 @@ pub async fn supervise(
             }
             () = restart_due => {
                 restart_at = None;
-                running = Some(start(&pod_net, &binary, &tag, &container, &pod, &log, &ns, &name)?);
+                running = Some(start(&pod_net, &binary, &tag, &container, &log, &ns, &name)?);
                 report(&api, &name, &agent, &pod_net, &container, &pod_start, running.as_ref(), false, restarts).await;
             }
             _ = probe.tick() => {
@@ -153,7 +153,6 @@ fn start(
     binary: &std::path::Path,
     tag: &str,
     c: &Container,
-    pod: &Pod,
     log: &std::path::Path,
     ns: &str,
     name: &str,
@@ -187,7 +186,6 @@ fn start(
         };
         cmd.env(&e.name, value);
     }
-    let _ = pod;
     cmd.stdin(Stdio::null()).stdout(out).stderr(err).kill_on_drop(true);
     let child = cmd.spawn().map_err(|e| AgentError::Net(format!("starting {}: {e}", binary.display())))?;
     Ok(Running { child, started_at: Timestamp::now().to_string() })

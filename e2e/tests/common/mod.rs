@@ -95,20 +95,19 @@ impl Cluster {
         self.rollout(ns, name).await.status.unwrap_or_default()
     }
 
-    /// Everything a person needs to see why a scenario failed.
-    pub async fn diagnostics(&self, ns: &str) -> String {
-        let mut out = String::new();
-        for kind in ["rollouts.rollgate.dev", "deployments", "pods", "httproutes", "events"] {
-            let o = Command::new(self.kubectl())
-                .args(["-n", ns, "get", kind, "-o", "yaml"])
-                .output()
-                .await
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            out.push_str(&format!("\n===== {kind} =====\n{}", tail(&o, 120)));
-        }
-        out
+    /// The namespace's Events, as `kubectl get events -o yaml` prints them.
+    pub fn events(&self, ns: &str) -> String {
+        kubectl_yaml(&self.kubectl(), ns, "events")
     }
+}
+
+/// `kubectl -n NS get KIND -o yaml` (synchronous: also used while unwinding from a panic).
+fn kubectl_yaml(kubectl: &std::path::Path, ns: &str, kind: &str) -> String {
+    std::process::Command::new(kubectl)
+        .args(["-n", ns, "get", kind, "-o", "yaml"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }
 
 fn tail(s: &str, lines: usize) -> String {
@@ -142,12 +141,10 @@ impl Drop for OnFailure {
         }
         eprintln!("\n===== diagnostics of namespace {} =====", self.namespace);
         for kind in ["rollouts.rollgate.dev", "deployments", "pods", "httproutes", "events"] {
-            let out = std::process::Command::new(&self.kubectl)
-                .args(["-n", &self.namespace, "get", kind, "-o", "yaml"])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            eprintln!("----- {kind} -----\n{}", tail(&out, 150));
+            eprintln!(
+                "----- {kind} -----\n{}",
+                tail(&kubectl_yaml(&self.kubectl, &self.namespace, kind), 150)
+            );
         }
         for log in &self.logs {
             eprintln!(
@@ -213,10 +210,6 @@ impl Controller {
     /// SIGKILL: the harshest restart.
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;
-    }
-
-    pub fn log_tail(&self) -> String {
-        tail(&std::fs::read_to_string(&self.log).unwrap_or_default(), 40)
     }
 }
 
