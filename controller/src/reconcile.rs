@@ -44,6 +44,9 @@ pub struct Context {
     providers: ProviderFactory,
     provider_cache: Mutex<HashMap<String, Arc<dyn MetricProvider>>>,
     failures: Mutex<HashMap<(String, String), u32>>,
+    /// The resourceVersion of each Rollout as this controller last wrote or read it fresh: a
+    /// cached copy with another version may predate our own status write (see `fresh`).
+    written: Mutex<HashMap<(String, String), String>>,
     clock: fn() -> Timestamp,
 }
 
@@ -61,6 +64,7 @@ impl Context {
             providers,
             provider_cache: Mutex::default(),
             failures: Mutex::default(),
+            written: Mutex::default(),
             clock: Timestamp::now,
         }
     }
@@ -80,6 +84,47 @@ impl Context {
         cache.insert(address.to_string(), p.clone());
         Ok(p)
     }
+
+    fn remember_version(&self, ns: &str, name: &str, version: Option<String>) {
+        if let (Some(v), Ok(mut w)) = (version, self.written.lock()) {
+            w.insert((ns.to_string(), name.to_string()), v);
+        }
+    }
+
+    fn is_current(&self, ns: &str, name: &str, version: Option<&str>) -> bool {
+        match self.written.lock() {
+            Ok(w) => match w.get(&(ns.to_string(), name.to_string())) {
+                Some(known) => version == Some(known.as_str()),
+                None => true,
+            },
+            Err(_) => false,
+        }
+    }
+
+    fn forget(&self, ns: &str, name: &str) {
+        let key = (ns.to_string(), name.to_string());
+        if let Ok(mut f) = self.failures.lock() {
+            f.remove(&key);
+        }
+        if let Ok(mut w) = self.written.lock() {
+            w.remove(&key);
+        }
+    }
+}
+
+/// The Rollout to plan from. The watch cache can lag behind this controller's own status write
+/// (a Deployment or route event may trigger the next pass first); planning from the older
+/// status would repeat a step that was already taken, e.g. put back a weight just raised. So a
+/// cached copy whose resourceVersion is not the one last written is read again from the API
+/// server; when it matches, the cache is used as is (no extra request).
+async fn fresh(ro: Arc<Rollout>, ctx: &Context, ns: &str, name: &str) -> Result<Arc<Rollout>> {
+    if ctx.is_current(ns, name, ro.metadata.resource_version.as_deref()) {
+        return Ok(ro);
+    }
+    let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), ns);
+    let latest = api.get(name).await?;
+    ctx.remember_version(ns, name, latest.metadata.resource_version.clone());
+    Ok(Arc::new(latest))
 }
 
 pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action> {
@@ -90,10 +135,16 @@ pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action> {
     if ro.meta().deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove the Deployments and Services.
         ctx.metrics.forget(&ns, &name);
+        ctx.forget(&ns, &name);
         return Ok(Action::await_change());
     }
     let span = tracing::info_span!("reconcile", namespace = %ns, rollout = %name);
-    let result = reconcile_inner(&ro, &ctx, &ns, &name).instrument(span).await;
+    let result = async {
+        let ro = fresh(ro, &ctx, &ns, &name).await?;
+        reconcile_inner(&ro, &ctx, &ns, &name).await
+    }
+    .instrument(span)
+    .await;
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
     if result.is_ok()
         && let Ok(mut f) = ctx.failures.lock()
@@ -160,7 +211,8 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
         apply_workload(&client, ro, &plan, stable_d.as_ref(), canary_d.as_ref(), &revision).await?;
     }
     if ro.status.as_ref() != Some(&plan.status) {
-        patch_status(&client, ns, name, &plan.status).await?;
+        let written = patch_status(&client, ns, name, &plan.status).await?;
+        ctx.remember_version(ns, name, written.metadata.resource_version);
     }
     publish_events(ctx, ro, &plan).await;
     ctx.metrics.observe(ns, name, &plan.status);
@@ -215,7 +267,7 @@ async fn evaluate_gate(
         role: "stable",
         revision: r.clone(),
     });
-    let evidence = metrics_provider::gather(provider.as_ref(), gate, &canary, stable.as_ref(), window)
+    let evidence = metrics_provider::gather(provider.as_ref(), gate, &canary, stable.as_ref().map(|s| s as _), window)
         .await
         .map_err(|e| Error::Metrics(e.to_string()))?;
     let step = status.current_step.unwrap_or(0).max(0) as usize;
@@ -319,15 +371,14 @@ async fn apply_workload(
     Ok(())
 }
 
-async fn patch_status(client: &Client, ns: &str, name: &str, status: &RolloutStatus) -> Result<()> {
+async fn patch_status(client: &Client, ns: &str, name: &str, status: &RolloutStatus) -> Result<Rollout> {
     let api: Api<Rollout> = Api::namespaced(client.clone(), ns);
     let patch = json!({
         "apiVersion": "rollgate.dev/v1alpha1",
         "kind": "Rollout",
         "status": status,
     });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-    Ok(())
+    Ok(api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?)
 }
 
 async fn publish_events(ctx: &Context, ro: &Rollout, plan: &Plan) {

@@ -92,6 +92,11 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
             && st.verdict == Some(Verdict::Pass)
             && st.stable_revision == st.canary_revision
         {
+            // Each step was taken once (a pass planning from a stale cache once put a weight
+            // back and restarted its step).
+            let step_ups: Vec<i32> =
+                st.history.iter().filter(|d| d.action == "StepUp").map(|d| d.weight).collect();
+            assert_eq!(step_ups, [1, 5, 100], "{:?}", st.history);
             break;
         }
         assert_ne!(st.phase, Some(Phase::RolledBack), "healthy canary rolled back: {:?}", st.message);

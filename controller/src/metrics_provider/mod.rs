@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use rollgate_crds::GateSpec;
 
 use crate::gate::{CheckEvidence, CheckSpec, Counts, Missing};
-pub use queries::{QueryError, Selector};
+pub use queries::{LabelMatchers, QueryError, Selector, SeriesSelector};
 
 /// A source of instant query results.
 pub trait MetricProvider: Send + Sync {
@@ -26,8 +26,8 @@ pub trait MetricProvider: Send + Sync {
 pub async fn gather(
     provider: &dyn MetricProvider,
     gate: &GateSpec,
-    canary: &Selector,
-    stable: Option<&Selector>,
+    canary: &dyn SeriesSelector,
+    stable: Option<&dyn SeriesSelector>,
     window: Duration,
 ) -> Result<Vec<CheckEvidence>, QueryError> {
     let mut out = Vec::with_capacity(gate.checks.len());
@@ -62,7 +62,7 @@ pub async fn gather(
 async fn counts(
     provider: &dyn MetricProvider,
     plan: &queries::CheckQueries,
-    sel: &Selector,
+    sel: &dyn SeriesSelector,
     window: Duration,
 ) -> Result<Counts, Missing> {
     let total_q = plan.total(sel, window);

@@ -12,7 +12,15 @@ use std::time::Duration;
 
 use rollgate_crds::gate::{Check, PausePreset};
 
-/// Which pods' series to count.
+/// Which series a query counts: label matchers, and values for a custom query's variables.
+pub trait SeriesSelector: Send + Sync {
+    /// PromQL label matchers, without braces (`namespace="shop",role="canary"`).
+    fn matchers(&self) -> String;
+    /// The value of a custom template's `$variable` (other than `$window`), unescaped.
+    fn variable(&self, name: &str) -> Option<String>;
+}
+
+/// A Rollout's pods of one role and revision.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Selector {
     pub namespace: String,
@@ -21,7 +29,7 @@ pub struct Selector {
     pub revision: String,
 }
 
-impl Selector {
+impl SeriesSelector for Selector {
     fn matchers(&self) -> String {
         format!(
             "namespace=\"{}\",rollout=\"{}\",role=\"{}\",revision=\"{}\"",
@@ -30,6 +38,82 @@ impl Selector {
             escape(self.role),
             escape(&self.revision)
         )
+    }
+
+    fn variable(&self, name: &str) -> Option<String> {
+        match name {
+            "namespace" => Some(self.namespace.clone()),
+            "name" => Some(self.rollout.clone()),
+            "role" => Some(self.role.to_string()),
+            "revision" => Some(self.revision.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Series chosen by label matchers given by a person (`rollgate gate eval --selector`), checked
+/// by `LabelMatchers::parse`. Custom templates may only use `$window` with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelMatchers(String);
+
+impl LabelMatchers {
+    /// Accepts `name="value"` pairs separated by commas, with `=`, `!=`, `=~` or `!~`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut rest = text.trim();
+        if rest.is_empty() {
+            return Err("empty; expected label matchers such as app=\"web\",version=\"v2\"".into());
+        }
+        let mut out = Vec::new();
+        while !rest.is_empty() {
+            let name_len = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            let name = &rest[..name_len];
+            if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+                return Err(format!("expected a label name at {rest:?}"));
+            }
+            rest = rest[name_len..].trim_start();
+            let op = ["=~", "!~", "!=", "="].into_iter().find(|op| rest.starts_with(op));
+            let Some(op) = op else {
+                return Err(format!("label {name}: expected =, !=, =~ or !~"));
+            };
+            rest = rest[op.len()..].trim_start();
+            let Some(body) = rest.strip_prefix('"') else {
+                return Err(format!("label {name}: the value must be in double quotes"));
+            };
+            let mut end = None;
+            let mut escaped = false;
+            for (i, c) in body.char_indices() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '"' => {
+                        end = Some(i);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let Some(end) = end else {
+                return Err(format!("label {name}: unterminated value"));
+            };
+            out.push(format!("{name}{op}\"{}\"", &body[..end]));
+            rest = body[end + 1..].trim_start();
+            if let Some(r) = rest.strip_prefix(',') {
+                rest = r.trim_start();
+            } else if !rest.is_empty() {
+                return Err(format!("expected a comma at {rest:?}"));
+            }
+        }
+        Ok(Self(out.join(",")))
+    }
+}
+
+impl SeriesSelector for LabelMatchers {
+    fn matchers(&self) -> String {
+        self.0.clone()
+    }
+
+    fn variable(&self, _name: &str) -> Option<String> {
+        None
     }
 }
 
@@ -127,11 +211,11 @@ fn delta(counter: &str) -> String {
 }
 
 impl CheckQueries {
-    pub fn total(&self, sel: &Selector, window: Duration) -> String {
+    pub fn total(&self, sel: &dyn SeriesSelector, window: Duration) -> String {
         self.render(&self.total, sel, window)
     }
 
-    pub fn bad_query(&self, sel: &Selector, window: Duration) -> String {
+    pub fn bad_query(&self, sel: &dyn SeriesSelector, window: Duration) -> String {
         match &self.bad {
             Bad::Query(q) => self.render(q, sel, window),
             Bad::TotalMinus(bucket) => self.render(&delta(bucket), sel, window),
@@ -140,27 +224,46 @@ impl CheckQueries {
 
     /// For bucket-based checks: the bucket's current sum, which is empty when no bucket has the
     /// limit as its bound.
-    pub fn bucket_presence(&self, sel: &Selector, window: Duration) -> Option<String> {
+    pub fn bucket_presence(&self, sel: &dyn SeriesSelector, window: Duration) -> Option<String> {
         match &self.bad {
             Bad::TotalMinus(bucket) => Some(self.render(&format!("sum({bucket})"), sel, window)),
             Bad::Query(_) => None,
         }
     }
 
-    fn render(&self, template: &str, sel: &Selector, window: Duration) -> String {
+    /// The `$variables` of a custom template that `sel` cannot fill.
+    pub fn unfilled(&self, sel: &dyn SeriesSelector) -> Vec<&'static str> {
+        if !self.custom {
+            return Vec::new();
+        }
+        let used = |v: &str| {
+            self.total.contains(v)
+                || match &self.bad {
+                    Bad::Query(q) | Bad::TotalMinus(q) => q.contains(v),
+                }
+        };
+        VARIABLES.iter().copied().filter(|v| used(&format!("${v}")) && sel.variable(v).is_none()).collect()
+    }
+
+    fn render(&self, template: &str, sel: &dyn SeriesSelector, window: Duration) -> String {
         let window = format!("{}s", window.as_secs().max(1));
         if self.custom {
-            template
-                .replace("$namespace", &escape(&sel.namespace))
-                .replace("$name", &escape(&sel.rollout))
-                .replace("$role", &escape(sel.role))
-                .replace("$revision", &escape(&sel.revision))
-                .replace("$window", &window)
+            // `$namespace` before `$name`, which is its prefix.
+            let mut out = template.to_string();
+            for v in VARIABLES {
+                if let Some(value) = sel.variable(v) {
+                    out = out.replace(&format!("${v}"), &escape(&value));
+                }
+            }
+            out.replace("$window", &window)
         } else {
             template.replace("$selector", &sel.matchers()).replace("$window", &window)
         }
     }
 }
+
+/// A custom template's variables besides `$window`, longest first where one is a prefix.
+const VARIABLES: [&str; 4] = ["namespace", "name", "role", "revision"];
 
 /// Escapes a value for a double-quoted PromQL string.
 pub fn escape(v: &str) -> String {

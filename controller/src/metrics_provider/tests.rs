@@ -129,7 +129,7 @@ async fn prometheus_counts_for_canary_and_stable() {
     let gate = gate_with(vec![rollgate_crds::defaults::checks()[0].clone()]);
     let stable = Selector { role: "stable", revision: "s1".into(), ..canary() };
     let ev =
-        gather(&provider, &gate, &canary(), Some(&stable), Duration::from_secs(120)).await.expect("gathered");
+        gather(&provider, &gate, &canary(), Some(&stable as &dyn SeriesSelector), Duration::from_secs(120)).await.expect("gathered");
     assert_eq!(ev[0].canary, Ok(Counts { bad: 3, total: 1000 }));
     assert_eq!(ev[0].stable, Some(Counts { bad: 1, total: 5000 }));
     let seen = seen.lock().expect("lock").clone();

@@ -377,3 +377,32 @@ fn actions_are_read_once() {
     };
     assert_eq!(actions_from(&ro, &handled).promote, None);
 }
+
+const ROLLOUT: &str = "/apis/rollgate.dev/v1alpha1/namespaces/shop/rollouts/web";
+
+#[tokio::test]
+async fn a_cached_copy_older_than_our_status_write_is_read_again() {
+    let (mut cached, _, _) = mid_rollout(0, 30);
+    cached.metadata.resource_version = Some("6".into());
+    let (mut latest, _, _) = mid_rollout(1, 0);
+    latest.metadata.resource_version = Some("7".into());
+    let (client, server) = api_server(vec![expect(
+        Method::GET,
+        ROLLOUT,
+        StatusCode::OK,
+        serde_json::to_value(&latest).unwrap_or_default(),
+    )]);
+    let ctx = context(client, FakePrometheus { bad: 0.0, total: 0.0 });
+    // Nothing written yet: the cache is all there is.
+    let first = fresh(Arc::new(cached.clone()), &ctx, "shop", "web").await.expect("fresh");
+    assert_eq!(first.metadata.resource_version.as_deref(), Some("6"));
+    // Our status write produced version 7; the cache still shows 6 (step 1 of 3).
+    ctx.remember_version("shop", "web", Some("7".into()));
+    let planned_from = fresh(Arc::new(cached), &ctx, "shop", "web").await.expect("fresh");
+    assert_eq!(planned_from.status.as_ref().and_then(|s| s.current_step), Some(1), "the written step");
+    // Once the cache has caught up, no request is made (the mock would fail it).
+    let again = fresh(Arc::new(latest), &ctx, "shop", "web").await.expect("fresh");
+    assert_eq!(again.metadata.resource_version.as_deref(), Some("7"));
+    let seen = server.await.expect("server");
+    assert_eq!(seen.len(), 1);
+}
