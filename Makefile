@@ -51,6 +51,10 @@ demo-refserver: deps ## refserver alone: traffic, metrics, faults by hot reload,
 bench: deps ## refserver vs a bare hyper server under wrk (a report, not a test)
 	bash scripts/bench-refserver.sh
 
+.PHONY: bench-gate
+bench-gate: ## verdict quality of the gate vs Flagger/Argo-style rules; writes the table into docs/gate.md
+	cargo run -q --release --locked -p rollgate -- gate bench --runs 1000 --seed 20261127 --update docs/gate.md
+
 .PHONY: e2e
 e2e: deps ## the end-to-end suite on the local control plane (needs root; builds what is missing)
 	bash e2e/scripts/run-e2e.sh

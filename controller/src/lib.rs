@@ -1,8 +1,10 @@
 //! rollgate's operator and CLI. The decision code (`gate`, `plan`) is pure; the edges
 //! (`kube` API calls, Prometheus, HTTP) implement small traits around it.
 
+pub mod cli;
 pub mod error;
 pub mod gate;
+pub mod gate_bench;
 pub mod metrics_provider;
 pub mod observability;
 pub mod plan;

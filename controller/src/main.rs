@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use rollgate::cli::Exit;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,11 +22,22 @@ enum Command {
     Controller(rollgate::run::ControllerArgs),
     /// Print the CustomResourceDefinitions (Rollout, ReleaseGate) as YAML.
     Crds,
+    /// The gate without a Rollout: replay recorded counts, evaluate live series, benchmark.
+    #[command(subcommand)]
+    Gate(rollgate::cli::gate::GateCommand),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are not errors; usage errors exit 4 (2 means a timeout).
+            let _ = e.print();
+            return if e.use_stderr() { Exit::Usage.into() } else { ExitCode::SUCCESS };
+        }
+    };
     match cli.command {
+        Command::Gate(command) => rollgate::cli::gate::run(command).into(),
         Command::Controller(args) => {
             let _telemetry = match rollgate::observability::init_telemetry(
                 args.log_format == "json",

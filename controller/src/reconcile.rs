@@ -25,7 +25,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
-use crate::gate::{ErrorRates, Evaluation, Policy, StepClock, evaluate};
+use crate::gate::{Evaluation, Policy, StepClock, evaluate};
 use crate::metrics_provider::{self, MetricProvider, Selector};
 use crate::observability::{ErrorLabels, SharedMetrics};
 use crate::plan::{self, Actions, CanaryIntent, Observed, Plan, SpecProblem, StableIntent, revision_of};
@@ -267,30 +267,21 @@ async fn evaluate_gate(
         role: "stable",
         revision: r.clone(),
     });
-    let evidence = metrics_provider::gather(provider.as_ref(), gate, &canary, stable.as_ref().map(|s| s as _), window)
-        .await
-        .map_err(|e| Error::Metrics(e.to_string()))?;
+    let evidence =
+        metrics_provider::gather(provider.as_ref(), gate, &canary, stable.as_ref().map(|s| s as _), window)
+            .await
+            .map_err(|e| Error::Metrics(e.to_string()))?;
     let step = status.current_step.unwrap_or(0).max(0) as usize;
     let min_healthy =
         ro.spec.steps.get(step).and_then(|s| s.min_healthy).unwrap_or(gate.policy.min_healthy).as_std();
-    let evaluation = evaluate(&evidence, clock(&gate.policy, window, min_healthy), policy_of(&gate.policy));
+    let evaluation =
+        evaluate(&evidence, clock(&gate.policy, window, min_healthy), Policy::from(&gate.policy));
     tracing::info!(decision = ?evaluation.decision, window_s = window.as_secs(), "gate evaluated");
     Ok(evaluation)
 }
 
 fn clock(p: &GatePolicy, elapsed: Duration, min_healthy: Duration) -> StepClock {
     StepClock { elapsed, min_healthy, max_hold: p.max_hold.as_std() }
-}
-
-fn policy_of(p: &GatePolicy) -> Policy {
-    Policy {
-        rates: ErrorRates {
-            false_rollback: p.false_rollback_rate,
-            missed_detection: p.missed_detection_rate,
-        },
-        on_inconclusive: p.on_inconclusive,
-        compare_with_stable: p.compare_with_stable,
-    }
 }
 
 /// One-shot actions from annotations whose value has not been handled yet.

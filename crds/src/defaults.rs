@@ -28,8 +28,10 @@ pub const INTERVAL: Duration = Duration::from_secs(10);
 pub const MAX_HOLD: Duration = Duration::from_secs(30 * 60);
 /// Largest accepted probability of rolling back a canary that is within budget.
 pub const FALSE_ROLLBACK_RATE: f64 = 0.01;
-/// Largest accepted probability of promoting a canary `tolerance` times over budget.
-pub const MISSED_DETECTION_RATE: f64 = 0.01;
+/// Largest accepted probability of promoting a canary `tolerance` times over budget. Half of
+/// the 1 % target: Wald's bound on it is nearly reached at the tolerance (measured 1.2 % at
+/// β = 1 % in `make bench-gate`), so the default leaves room for it.
+pub const MISSED_DETECTION_RATE: f64 = 0.005;
 /// How many times over budget a canary must be for promotion to be ruled out (error checks).
 pub const ERROR_TOLERANCE: f64 = 10.0;
 /// The same, for latency and pause checks, whose budgets are larger shares.

@@ -211,7 +211,8 @@ pub struct GatePolicy {
     #[serde(default = "defaults::false_rollback_rate")]
     #[schemars(range(min = 0.0001, max = 0.2))]
     pub false_rollback_rate: f64,
-    /// Largest accepted probability of promoting a canary `tolerance` times over budget.
+    /// Largest accepted probability of promoting a canary `tolerance` times over budget
+    /// (default 0.005).
     #[serde(default = "defaults::missed_detection_rate")]
     #[schemars(range(min = 0.0001, max = 0.2))]
     pub missed_detection_rate: f64,

@@ -198,6 +198,28 @@ async fn scenario_2_a_version_answering_10_percent_errors_is_rolled_back_at_the_
     })
     .await;
     assert!(c.events(&ns).contains("RolledBack"), "an Event names the rollback");
+    // The same gate outside a Rollout (a pipeline step): `rollgate gate eval` reads the manifest
+    // the Rollout was applied from and judges the last two minutes in Prometheus: the canary's
+    // series fail (exit 1), stable's pass (exit 0).
+    let gate = c.write_file("e2e-errors-rollout.yaml", &yaml.replace("PROMETHEUS", &c.prometheus));
+    for (role, expected, says) in [("canary", 1, "error-rate over budget"), ("stable", 0, "within budget")] {
+        let selector = format!("namespace=\"{ns}\",rollout=\"{name}\",role=\"{role}\"");
+        let (code, out) = c
+            .rollgate(&[
+                "gate",
+                "eval",
+                "--gate",
+                &gate,
+                "--selector",
+                &selector,
+                "--for",
+                "2m",
+                "--lookback",
+            ])
+            .await;
+        assert_eq!(code, expected, "gate eval on {role}: {out}");
+        assert!(out.contains(says), "gate eval on {role}: {out}");
+    }
     let seen = load.stop().await;
     let first_bad = seen.iter().find(|s| s.version == "v3" && s.status != 200).map(|s| s.at);
     let last_v3 = seen.iter().rev().find(|s| s.version == "v3").map(|s| s.at);

@@ -11,11 +11,12 @@
 //!    roll back, or promote on relative evidence: the canary no worse than stable by more than
 //!    the budget).
 
+pub mod replay;
 pub mod sprt;
 
 use std::time::Duration;
 
-use rollgate_crds::gate::InconclusivePolicy;
+use rollgate_crds::gate::{GatePolicy, InconclusivePolicy};
 use rollgate_crds::rollout::CheckResult;
 
 pub use sprt::{Counts, ErrorRates, Outcome};
@@ -63,6 +64,19 @@ pub struct Policy {
     pub rates: ErrorRates,
     pub on_inconclusive: InconclusivePolicy,
     pub compare_with_stable: bool,
+}
+
+impl From<&GatePolicy> for Policy {
+    fn from(p: &GatePolicy) -> Self {
+        Policy {
+            rates: ErrorRates {
+                false_rollback: p.false_rollback_rate,
+                missed_detection: p.missed_detection_rate,
+            },
+            on_inconclusive: p.on_inconclusive,
+            compare_with_stable: p.compare_with_stable,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -167,6 +167,16 @@ pub fn optimal_detection_size(p0: f64, m: f64, rates: ErrorRates) -> f64 {
     ((1.0 - rates.missed_detection) * a + rates.missed_detection * b) / d
 }
 
+/// Expected number of events the single SPRT of `p0` against `tolerance·p0` needs to accept
+/// `p0` when the true rate is `share·p0` (below the budget): the reference for passing.
+pub fn optimal_pass_size(p0: f64, share: f64, tolerance: f64, rates: ErrorRates) -> f64 {
+    let p1 = pass_alternative(p0, tolerance);
+    let a = ((1.0 - rates.missed_detection) / rates.false_rollback).ln();
+    let b = (rates.missed_detection / (1.0 - rates.false_rollback)).ln();
+    let d = drift(share * p0, p0, p1);
+    ((1.0 - rates.false_rollback) * b + rates.false_rollback * a) / d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +255,60 @@ mod tests {
         assert_eq!(alternatives(0.0002, 10.0), vec![2.0, 10.0, 100.0]);
         assert_eq!(alternatives(0.05, 3.0), vec![2.0, 3.0, 10.0]);
         assert_eq!(alternatives(0.2, 3.0), vec![2.0, 3.0]);
+    }
+
+    /// Random budgets, tolerances, error rates and counts (a fixed seed, so failures
+    /// reproduce): the properties the gate relies on.
+    #[test]
+    fn properties_hold_on_random_inputs() {
+        let mut rng = crate::gate_bench::traffic::Rng::seeded(11);
+        for case in 0..20_000 {
+            let p0 = 10f64.powf(-4.0 + 3.0 * rng.uniform()) / 2.0;
+            let tolerance = 1.5 + 20.0 * rng.uniform();
+            let rates = ErrorRates {
+                false_rollback: 0.001 + 0.1 * rng.uniform(),
+                missed_detection: 0.001 + 0.1 * rng.uniform(),
+            };
+            let total = (rng.uniform() * 20_000.0) as u64;
+            let bad = (rng.uniform() * rng.uniform() * total as f64) as u64;
+            let c = Counts { bad, total };
+            let r = test(c, p0, tolerance, rates);
+            let why = format!("case {case}: {c:?} p0 {p0} tolerance {tolerance} {rates:?} → {r:?}");
+            // Zero events decide nothing.
+            if total == 0 {
+                assert_eq!(r.outcome, Outcome::NoData, "{why}");
+                continue;
+            }
+            // The outcome is exactly what the statistic and its boundaries say.
+            let expected = if r.breach_llr >= r.breach_bound {
+                Outcome::Breach
+            } else if r.pass_llr <= r.pass_bound {
+                Outcome::WithinBudget
+            } else {
+                Outcome::Undecided
+            };
+            assert_eq!(r.outcome, expected, "{why}");
+            assert!(r.breach_bound > 0.0 && r.pass_bound < 0.0, "{why}");
+            // One more bad event (in place of a good one) never weakens the case for a breach
+            // or strengthens the case for a pass.
+            if bad < total {
+                let worse = test(Counts { bad: bad + 1, total }, p0, tolerance, rates);
+                assert!(worse.breach_llr >= r.breach_llr - 1e-9, "{why}");
+                assert!(worse.pass_llr >= r.pass_llr - 1e-9, "{why}");
+                if r.outcome == Outcome::Breach {
+                    assert_eq!(worse.outcome, Outcome::Breach, "{why}");
+                }
+                if worse.outcome == Outcome::WithinBudget {
+                    assert_eq!(r.outcome, Outcome::WithinBudget, "{why}");
+                }
+            }
+            // An undecided test says how much evidence it needs, and it is more than it has.
+            if r.outcome == Outcome::Undecided
+                && let Some(n) = r.needed
+            {
+                assert!(n > total, "{why}");
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use rollgate_crds::GateSpec;
+use rollgate_crds::gate::Check;
 
 use crate::gate::{CheckEvidence, CheckSpec, Counts, Missing};
 pub use queries::{LabelMatchers, QueryError, Selector, SeriesSelector};
@@ -36,12 +37,7 @@ pub async fn gather(
     let mut outage: Option<String> = None;
     for check in &gate.checks {
         let plan = queries::for_check(check)?;
-        let spec = CheckSpec {
-            name: check.name.clone(),
-            budget: plan.budget,
-            tolerance: plan.tolerance,
-            unit: plan.unit,
-        };
+        let spec = check_spec(check)?;
         if let Some(why) = &outage {
             out.push(CheckEvidence { spec, canary: Err(Missing::Unavailable(why.clone())), stable: None });
             continue;
@@ -57,6 +53,17 @@ pub async fn gather(
         out.push(CheckEvidence { spec, canary: canary_counts, stable: stable_counts });
     }
     Ok(out)
+}
+
+/// What the gate needs to know of a check: its budget, tolerance and unit.
+pub fn check_spec(check: &Check) -> Result<CheckSpec, QueryError> {
+    let plan = queries::for_check(check)?;
+    Ok(CheckSpec {
+        name: check.name.clone(),
+        budget: plan.budget,
+        tolerance: plan.tolerance,
+        unit: plan.unit,
+    })
 }
 
 async fn counts(

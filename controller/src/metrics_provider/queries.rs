@@ -65,7 +65,8 @@ impl LabelMatchers {
         }
         let mut out = Vec::new();
         while !rest.is_empty() {
-            let name_len = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            let name_len =
+                rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
             let name = &rest[..name_len];
             if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
                 return Err(format!("expected a label name at {rest:?}"));

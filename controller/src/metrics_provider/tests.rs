@@ -129,7 +129,9 @@ async fn prometheus_counts_for_canary_and_stable() {
     let gate = gate_with(vec![rollgate_crds::defaults::checks()[0].clone()]);
     let stable = Selector { role: "stable", revision: "s1".into(), ..canary() };
     let ev =
-        gather(&provider, &gate, &canary(), Some(&stable as &dyn SeriesSelector), Duration::from_secs(120)).await.expect("gathered");
+        gather(&provider, &gate, &canary(), Some(&stable as &dyn SeriesSelector), Duration::from_secs(120))
+            .await
+            .expect("gathered");
     assert_eq!(ev[0].canary, Ok(Counts { bad: 3, total: 1000 }));
     assert_eq!(ev[0].stable, Some(Counts { bad: 1, total: 5000 }));
     let seen = seen.lock().expect("lock").clone();
@@ -172,4 +174,41 @@ async fn no_series_means_zero_events_and_an_unreachable_server_is_unavailable() 
     let provider = Prometheus::new(&dead).expect("client");
     let ev = gather(&provider, &gate, &canary(), None, Duration::from_secs(60)).await.expect("ok");
     assert!(ev.iter().all(|e| matches!(e.canary, Err(Missing::Unavailable(_)))));
+}
+
+#[test]
+fn label_matchers_are_checked_and_rendered() {
+    let m = LabelMatchers::parse(r#" job="api", version=~"v2|v3" ,code!="5.." "#).expect("valid");
+    assert_eq!(m.matchers(), r#"job="api",version=~"v2|v3",code!="5..""#);
+    let escaped = LabelMatchers::parse(r#"path="a\"b""#).expect("escaped quote");
+    assert_eq!(escaped.matchers(), r#"path="a\"b""#);
+    for (text, why) in [
+        ("", "empty"),
+        ("job", "expected =, !=, =~ or !~"),
+        ("job=api", "double quotes"),
+        (r#"job="api"#, "unterminated"),
+        (r#"job="a" version="b""#, "expected a comma"),
+        (r#"1job="a""#, "label name"),
+        (r#"job="a"}or vector(1){x="y""#, "expected a comma"),
+    ] {
+        let e = LabelMatchers::parse(text).expect_err(text);
+        assert!(e.contains(why), "{text:?}: {e}");
+    }
+}
+
+#[test]
+fn a_custom_query_with_rollout_variables_cannot_run_on_label_matchers() {
+    let check = Check {
+        name: "custom".into(),
+        promql: Some(PromqlCheck {
+            bad: "sum(increase(bad_total{ns=\"$namespace\"}[$window]))".into(),
+            total: "sum(increase(all_total[$window]))".into(),
+            max_ratio: 0.01,
+        }),
+        ..Check::empty()
+    };
+    let q = queries::for_check(&check).expect("valid");
+    let labels = LabelMatchers::parse(r#"job="api""#).expect("valid");
+    assert_eq!(q.unfilled(&labels), vec!["namespace"]);
+    assert!(q.unfilled(&canary()).is_empty());
 }

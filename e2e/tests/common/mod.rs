@@ -95,6 +95,28 @@ impl Cluster {
         self.rollout(ns, name).await.status.unwrap_or_default()
     }
 
+    /// Runs the `rollgate` CLI as a pipeline would; returns (exit code, stdout and stderr).
+    pub async fn rollgate(&self, args: &[&str]) -> (i32, String) {
+        let out = Command::new(self.bin_dir.join("rollgate"))
+            .args(args)
+            .env("KUBECONFIG", env("KUBECONFIG"))
+            .output()
+            .await
+            .expect("rollgate runs");
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    /// Writes `text` to a file in the suite's state directory; returns its path.
+    pub fn write_file(&self, name: &str, text: &str) -> String {
+        let dir = self.state.join("files");
+        std::fs::create_dir_all(&dir).expect("files dir");
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write file");
+        path.display().to_string()
+    }
+
     /// The namespace's Events, as `kubectl get events -o yaml` prints them.
     pub fn events(&self, ns: &str) -> String {
         kubectl_yaml(&self.kubectl(), ns, "events")

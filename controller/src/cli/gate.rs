@@ -1,0 +1,348 @@
+//! `rollgate gate …`: the gate without a Rollout.
+//!
+//! - `replay FILE`: what the gate would have decided on a recorded series of counts;
+//! - `eval`: judge live Prometheus series for a pipeline step that is not a rollout;
+//! - `bench`: the verdict-quality benchmark against Flagger- and Argo-style rules.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use rollgate_crds::duration::PositiveDuration;
+use serde_json::json;
+
+use super::{EXIT_CODES, Exit, Output, gate_file};
+use crate::gate::replay::{End, Replay, Series, Setup};
+use crate::gate::{CheckReport, Decision, Evaluation, Policy, StepClock, evaluate, human};
+use crate::gate_bench;
+use crate::metrics_provider::{self, LabelMatchers, SeriesSelector, prometheus::Prometheus};
+
+#[derive(Debug, Subcommand)]
+pub enum GateCommand {
+    /// Replay a recorded series of cumulative counts through a gate and print each decision.
+    #[command(after_help = EXIT_CODES)]
+    Replay(ReplayArgs),
+    /// Evaluate a gate against live Prometheus series (a pipeline step that is not a rollout).
+    #[command(after_help = EXIT_CODES)]
+    Eval(EvalArgs),
+    /// The verdict-quality benchmark: rollgate's gate against Flagger- and Argo-style rules on
+    /// simulated traffic (a report, deterministic for a seed).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// JSON file: {"samples": [{"at": SECONDS, "checks": {NAME: {"canary": {"bad": N, "total": N},
+    /// "stable": {...}}}}]}, counts cumulative (see docs/gate.md).
+    pub file: PathBuf,
+    /// The gate: a ReleaseGate manifest, a Rollout with an inline gate, or a bare gate spec.
+    /// Default: the playbook's gate (error rate < 0.02 %, p95 < 300 ms, p99 pause < 50 ms).
+    #[arg(long)]
+    pub gate: Option<PathBuf>,
+    /// Steps to pass before promotion.
+    #[arg(long, default_value_t = rollgate_crds::defaults::STEPS.len())]
+    pub steps: usize,
+    /// Minimum hold of a passing step (default: the gate's policy.minHealthy).
+    #[arg(long)]
+    pub min_healthy: Option<PositiveDuration>,
+    #[arg(short, long, value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The gate: a ReleaseGate manifest, a Rollout with an inline gate, or a bare gate spec.
+    #[arg(long)]
+    pub gate: PathBuf,
+    /// Prometheus base URL (default: the gate's prometheus.address).
+    #[arg(long)]
+    pub prometheus: Option<String>,
+    /// PromQL label matchers of the series to judge, e.g. 'job="api",version="v2"'.
+    #[arg(long)]
+    pub selector: String,
+    /// Label matchers of a reference version over the same interval (compareWithStable).
+    #[arg(long)]
+    pub stable_selector: Option<String>,
+    /// How long to gather evidence from now (or, with --lookback, how far back to look).
+    #[arg(long = "for")]
+    pub duration: PositiveDuration,
+    /// Judge the last --for at once instead of waiting for new evidence.
+    #[arg(long)]
+    pub lookback: bool,
+    #[arg(short, long, value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Runs per cell.
+    #[arg(long, default_value_t = 1000)]
+    pub runs: usize,
+    #[arg(long, default_value_t = 20_261_127)]
+    pub seed: u64,
+    /// Worker threads (the report does not depend on it). Default: the CPUs.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Write the report into this Markdown file between `<!-- bench-gate:begin -->` and
+    /// `<!-- bench-gate:end -->` instead of printing it.
+    #[arg(long)]
+    pub update: Option<PathBuf>,
+}
+
+pub fn run(command: GateCommand) -> Exit {
+    match command {
+        GateCommand::Replay(a) => replay(a),
+        GateCommand::Eval(a) => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(eval(a)),
+            Err(e) => usage(format!("starting the async runtime: {e}")),
+        },
+        GateCommand::Bench(a) => bench(a),
+    }
+}
+
+fn usage(message: String) -> Exit {
+    eprintln!("rollgate: {message}");
+    Exit::Usage
+}
+
+// === replay ===
+
+fn replay(a: ReplayArgs) -> Exit {
+    let gate = match &a.gate {
+        Some(path) => gate_file::load(path, None),
+        None => Ok(gate_file::default_gate()),
+    };
+    let gate = match gate {
+        Ok(g) => g,
+        Err(e) => return usage(e),
+    };
+    let series: Series = match std::fs::read_to_string(&a.file)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+    {
+        Ok(s) => s,
+        Err(e) => return usage(format!("{}: {e}", a.file.display())),
+    };
+    if a.steps == 0 {
+        return usage("--steps: must be at least 1".into());
+    }
+    let checks = match gate_file::check_specs(&gate) {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
+    let setup = Setup {
+        checks,
+        policy: Policy::from(&gate.policy),
+        min_healthy: a.min_healthy.unwrap_or(gate.policy.min_healthy).as_std(),
+        max_hold: gate.policy.max_hold.as_std(),
+        steps: a.steps,
+    };
+    let result = match crate::gate::replay::replay(&series, &setup) {
+        Ok(r) => r,
+        Err(e) => return usage(format!("{}: {e}", a.file.display())),
+    };
+    print!("{}", render_replay(&result, a.steps, a.output));
+    match result.end {
+        End::Promoted => Exit::Pass,
+        End::RolledBack => Exit::Fail,
+        End::Paused | End::Undecided => Exit::Inconclusive,
+    }
+}
+
+pub fn render_replay(r: &Replay, steps: usize, output: Output) -> String {
+    let mut out = String::new();
+    for l in &r.lines {
+        match output {
+            Output::Text => out.push_str(&format!(
+                "{:>7}  step {}/{steps}  {:<18} {}\n",
+                format!("{}s", l.at),
+                l.step,
+                word(&l.evaluation.decision),
+                reason(&l.evaluation.decision)
+            )),
+            Output::Json => {
+                out.push_str(&format!("{}\n", evaluation_json(Some(l.at), Some(l.step), &l.evaluation)))
+            }
+        }
+    }
+    let end = match r.end {
+        End::Promoted => "promoted",
+        End::RolledBack => "rolled back",
+        End::Paused => "paused for a person",
+        End::Undecided => "undecided when the series ended",
+    };
+    match output {
+        Output::Text => out.push_str(&format!("result: {end}\n")),
+        Output::Json => out.push_str(&format!("{}\n", json!({ "result": end }))),
+    }
+    out
+}
+
+// === eval ===
+
+async fn eval(a: EvalArgs) -> Exit {
+    let gate = match gate_file::load(&a.gate, a.prometheus.as_deref()) {
+        Ok(g) => g,
+        Err(e) => return usage(e),
+    };
+    if gate.prometheus.address == gate_file::NO_PROMETHEUS {
+        return usage("--prometheus: needed, the gate file has no prometheus.address".into());
+    }
+    let canary = match LabelMatchers::parse(&a.selector) {
+        Ok(s) => s,
+        Err(e) => return usage(format!("--selector: {e}")),
+    };
+    let stable = match a.stable_selector.as_deref().map(LabelMatchers::parse).transpose() {
+        Ok(s) => s,
+        Err(e) => return usage(format!("--stable-selector: {e}")),
+    };
+    for c in &gate.checks {
+        let unfilled =
+            metrics_provider::queries::for_check(c).map(|q| q.unfilled(&canary)).unwrap_or_default();
+        if !unfilled.is_empty() {
+            return usage(format!(
+                "checks {}: a promql query for `gate eval` may use only $window (it uses ${})",
+                c.name,
+                unfilled.join(", $")
+            ));
+        }
+    }
+    let provider = match Prometheus::new(&gate.prometheus.address) {
+        Ok(p) => p,
+        Err(e) => return usage(format!("--prometheus: {e}")),
+    };
+    let total = a.duration.as_std();
+    let min_healthy = gate.policy.min_healthy.as_std().min(total);
+    let interval = gate.policy.interval.as_std();
+    let started = Instant::now();
+    loop {
+        let elapsed = if a.lookback { total } else { started.elapsed().min(total) };
+        let stable_sel = stable.as_ref().map(|s| s as &dyn SeriesSelector);
+        let window = elapsed.max(Duration::from_secs(1));
+        let evidence = match metrics_provider::gather(&provider, &gate, &canary, stable_sel, window).await {
+            Ok(e) => e,
+            Err(e) => return usage(e.to_string()),
+        };
+        let clock = StepClock { elapsed, min_healthy, max_hold: total };
+        let evaluation = evaluate(&evidence, clock, Policy::from(&gate.policy));
+        let last = a.lookback || elapsed >= total;
+        match a.output {
+            Output::Text => println!(
+                "{:>7}  {:<18} {}",
+                human(elapsed),
+                word(&evaluation.decision),
+                reason(&evaluation.decision)
+            ),
+            Output::Json => println!("{}", evaluation_json(Some(elapsed.as_secs_f64()), None, &evaluation)),
+        }
+        let exit = match &evaluation.decision {
+            Decision::StepUp { .. } => Some(Exit::Pass),
+            Decision::Rollback { .. } => Some(Exit::Fail),
+            Decision::Pause { .. } => Some(Exit::Inconclusive),
+            _ if last => Some(Exit::Inconclusive),
+            _ => None,
+        };
+        if let Some(exit) = exit {
+            if a.output == Output::Text {
+                for c in &evaluation.checks {
+                    println!("  {}", check_line(c));
+                }
+            }
+            return exit;
+        }
+        let next = (elapsed + interval).min(total);
+        tokio::time::sleep_until(tokio::time::Instant::from_std(started + next)).await;
+        // Let the last evaluation see the final scrape.
+        if next >= total {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+// === bench ===
+
+fn bench(a: BenchArgs) -> Exit {
+    if a.runs == 0 {
+        return usage("--runs: must be at least 1".into());
+    }
+    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let grid = gate_bench::Grid::standard(a.runs, a.seed);
+    let started = Instant::now();
+    let results = gate_bench::run(&grid, threads);
+    let report = gate_bench::report(&grid, &results);
+    eprintln!(
+        "rollgate: {} cells × {} runs in {:.1} s",
+        results.len(),
+        a.runs,
+        started.elapsed().as_secs_f64()
+    );
+    match a.update {
+        None => {
+            print!("{report}");
+            Exit::Pass
+        }
+        Some(path) => {
+            let command = format!("rollgate gate bench --runs {} --seed {}", a.runs, a.seed);
+            let updated = std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|doc| gate_bench::splice(&doc, &report, &command))
+                .and_then(|doc| std::fs::write(&path, doc).map_err(|e| e.to_string()));
+            match updated {
+                Ok(()) => {
+                    eprintln!("rollgate: report written into {}", path.display());
+                    Exit::Pass
+                }
+                Err(e) => usage(format!("--update {}: {e}", path.display())),
+            }
+        }
+    }
+}
+
+// === output ===
+
+pub fn word(d: &Decision) -> &'static str {
+    match d {
+        Decision::StepUp { .. } => "pass",
+        Decision::Hold { .. } => "hold",
+        Decision::MetricsUnavailable { .. } => "metrics-unavailable",
+        Decision::StableBreaching { .. } => "stable-breaching",
+        Decision::Rollback { .. } => "fail",
+        Decision::Pause { .. } => "inconclusive",
+    }
+}
+
+pub fn reason(d: &Decision) -> &str {
+    match d {
+        Decision::StepUp { reason }
+        | Decision::Hold { reason }
+        | Decision::MetricsUnavailable { reason }
+        | Decision::StableBreaching { reason, .. }
+        | Decision::Rollback { reason, .. }
+        | Decision::Pause { reason } => reason,
+    }
+}
+
+pub fn check_line(c: &CheckReport) -> String {
+    let statistic = c.statistic.as_deref().map(|s| format!(" [{s}]")).unwrap_or_default();
+    format!("{}: {:?}, {}{statistic}", c.name, c.result, c.reason)
+}
+
+pub fn evaluation_json(at: Option<f64>, step: Option<usize>, e: &Evaluation) -> serde_json::Value {
+    json!({
+        "at": at,
+        "step": step,
+        "decision": word(&e.decision),
+        "reason": reason(&e.decision),
+        "checks": e.checks.iter().map(|c| json!({
+            "name": c.name,
+            "result": format!("{:?}", c.result),
+            "bad": c.bad,
+            "total": c.total,
+            "value": c.value,
+            "threshold": c.threshold,
+            "needed": c.needed,
+            "statistic": c.statistic,
+            "reason": c.reason,
+        })).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,41 @@
+//! The `rollgate` command line besides `controller`: the gate used without a Rollout
+//! (`gate replay`, `gate eval`, `gate bench`).
+//!
+//! Exit codes are shared by every command that reports a verdict; see `Exit`.
+
+pub mod gate;
+pub mod gate_file;
+
+use std::process::ExitCode;
+
+/// What a verdict command's exit code means (documented in `--help` and `docs/cli.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Promoted, passed, or the awaited condition reached.
+    Pass = 0,
+    /// Rolled back or failed.
+    Fail = 1,
+    /// The timeout passed first.
+    Timeout = 2,
+    /// Paused for a person, or no verdict from the evidence available.
+    Inconclusive = 3,
+    /// Bad usage, unreadable input, or no connection.
+    Usage = 4,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// The exit codes, for `--help`.
+pub const EXIT_CODES: &str = "Exit codes: 0 passed/promoted, 1 failed/rolled back, 2 timeout, \
+3 inconclusive or paused for a person, 4 usage, input or connection error.";
+
+/// Output formats of the verdict commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}

@@ -1,0 +1,132 @@
+//! `rollgate gate …` as a user runs it: the real binary, its output and its exit codes, on the
+//! series in `tests/fixtures/replay/`.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/replay").join(name).display().to_string()
+}
+
+fn rollgate(args: &[&str]) -> (i32, String, String) {
+    let Output { status, stdout, stderr } =
+        Command::new(env!("CARGO_BIN_EXE_rollgate")).args(args).output().expect("the binary runs");
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+fn replay(series: &str, extra: &[&str]) -> (i32, String, String) {
+    let (file, gate) = (fixture(series), fixture("gate.yaml"));
+    let mut args = vec!["gate", "replay", file.as_str(), "--gate", gate.as_str()];
+    args.extend_from_slice(extra);
+    rollgate(&args)
+}
+
+#[test]
+fn a_healthy_release_passes_every_step_and_exits_0() {
+    let (code, out, err) = replay("healthy.json", &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let passes: Vec<&str> = out.lines().filter(|l| l.contains(" pass ")).collect();
+    assert_eq!(passes.len(), 3, "one pass per step:\n{out}");
+    assert!(passes[0].contains("step 1/3") && passes[2].contains("step 3/3"), "{out}");
+    assert!(!out.contains(" fail "), "{out}");
+    assert_eq!(out.lines().last(), Some("result: promoted"));
+}
+
+#[test]
+fn a_burst_of_errors_is_rolled_back_at_the_first_step_and_exits_1() {
+    let (code, out, err) = replay("errors.json", &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    let fail = out.lines().find(|l| l.contains(" fail ")).expect("a fail line");
+    assert!(fail.contains("step 1/3") && fail.contains("error-rate over budget"), "{fail}");
+    assert_eq!(out.lines().last(), Some("result: rolled back"));
+}
+
+#[test]
+fn too_little_traffic_ends_undecided_with_what_is_missing_and_exits_3() {
+    let (code, out, err) = replay("sparse.json", &[]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(out.contains("waiting for evidence: error-rate") && out.contains("of about"), "{out}");
+    assert_eq!(out.lines().last(), Some("result: undecided when the series ended"));
+}
+
+#[test]
+fn json_output_has_one_object_per_evaluation() {
+    let (code, out, _) = replay("errors.json", &["-o", "json"]);
+    assert_eq!(code, 1);
+    let lines: Vec<serde_json::Value> =
+        out.lines().map(|l| serde_json::from_str(l).expect("a JSON object per line")).collect();
+    let fail = lines.iter().find(|l| l["decision"] == "fail").expect("fail");
+    let check = &fail["checks"][0];
+    assert_eq!(check["name"], "error-rate");
+    assert!(check["bad"].as_u64().is_some_and(|b| b > 0), "{check}");
+    assert!(check["statistic"].as_str().is_some_and(|s| s.contains("LLR")), "{check}");
+    assert_eq!(lines.last().map(|l| l["result"].clone()), Some(serde_json::json!("rolled back")));
+}
+
+#[test]
+fn bad_input_exits_4_naming_the_field() {
+    let (code, _, err) = replay("counter-reset.json", &[]);
+    assert_eq!(code, 4);
+    assert!(err.contains("samples[3].checks.error-rate.canary.total: went down from"), "{err}");
+
+    let dir = std::env::temp_dir().join(format!("rollgate-gate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let gate = dir.join("gate.yaml");
+    std::fs::write(&gate, "checks:\n- name: error-rate\n  errorRate: {maxRatio: 0.9}\n").expect("write");
+    let file = fixture("healthy.json");
+    let (code, _, err) = rollgate(&["gate", "replay", &file, "--gate", &gate.display().to_string()]);
+    assert_eq!(code, 4);
+    assert!(err.contains("checks[0].errorRate.maxRatio: 0.9 must be in"), "{err}");
+
+    let unknown = dir.join("unknown.json");
+    std::fs::write(&unknown, r#"{"samples":[{"at":0,"checks":{"errors":{"canary":{"bad":0,"total":0}}}}]}"#)
+        .expect("write");
+    let (code, _, err) = rollgate(&["gate", "replay", &unknown.display().to_string()]);
+    assert_eq!(code, 4);
+    assert!(err.contains("samples[0].checks.errors: not a check of the gate"), "{err}");
+
+    let (code, _, err) = rollgate(&["gate", "replay"]);
+    assert_eq!(code, 4, "usage errors exit 4: {err}");
+    let (code, _, err) =
+        rollgate(&["gate", "eval", "--gate", &fixture("gate.yaml"), "--selector", "job=api", "--for", "1m"]);
+    assert_eq!(code, 4);
+    assert!(err.contains("--selector: label job: the value must be in double quotes"), "{err}");
+    let (code, _, err) =
+        rollgate(&["gate", "eval", "--gate", &fixture("gate.yaml"), "--selector", "a=\"b\"", "--for", "0s"]);
+    assert_eq!(code, 4);
+    assert!(err.contains("--for"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_help_documents_the_exit_codes() {
+    let (code, out, _) = rollgate(&["gate", "replay", "--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("Exit codes: 0 passed/promoted, 1 failed/rolled back, 2 timeout, 3 inconclusive"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_benchmark_report_is_the_same_for_a_seed_and_goes_between_the_markers() {
+    let dir = std::env::temp_dir().join(format!("rollgate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let doc = dir.join("gate.md");
+    std::fs::write(&doc, "# Gate\n<!-- bench-gate:begin -->\n<!-- bench-gate:end -->\nafter\n")
+        .expect("write");
+    let path = doc.display().to_string();
+    let (code, _, err) = rollgate(&["gate", "bench", "--runs", "3", "--seed", "9", "--update", &path]);
+    assert_eq!(code, 0, "{err}");
+    let first = std::fs::read_to_string(&doc).expect("read");
+    assert!(first.contains("| 100 | 5 % | bad 100× | rollgate |"), "{first}");
+    assert!(first.contains("#### Targets") && first.ends_with("<!-- bench-gate:end -->\nafter\n"));
+    let (code, out, _) = rollgate(&["gate", "bench", "--runs", "3", "--seed", "9", "--threads", "1"]);
+    assert_eq!(code, 0);
+    assert!(first.contains(&out), "the printed report is the one written, whatever the threads");
+    let _ = std::fs::remove_dir_all(&dir);
+}
