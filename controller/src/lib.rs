@@ -11,6 +11,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod router;
 pub mod run;
+pub mod verdict_api;
 pub mod workload;
 
 #[cfg(test)]

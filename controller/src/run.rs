@@ -1,6 +1,7 @@
 //! `rollgate controller`: the operator process.
 //!
-//! Serves `/metrics`, `/healthz` and `/readyz` at once; takes part in leader election (a Lease,
+//! Serves `/metrics`, `/healthz`, `/readyz` and the verdict API (`verdict_api`; on its own
+//! port with `--api-addr`) at once; takes part in leader election (a Lease,
 //! through kube-lease-manager) so that of several replicas only one acts; while leader, runs the
 //! kube-runtime `Controller` over Rollouts, owning their Deployments and Services and watching
 //! ReleaseGates and HTTPRoutes. Losing the lease stops the controller until it is won again.
@@ -33,12 +34,16 @@ use crate::metrics_provider::prometheus::Prometheus;
 use crate::observability::{Metrics, SharedMetrics};
 use crate::reconcile::{Context, ProviderFactory, error_policy, reconcile};
 use crate::router::gateway_api::http_route_resource;
+use crate::verdict_api;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ControllerArgs {
     /// Address of the metrics and health endpoints.
     #[arg(long, default_value = "0.0.0.0:9464", env = "ROLLGATE_METRICS_ADDR")]
     pub metrics_addr: SocketAddr,
+    /// Serve the verdict API (`/api/v1/...`) on this address instead of beside the metrics.
+    #[arg(long, env = "ROLLGATE_API_ADDR")]
+    pub api_addr: Option<SocketAddr>,
     /// Namespace of the leader-election Lease (default: the pod's, else `default`).
     #[arg(long, env = "ROLLGATE_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
@@ -60,7 +65,7 @@ pub enum RunError {
     Client(#[source] kube::Error),
     #[error("leader election: {0}")]
     Lease(String),
-    #[error("metrics endpoint on {addr}: {source}")]
+    #[error("HTTP endpoint on {addr}: {source}")]
     Serve { addr: SocketAddr, source: std::io::Error },
 }
 
@@ -78,7 +83,26 @@ pub async fn run(args: ControllerArgs) -> Result<(), RunError> {
         .await
         .map_err(|source| RunError::Serve { addr: args.metrics_addr, source })?;
     let health = Health { metrics: metrics.clone(), ready: ready.clone() };
-    let http = axum::serve(listener, health_router(health));
+    let api = verdict_api::router(verdict_api::ApiState { client: client.clone() });
+    let (main_router, api_server) = match args.api_addr {
+        None => (health_router(health).merge(api), None),
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Serve { addr, source })?;
+            (health_router(health), Some((addr, axum::serve(l, api))))
+        }
+    };
+    let main_http = axum::serve(listener, main_router);
+    let http = async move {
+        match api_server {
+            None => main_http.await.map_err(|e| (args.metrics_addr, e)),
+            Some((addr, api_http)) => tokio::select! {
+                r = main_http => r.map_err(|e| (args.metrics_addr, e)),
+                r = api_http => r.map_err(|e| (addr, e)),
+            },
+        }
+    };
 
     let identity = args.identity.clone().unwrap_or_else(hostname);
     let lease_ns = args.lease_namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
@@ -128,8 +152,8 @@ pub async fn run(args: ControllerArgs) -> Result<(), RunError> {
     };
     tokio::select! {
         () = work => {}
-        r = http => if let Err(source) = r {
-            return Err(RunError::Serve { addr: args.metrics_addr, source });
+        r = http => if let Err((addr, source)) = r {
+            return Err(RunError::Serve { addr, source });
         },
     }
     drop(leader);

@@ -5,6 +5,8 @@
 
 pub mod gate;
 pub mod gate_file;
+pub mod rollout;
+pub mod view;
 
 use std::process::ExitCode;
 

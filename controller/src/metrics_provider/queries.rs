@@ -237,13 +237,15 @@ impl CheckQueries {
         if !self.custom {
             return Vec::new();
         }
-        let used = |v: &str| {
-            self.total.contains(v)
-                || match &self.bad {
-                    Bad::Query(q) | Bad::TotalMinus(q) => q.contains(v),
-                }
+        let bad = match &self.bad {
+            Bad::Query(q) | Bad::TotalMinus(q) => q,
         };
-        VARIABLES.iter().copied().filter(|v| used(&format!("${v}")) && sel.variable(v).is_none()).collect()
+        let used: Vec<String> = variables_in(&self.total).chain(variables_in(bad)).collect();
+        VARIABLES
+            .iter()
+            .copied()
+            .filter(|v| used.iter().any(|u| u == v) && sel.variable(v).is_none())
+            .collect()
     }
 
     fn render(&self, template: &str, sel: &dyn SeriesSelector, window: Duration) -> String {
@@ -261,6 +263,14 @@ impl CheckQueries {
             template.replace("$selector", &sel.matchers()).replace("$window", &window)
         }
     }
+}
+
+/// The `$name`s in a template, whole (`$namespace` is not `$name`).
+fn variables_in(template: &str) -> impl Iterator<Item = String> + '_ {
+    template
+        .split('$')
+        .skip(1)
+        .map(|rest| rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect())
 }
 
 /// A custom template's variables besides `$window`, longest first where one is a prefix.

@@ -244,6 +244,7 @@ impl<'a, 'o> Planner<'a, 'o> {
     }
 
     fn first_deploy(&mut self) {
+        self.ignore_actions(true, true, true, "the first version is being deployed");
         self.stable = StableIntent::Adopt { replicas: self.o.spec.replicas };
         self.canary = CanaryIntent::Absent;
         self.weight = Some(0);
@@ -266,6 +267,7 @@ impl<'a, 'o> Planner<'a, 'o> {
     }
 
     fn steady(&mut self) {
+        self.ignore_actions(true, true, true, "no rollout is in progress");
         self.canary = CanaryIntent::Absent;
         self.weight = Some(0);
         if self.status.phase != Some(Phase::Promoted) {
@@ -318,9 +320,13 @@ impl<'a, 'o> Planner<'a, 'o> {
             }
         }
         if self.status.phase == Some(Phase::RolledBack) {
+            // A promotion requested now would apply to the retried canary at once.
+            self.ignore_actions(true, false, false, "the canary was rolled back (retry first)");
             self.rolled_back();
             return;
         }
+        // A retry requested during a rollout would repeat a later rollback at once.
+        self.ignore_actions(false, false, true, "the rollout has not been rolled back");
         let steps = self.o.spec.steps.len();
         let step = self.status.current_step.unwrap_or(0).max(0) as usize;
         if step >= steps {
@@ -414,6 +420,28 @@ impl<'a, 'o> Planner<'a, 'o> {
 
     fn paused_by_spec_only(&self) -> bool {
         self.status.conditions.iter().any(|c| c.type_ == cond::PAUSED && c.reason == "SpecPaused")
+    }
+
+    /// Marks requested actions that make no sense now as handled, with a Warning Event, so that
+    /// they are not acted on later (a stale promote would promote the next canary at once).
+    fn ignore_actions(&mut self, promote: bool, abort: bool, retry: bool, why: &str) {
+        let a = &self.o.actions;
+        let mut ignored = Vec::new();
+        if promote && let Some((token, _)) = a.promote.clone() {
+            self.handled(|h| h.promote = Some(token));
+            ignored.push("promote");
+        }
+        if abort && let Some(token) = a.abort.clone() {
+            self.handled(|h| h.abort = Some(token));
+            ignored.push("abort");
+        }
+        if retry && let Some(token) = a.retry.clone() {
+            self.handled(|h| h.retry = Some(token));
+            ignored.push("retry");
+        }
+        if !ignored.is_empty() {
+            self.event(true, "ActionIgnored", format!("{} request ignored: {why}", ignored.join(" and ")));
+        }
     }
 
     fn handled(&mut self, f: impl FnOnce(&mut HandledActions)) {

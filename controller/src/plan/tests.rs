@@ -359,6 +359,23 @@ fn actions_promote_abort_and_retry() {
 }
 
 #[test]
+fn actions_that_make_no_sense_now_are_marked_handled_not_kept_for_later() {
+    // A promote while nothing is rolling out would otherwise promote the next canary at once.
+    let mut w = deployed();
+    w.actions.promote = Some(("early".into(), true));
+    w.step(&judge(0, 0));
+    assert_eq!(w.status.handled_actions.as_ref().and_then(|h| h.promote.clone()), Some("early".into()));
+    assert!(w.events.iter().any(|e| e.reason == "ActionIgnored" && e.warning && e.note.contains("promote")));
+    // A retry during a rollout would otherwise retry a later rollback at once.
+    w.new_version("v2");
+    w.run_until(20, &judge(0, 0), |w| w.status.step_started_at.is_some());
+    w.actions.retry = Some("early-retry".into());
+    w.step(&judge(0, 0));
+    assert_eq!(w.status.handled_actions.as_ref().and_then(|h| h.retry.clone()), Some("early-retry".into()));
+    assert_eq!(w.status.phase, Some(Phase::Progressing));
+}
+
+#[test]
 fn an_invalid_spec_is_reported_and_touches_nothing() {
     let w = deployed();
     let mut o = w.observed();

@@ -1,0 +1,375 @@
+//! `rollgate status|wait|get|promote|abort|retry|pause|resume`: the Rollout from a terminal or
+//! a pipeline, through the kubeconfig like kubectl. Actions are annotations (promote, abort,
+//! retry) and `spec.paused`, so they work the same from GitOps; each prints what it changed.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::Args;
+use futures::StreamExt;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Config};
+use rollgate_crds::Rollout;
+use rollgate_crds::duration::PositiveDuration;
+use rollgate_crds::labels::{ACTION_ABORT, ACTION_PROMOTE, ACTION_RETRY};
+use rollgate_crds::rollout::Phase;
+use serde_json::json;
+
+use super::view::{self, WaitFor};
+use super::{EXIT_CODES, Exit};
+
+/// How to reach the cluster, as kubectl does.
+#[derive(Debug, Clone, Args)]
+pub struct KubeArgs {
+    /// Path to the kubeconfig (default: $KUBECONFIG, then ~/.kube/config, then in-cluster).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Namespace (default: the context's).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    pub name: String,
+    /// Redraw on every change until a verdict (then exit as `wait --for verdict` would).
+    #[arg(short, long)]
+    pub watch: bool,
+    #[arg(short, long, value_enum, default_value = "text")]
+    pub output: Format,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = EXIT_CODES)]
+pub struct WaitArgs {
+    pub name: String,
+    /// verdict (pass or fail), promoted, or step=N (the rollout at step N or beyond).
+    #[arg(long = "for", default_value = "verdict")]
+    pub target: WaitFor,
+    /// Give up after this long (exit 2).
+    #[arg(long, default_value = "30m")]
+    pub timeout: PositiveDuration,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Rollouts of every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    pub name: String,
+    /// Skip the remaining steps and promote to 100 % now (default: the next step).
+    #[arg(long)]
+    pub full: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    pub name: String,
+}
+
+pub enum Command {
+    Status(StatusArgs),
+    Wait(WaitArgs),
+    Get(GetArgs),
+    Promote(PromoteArgs),
+    Abort(NameArgs),
+    Retry(NameArgs),
+    Pause(NameArgs),
+    Resume(NameArgs),
+}
+
+/// A failure of a CLI command: what to print and how to exit.
+struct Failure(Exit, String);
+
+impl From<kube::Error> for Failure {
+    fn from(e: kube::Error) -> Self {
+        Failure(Exit::Usage, describe(&e))
+    }
+}
+
+fn describe(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if s.code == 404 => format!("not found: {}", s.message),
+        kube::Error::Api(s) if s.code == 403 => format!("forbidden: {}", s.message),
+        kube::Error::Api(s) if s.code == 401 => format!("unauthorized: {}", s.message),
+        other => format!("talking to the API server: {other}"),
+    }
+}
+
+pub fn run(kube: KubeArgs, command: Command) -> Exit {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rollgate: starting the async runtime: {e}");
+            return Exit::Usage;
+        }
+    };
+    match rt.block_on(dispatch(kube, command)) {
+        Ok(exit) => exit,
+        Err(Failure(exit, message)) => {
+            eprintln!("rollgate: {message}");
+            exit
+        }
+    }
+}
+
+async fn connect(k: &KubeArgs) -> Result<(Client, String), Failure> {
+    let options = KubeConfigOptions { context: k.context.clone(), ..Default::default() };
+    let config = match &k.kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .map_err(|e| Failure(Exit::Usage, format!("--kubeconfig {}: {e}", path.display())))?;
+            Config::from_custom_kubeconfig(kc, &options).await.map_err(|e| format!("kubeconfig: {e}"))
+        }
+        None if k.context.is_some() => {
+            Config::from_kubeconfig(&options).await.map_err(|e| format!("kubeconfig: {e}"))
+        }
+        None => Config::infer().await.map_err(|e| format!("no cluster configuration found: {e}")),
+    }
+    .map_err(|m| Failure(Exit::Usage, m))?;
+    let namespace = k.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
+    let client = Client::try_from(config).map_err(|e| Failure(Exit::Usage, format!("client: {e}")))?;
+    Ok((client, namespace))
+}
+
+async fn dispatch(k: KubeArgs, command: Command) -> Result<Exit, Failure> {
+    let (client, ns) = connect(&k).await?;
+    let api: Api<Rollout> = Api::namespaced(client.clone(), &ns);
+    match command {
+        Command::Status(a) => status(&api, &ns, a).await,
+        Command::Wait(a) => wait(&api, &ns, a).await,
+        Command::Get(a) => {
+            let api: Api<Rollout> = if a.all_namespaces { Api::all(client) } else { api };
+            let list = api.list(&ListParams::default()).await?;
+            let now = Timestamp::now();
+            let rows: Vec<[String; 6]> = list.items.iter().map(|ro| view::row(ro, now)).collect();
+            if rows.is_empty() {
+                eprintln!(
+                    "no rollouts{}",
+                    if a.all_namespaces { String::new() } else { format!(" in namespace {ns}") }
+                );
+            } else {
+                print!("{}", view::table(["NAMESPACE", "NAME", "PHASE", "WEIGHT", "VERDICT", "AGE"], &rows));
+            }
+            Ok(Exit::Pass)
+        }
+        Command::Promote(a) => {
+            let ro = get(&api, &ns, &a.name).await?;
+            in_flight(&ro, "promote")?;
+            let value = if a.full { format!("full-{}", token()) } else { token() };
+            annotate(&api, &a.name, ACTION_PROMOTE, &value).await?;
+            let what = if a.full {
+                "skip the remaining steps and promote"
+            } else {
+                "raise the weight to the next step"
+            };
+            println!("rollout {ns}/{}: annotation {ACTION_PROMOTE}={value} set ({what})", a.name);
+            Ok(Exit::Pass)
+        }
+        Command::Abort(a) => {
+            let ro = get(&api, &ns, &a.name).await?;
+            in_flight(&ro, "abort")?;
+            let value = token();
+            annotate(&api, &a.name, ACTION_ABORT, &value).await?;
+            println!("rollout {ns}/{}: annotation {ACTION_ABORT}={value} set (roll back now)", a.name);
+            Ok(Exit::Pass)
+        }
+        Command::Retry(a) => {
+            let ro = get(&api, &ns, &a.name).await?;
+            let phase = ro.status.as_ref().and_then(|s| s.phase);
+            if phase != Some(Phase::RolledBack) {
+                return Err(Failure(
+                    Exit::Usage,
+                    format!(
+                        "rollout {ns}/{} is {}, not rolled back: nothing to retry",
+                        a.name,
+                        phase_word(phase)
+                    ),
+                ));
+            }
+            let value = token();
+            annotate(&api, &a.name, ACTION_RETRY, &value).await?;
+            println!(
+                "rollout {ns}/{}: annotation {ACTION_RETRY}={value} set (start the same version again)",
+                a.name
+            );
+            Ok(Exit::Pass)
+        }
+        Command::Pause(a) => set_paused(&api, &ns, &a.name, true).await,
+        Command::Resume(a) => set_paused(&api, &ns, &a.name, false).await,
+    }
+}
+
+async fn get(api: &Api<Rollout>, ns: &str, name: &str) -> Result<Rollout, Failure> {
+    match api.get_opt(name).await? {
+        Some(ro) => Ok(ro),
+        None => Err(Failure(Exit::Usage, format!("rollout {ns}/{name} not found"))),
+    }
+}
+
+fn phase_word(p: Option<Phase>) -> String {
+    p.map_or("pending".into(), |p| format!("{p:?}"))
+}
+
+/// Promote and abort act on a canary in flight; asked at another time they would be ignored
+/// (the controller marks them handled with an `ActionIgnored` Event).
+fn in_flight(ro: &Rollout, action: &str) -> Result<(), Failure> {
+    let phase = ro.status.as_ref().and_then(|s| s.phase);
+    if matches!(phase, Some(Phase::Progressing | Phase::Paused)) {
+        return Ok(());
+    }
+    Err(Failure(
+        Exit::Usage,
+        format!(
+            "rollout {}/{} is {}: no canary in flight to {action}",
+            ro.metadata.namespace.as_deref().unwrap_or_default(),
+            ro.metadata.name.as_deref().unwrap_or_default(),
+            phase_word(phase)
+        ),
+    ))
+}
+
+/// A fresh value for a one-shot action annotation.
+fn token() -> String {
+    Timestamp::now().strftime("%Y%m%dT%H%M%S%.3fZ").to_string()
+}
+
+async fn annotate(api: &Api<Rollout>, name: &str, key: &str, value: &str) -> Result<(), Failure> {
+    let patch = json!({ "metadata": { "annotations": { key: value } } });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+async fn set_paused(api: &Api<Rollout>, ns: &str, name: &str, paused: bool) -> Result<Exit, Failure> {
+    let ro = get(api, ns, name).await?;
+    if ro.spec.paused == paused {
+        println!("rollout {ns}/{name}: spec.paused is already {paused}; nothing changed");
+        return Ok(Exit::Pass);
+    }
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&json!({ "spec": { "paused": paused } }))).await?;
+    let what = if paused { "hold at the current weight" } else { "continue stepping" };
+    println!("rollout {ns}/{name}: spec.paused set to {paused} ({what})");
+    Ok(Exit::Pass)
+}
+
+async fn status(api: &Api<Rollout>, ns: &str, a: StatusArgs) -> Result<Exit, Failure> {
+    let tty = std::io::stdout().is_terminal();
+    let ro = get(api, ns, &a.name).await?;
+    if !a.watch {
+        print!("{}", show(&ro, a.output, tty)?);
+        return Ok(Exit::Pass);
+    }
+    let mut last = String::new();
+    let mut stream = changes(api, &a.name);
+    let mut current = Some(ro);
+    loop {
+        if let Some(ro) = current.take() {
+            let text = show(&ro, a.output, tty)?;
+            if text != last {
+                if tty && a.output == Format::Text {
+                    print!("\x1b[2J\x1b[H");
+                } else if !last.is_empty() {
+                    println!();
+                }
+                print!("{text}");
+                last = text;
+            }
+            if let Some(exit) = view::waited(&ro, WaitFor::Verdict).exit() {
+                return Ok(exit);
+            }
+        }
+        match stream.next().await {
+            Some(Ok(ro)) => current = Some(ro),
+            Some(Err(e)) => return Err(Failure(Exit::Usage, format!("watching {ns}/{}: {e}", a.name))),
+            None => return Err(Failure(Exit::Usage, format!("the watch of {ns}/{} ended", a.name))),
+        }
+    }
+}
+
+fn show(ro: &Rollout, format: Format, tty: bool) -> Result<String, Failure> {
+    let v = view::view(ro);
+    let fail = |e: String| Failure(Exit::Usage, format!("rendering: {e}"));
+    match format {
+        Format::Text => Ok(view::render(&v, tty, Timestamp::now())),
+        Format::Json => serde_json::to_string_pretty(&v).map(|s| s + "\n").map_err(|e| fail(e.to_string())),
+        Format::Yaml => serde_yaml::to_string(&v).map_err(|e| fail(e.to_string())),
+    }
+}
+
+/// Every version of one Rollout from now on (a watch that resumes after disconnects).
+fn changes(
+    api: &Api<Rollout>,
+    name: &str,
+) -> impl futures::Stream<Item = Result<Rollout, watcher::Error>> + Unpin + use<> {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    watcher(api.clone(), config).default_backoff().applied_objects().boxed()
+}
+
+async fn wait(api: &Api<Rollout>, ns: &str, a: WaitArgs) -> Result<Exit, Failure> {
+    let first = get(api, ns, &a.name).await?;
+    let mut latest = first.clone();
+    let waiting = async {
+        let mut stream = changes(api, &a.name);
+        let mut current = Some(first);
+        loop {
+            if let Some(ro) = current.take()
+                && let Some(exit) = view::waited(&ro, a.target).exit()
+            {
+                return Ok((exit, ro));
+            }
+            match stream.next().await {
+                Some(Ok(ro)) => current = Some(ro),
+                Some(Err(e)) => return Err(Failure(Exit::Usage, format!("watching {ns}/{}: {e}", a.name))),
+                None => return Err(Failure(Exit::Usage, format!("the watch of {ns}/{} ended", a.name))),
+            }
+        }
+    };
+    let timeout = a.timeout.as_std();
+    let outcome = tokio::time::timeout(timeout, waiting).await;
+    let (exit, note) = match outcome {
+        Ok(Ok((exit, ro))) => {
+            latest = ro;
+            let note = match exit {
+                Exit::Pass => "reached".to_string(),
+                Exit::Fail => "rolled back or failed".to_string(),
+                _ => "paused: waiting for a person (rollgate resume, promote or abort)".to_string(),
+            };
+            (exit, note)
+        }
+        Ok(Err(f)) => return Err(f),
+        Err(_) => {
+            if let Ok(Some(ro)) = api.get_opt(&a.name).await {
+                latest = ro;
+            }
+            (Exit::Timeout, format!("timed out after {}", crate::gate::human(timeout)))
+        }
+    };
+    print!("{}", view::render(&view::view(&latest), false, Timestamp::now()));
+    println!("wait --for {}: {note} (exit {})", target_word(a.target), exit as u8);
+    Ok(exit)
+}
+
+fn target_word(t: WaitFor) -> String {
+    match t {
+        WaitFor::Verdict => "verdict".into(),
+        WaitFor::Promoted => "promoted".into(),
+        WaitFor::Step(n) => format!("step={n}"),
+    }
+}

@@ -1,0 +1,276 @@
+//! What the CLI shows of a Rollout, and what a pipeline waits for: pure functions of the object,
+//! shared by `rollgate status`, `rollgate wait`, `rollgate get` and the verdict API.
+
+use k8s_openapi::jiff::Timestamp;
+use rollgate_crds::rollout::{CheckResult, CheckStatus, Decision, Phase, Verdict};
+use rollgate_crds::{Rollout, RolloutStatus};
+use serde::Serialize;
+
+use super::Exit;
+
+/// The Rollout as pipelines and people read it (`-o json|yaml`, the verdict API).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct View {
+    pub namespace: String,
+    pub name: String,
+    pub phase: Option<Phase>,
+    pub verdict: Option<Verdict>,
+    /// False while the controller has not yet acted on the latest spec (the phase and verdict
+    /// may describe the previous revision).
+    pub up_to_date: bool,
+    pub canary_weight: i32,
+    /// 1-based; absent before the first step.
+    pub step: Option<usize>,
+    pub steps: Vec<i32>,
+    pub stable_revision: Option<String>,
+    pub canary_revision: Option<String>,
+    pub paused: bool,
+    pub checks: Vec<CheckStatus>,
+    pub history: Vec<Decision>,
+    pub message: Option<String>,
+}
+
+pub fn view(ro: &Rollout) -> View {
+    let st = ro.status.clone().unwrap_or_default();
+    View {
+        namespace: ro.metadata.namespace.clone().unwrap_or_default(),
+        name: ro.metadata.name.clone().unwrap_or_default(),
+        phase: st.phase,
+        verdict: st.verdict,
+        up_to_date: up_to_date(ro, &st),
+        canary_weight: st.canary_weight,
+        step: st.current_step.filter(|s| *s >= 0).map(|s| s as usize + 1),
+        steps: ro.spec.steps.iter().map(|s| s.weight).collect(),
+        stable_revision: st.stable_revision,
+        canary_revision: st.canary_revision,
+        paused: ro.spec.paused,
+        checks: st.checks,
+        history: st.history,
+        message: st.message,
+    }
+}
+
+fn up_to_date(ro: &Rollout, st: &RolloutStatus) -> bool {
+    st.observed_generation.is_some() && st.observed_generation == ro.metadata.generation
+}
+
+// === waiting ===
+
+/// What `rollgate wait` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitFor {
+    /// Any verdict: pass or fail.
+    Verdict,
+    /// The new version promoted (fully stable).
+    Promoted,
+    /// The rollout at step N (1-based) or beyond.
+    Step(usize),
+}
+
+impl std::str::FromStr for WaitFor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "verdict" => Ok(Self::Verdict),
+            "promoted" => Ok(Self::Promoted),
+            _ => match s.strip_prefix("step=").map(str::parse::<usize>) {
+                Some(Ok(n)) if n >= 1 => Ok(Self::Step(n)),
+                _ => Err(format!("{s:?}: expected verdict, promoted or step=N (N ≥ 1)")),
+            },
+        }
+    }
+}
+
+/// Where a wait stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    /// The condition holds: exit 0.
+    Reached,
+    /// Rolled back or failed: exit 1.
+    Failed,
+    /// Held for a person: exit 3 (waiting on would hang).
+    Paused,
+    /// Keep waiting.
+    Pending,
+}
+
+impl Waited {
+    pub fn exit(self) -> Option<Exit> {
+        match self {
+            Waited::Reached => Some(Exit::Pass),
+            Waited::Failed => Some(Exit::Fail),
+            Waited::Paused => Some(Exit::Inconclusive),
+            Waited::Pending => None,
+        }
+    }
+}
+
+pub fn waited(ro: &Rollout, want: WaitFor) -> Waited {
+    let st = ro.status.clone().unwrap_or_default();
+    if !up_to_date(ro, &st) {
+        return Waited::Pending;
+    }
+    match (st.phase, want) {
+        (Some(Phase::RolledBack | Phase::Failed), _) => Waited::Failed,
+        (Some(Phase::Paused), _) => Waited::Paused,
+        (_, WaitFor::Verdict) if st.verdict == Some(Verdict::Pass) => Waited::Reached,
+        (_, WaitFor::Verdict) if st.verdict == Some(Verdict::Fail) => Waited::Failed,
+        (Some(Phase::Promoted), _) => Waited::Reached,
+        (Some(Phase::Progressing), WaitFor::Step(n)) => {
+            let at = st.current_step.unwrap_or(-1) + 1;
+            if st.step_started_at.is_some() && at >= n as i32 { Waited::Reached } else { Waited::Pending }
+        }
+        _ => Waited::Pending,
+    }
+}
+
+// === text ===
+
+/// `rollgate status` as text; `tty` draws progress bars.
+pub fn render(v: &View, tty: bool, now: Timestamp) -> String {
+    let mut out = String::new();
+    let phase = v.phase.map_or("Pending".to_string(), |p| format!("{p:?}"));
+    let step = match (v.step, v.phase) {
+        (Some(s), Some(Phase::Progressing | Phase::Paused)) => format!(", step {s} of {}", v.steps.len()),
+        _ => String::new(),
+    };
+    out.push_str(&format!(
+        "rollout {}/{}: {phase}, canary weight {} %{step}{}\n",
+        v.namespace,
+        v.name,
+        v.canary_weight,
+        if v.up_to_date { "" } else { " (the controller has not acted on the latest change yet)" }
+    ));
+    let revision = |r: &Option<String>| r.clone().unwrap_or_else(|| "–".into());
+    out.push_str(&format!(
+        "  revisions  canary {}  stable {}\n",
+        revision(&v.canary_revision),
+        revision(&v.stable_revision)
+    ));
+    let current = match v.phase {
+        Some(Phase::Progressing | Phase::Paused) => v.step,
+        _ => None,
+    };
+    let steps: Vec<String> = v
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, w)| match current {
+            Some(c) if i + 1 < c => format!("{w} % done"),
+            Some(c) if i + 1 == c => format!("[{w} % now]"),
+            _ if v.phase == Some(Phase::Promoted) && v.canary_revision == v.stable_revision => {
+                format!("{w} % done")
+            }
+            _ => format!("{w} %"),
+        })
+        .collect();
+    out.push_str(&format!("  steps      {}\n", steps.join("  →  ")));
+    if v.paused {
+        out.push_str("  paused     by spec.paused (rollgate resume to continue)\n");
+    }
+    if !v.checks.is_empty() {
+        out.push_str("  checks\n");
+        let width = v.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+        for c in &v.checks {
+            out.push_str(&format!("    {:<width$}  {:<7}  {}\n", c.name, result_word(c.result), c.reason));
+            if let Some(line) = evidence(c, tty) {
+                out.push_str(&format!("    {:<width$}           {line}\n", ""));
+            }
+        }
+    }
+    if !v.history.is_empty() {
+        out.push_str("  decisions (latest last)\n");
+        for d in v.history.iter().rev().take(5).rev() {
+            out.push_str(&format!(
+                "    {:>8} ago  {:<12} {:>3} %  {}\n",
+                ago(d.time.0, now),
+                d.action,
+                d.weight,
+                d.reason
+            ));
+        }
+    }
+    if let Some(m) = &v.message {
+        out.push_str(&format!("  message    {m}\n"));
+    }
+    let verdict = match v.verdict {
+        Some(Verdict::Pass) => "Pass",
+        Some(Verdict::Fail) => "Fail",
+        None => "none yet",
+    };
+    out.push_str(&format!("  verdict    {verdict}\n"));
+    out
+}
+
+fn result_word(r: CheckResult) -> &'static str {
+    match r {
+        CheckResult::Pass => "pass",
+        CheckResult::Fail => "FAIL",
+        CheckResult::Pending => "pending",
+        CheckResult::NoData => "no data",
+    }
+}
+
+/// Evidence gathered against what a decision needs: a bar in a terminal, words otherwise.
+pub fn evidence(c: &CheckStatus, tty: bool) -> Option<String> {
+    let needed = c.needed?;
+    let unit =
+        c.reason.split(" of about ").nth(1).and_then(|r| r.split([' ', ';']).nth(1)).unwrap_or("events");
+    let words = format!("{} of about {needed} {unit}", c.total);
+    if !tty {
+        return Some(format!("evidence: {words}"));
+    }
+    const WIDTH: usize = 24;
+    let filled =
+        ((c.total as f64 / needed.max(1) as f64) * WIDTH as f64).round().clamp(0.0, WIDTH as f64) as usize;
+    Some(format!("[{}{}] {words}", "#".repeat(filled), "-".repeat(WIDTH - filled)))
+}
+
+fn ago(t: Timestamp, now: Timestamp) -> String {
+    let s = now.as_second().saturating_sub(t.as_second()).max(0) as u64;
+    crate::gate::human(std::time::Duration::from_secs(s))
+}
+
+/// One line of `rollgate get`.
+pub fn row(ro: &Rollout, now: Timestamp) -> [String; 6] {
+    let v = view(ro);
+    let age = ro.metadata.creation_timestamp.as_ref().map_or("–".into(), |t| ago(t.0, now));
+    [
+        v.namespace,
+        v.name,
+        v.phase.map_or("Pending".into(), |p| format!("{p:?}")),
+        format!("{} %", v.canary_weight),
+        v.verdict.map_or("–".into(), |x| format!("{x:?}")),
+        age,
+    ]
+}
+
+/// Rows as aligned columns under a header.
+pub fn table(header: [&str; 6], rows: &[[String; 6]]) -> String {
+    let mut widths = header.map(str::len);
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}   "));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

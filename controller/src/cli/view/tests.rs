@@ -1,0 +1,134 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use rollgate_crds::RolloutSpec;
+
+use super::*;
+use crate::fixtures::RolloutSpecExt;
+
+const NOW: i64 = 1_800_000_000;
+
+fn at(secs_ago: i64) -> Time {
+    Time(Timestamp::from_second(NOW - secs_ago).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+fn now() -> Timestamp {
+    at(0).0
+}
+
+/// A Rollout at generation 2 with `status` as the controller last wrote it for `observed`.
+fn rollout(status: RolloutStatus, observed: i64) -> Rollout {
+    let mut ro = Rollout::new("web", RolloutSpec::test());
+    ro.metadata.namespace = Some("shop".into());
+    ro.metadata.generation = Some(2);
+    ro.status = Some(RolloutStatus { observed_generation: Some(observed), ..status });
+    ro
+}
+
+fn progressing(step: i32) -> RolloutStatus {
+    RolloutStatus {
+        phase: Some(Phase::Progressing),
+        current_step: Some(step),
+        canary_weight: [1, 5, 100][step as usize],
+        step_started_at: Some(at(30)),
+        canary_revision: Some("c2".into()),
+        stable_revision: Some("s1".into()),
+        ..Default::default()
+    }
+}
+
+fn phase(p: Phase, verdict: Option<Verdict>) -> RolloutStatus {
+    RolloutStatus { phase: Some(p), verdict, ..Default::default() }
+}
+
+#[test]
+fn a_verdict_for_an_older_spec_is_not_waited_for() {
+    // Applied a new template (generation 2); the status still says the last one was promoted.
+    let stale = rollout(phase(Phase::Promoted, Some(Verdict::Pass)), 1);
+    for want in [WaitFor::Verdict, WaitFor::Promoted, WaitFor::Step(1)] {
+        assert_eq!(waited(&stale, want), Waited::Pending, "{want:?}");
+    }
+    assert!(!view(&stale).up_to_date);
+}
+
+#[test]
+fn outcomes_map_to_exit_codes() {
+    let cases = [
+        (phase(Phase::Promoted, Some(Verdict::Pass)), WaitFor::Promoted, Some(Exit::Pass)),
+        (phase(Phase::RolledBack, Some(Verdict::Fail)), WaitFor::Promoted, Some(Exit::Fail)),
+        (phase(Phase::Failed, None), WaitFor::Verdict, Some(Exit::Fail)),
+        (phase(Phase::Paused, None), WaitFor::Promoted, Some(Exit::Inconclusive)),
+        (phase(Phase::Paused, None), WaitFor::Step(3), Some(Exit::Inconclusive)),
+        // The last step passed: the verdict is in before the promotion completes.
+        (phase(Phase::Progressing, Some(Verdict::Pass)), WaitFor::Verdict, Some(Exit::Pass)),
+        (phase(Phase::Progressing, Some(Verdict::Pass)), WaitFor::Promoted, None),
+        (progressing(1), WaitFor::Step(2), Some(Exit::Pass)),
+        (progressing(1), WaitFor::Step(3), None),
+        (progressing(1), WaitFor::Verdict, None),
+        (RolloutStatus { step_started_at: None, ..progressing(2) }, WaitFor::Step(3), None),
+    ];
+    for (status, want, exit) in cases {
+        let ro = rollout(status.clone(), 2);
+        assert_eq!(waited(&ro, want).exit(), exit, "{want:?} on {status:?}");
+    }
+    assert_eq!(Exit::Timeout as u8, 2);
+    assert_eq!(Exit::Usage as u8, 4);
+}
+
+#[test]
+fn wait_targets_parse() {
+    assert_eq!("verdict".parse(), Ok(WaitFor::Verdict));
+    assert_eq!("promoted".parse(), Ok(WaitFor::Promoted));
+    assert_eq!("step=2".parse(), Ok(WaitFor::Step(2)));
+    for bad in ["step=0", "step=x", "done", ""] {
+        assert!(bad.parse::<WaitFor>().is_err(), "{bad}");
+    }
+}
+
+fn pending_check() -> CheckStatus {
+    CheckStatus {
+        name: "error-rate".into(),
+        result: CheckResult::Pending,
+        value: Some(0.0),
+        threshold: 0.0002,
+        bad: 0,
+        total: 312,
+        needed: Some(1500),
+        statistic: None,
+        reason:
+            "waiting for evidence: 312 of about 1500 requests; 0 of 312 requests bad (0 %), budget 0.020 %"
+                .into(),
+    }
+}
+
+#[test]
+fn status_text_marks_the_current_step_and_shows_evidence() {
+    let mut status = progressing(1);
+    status.checks = vec![pending_check()];
+    status.history = (0..8)
+        .map(|i| Decision {
+            time: at(80 - i * 10),
+            action: "StepUp".into(),
+            weight: 1,
+            reason: format!("decision {i}"),
+        })
+        .collect();
+    let ro = rollout(status, 2);
+    let plain = render(&view(&ro), false, now());
+    assert!(plain.starts_with("rollout shop/web: Progressing, canary weight 5 %, step 2 of 3\n"), "{plain}");
+    assert!(plain.contains("1 % done  →  [5 % now]  →  100 %"), "{plain}");
+    assert!(plain.contains("evidence: 312 of about 1500 requests"), "{plain}");
+    assert!(!plain.contains('#'), "no bars when not a terminal:\n{plain}");
+    assert!(!plain.contains("decision 2") && plain.contains("decision 3") && plain.contains("decision 7"));
+    assert!(plain.contains("10s ago"), "{plain}");
+    assert!(plain.contains("verdict    none yet"));
+    let tty = render(&view(&ro), true, now());
+    assert!(tty.contains("[#####-------------------] 312 of about 1500 requests"), "{tty}");
+}
+
+#[test]
+fn get_lists_rows_in_columns() {
+    let ro = rollout(phase(Phase::Promoted, Some(Verdict::Pass)), 2);
+    let t = table(["NAMESPACE", "NAME", "PHASE", "WEIGHT", "VERDICT", "AGE"], &[row(&ro, now())]);
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(lines[0], "NAMESPACE   NAME   PHASE      WEIGHT   VERDICT   AGE");
+    assert_eq!(lines[1], "shop        web    Promoted   0 %      Pass      –");
+}
