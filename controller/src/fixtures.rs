@@ -34,6 +34,7 @@ impl RolloutSpecExt for RolloutSpec {
             steps: defaults::steps(),
             gate: Some(gate),
             gate_ref: None,
+            notifications: None,
             paused: false,
             progress_deadline: defaults::progress_deadline(),
             drain_delay: defaults::drain_delay(),

@@ -6,6 +6,7 @@ pub mod error;
 pub mod gate;
 pub mod gate_bench;
 pub mod metrics_provider;
+pub mod notify;
 pub mod observability;
 pub mod plan;
 pub mod reconcile;

@@ -36,8 +36,15 @@ pub struct ErrorLabels {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    /// delivered, failed (after every retry) or dropped (queue full).
+    pub result: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub webhook_deliveries: Family<DeliveryLabels, Counter>,
     pub reconciles: Counter,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Histogram,
@@ -78,10 +85,17 @@ impl Default for Metrics {
             "Last result per check: 1 pass, 0 pending or no data, -1 fail",
             check_passing.clone(),
         );
+        let webhook_deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook notifications by result: delivered, failed after every retry, dropped (queue full)",
+            webhook_deliveries.clone(),
+        );
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
         Self {
             registry,
+            webhook_deliveries,
             reconciles,
             reconcile_errors,
             reconcile_duration,

@@ -20,6 +20,7 @@ use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
 use rollgate_crds::gate::GatePolicy;
 use rollgate_crds::labels::{ACTION_ABORT, ACTION_PROMOTE, ACTION_RETRY};
+use rollgate_crds::notifications::{NotificationEvent, Notifications, Webhook};
 use rollgate_crds::{GateSpec, ReleaseGate, Rollout, RolloutStatus};
 use serde_json::json;
 use tracing::Instrument;
@@ -27,6 +28,7 @@ use tracing::Instrument;
 use crate::error::{Error, Result};
 use crate::gate::{Evaluation, Policy, StepClock, evaluate};
 use crate::metrics_provider::{self, MetricProvider, Selector};
+use crate::notify::{Delivery, Notifier};
 use crate::observability::{ErrorLabels, SharedMetrics};
 use crate::plan::{self, Actions, CanaryIntent, Observed, Plan, SpecProblem, StableIntent, revision_of};
 use crate::router::{self, RouterError};
@@ -47,6 +49,7 @@ pub struct Context {
     /// The resourceVersion of each Rollout as this controller last wrote or read it fresh: a
     /// cached copy with another version may predate our own status write (see `fresh`).
     written: Mutex<HashMap<(String, String), String>>,
+    notifier: Option<Notifier>,
     clock: fn() -> Timestamp,
 }
 
@@ -65,8 +68,15 @@ impl Context {
             provider_cache: Mutex::default(),
             failures: Mutex::default(),
             written: Mutex::default(),
+            notifier: None,
             clock: Timestamp::now,
         }
+    }
+
+    /// The same context, sending webhook notifications through `notifier`.
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        self.notifier = Some(notifier);
+        self
     }
 
     /// The same context with a fixed clock (tests).
@@ -156,12 +166,12 @@ pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action> {
 
 async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> Result<Action> {
     let client = ctx.client.clone();
-    let (gate, mut problem) = match resolve_gate(&client, ro, ns).await? {
-        Ok(g) => {
+    let (gate, gate_hooks, mut problem) = match resolve_gate(&client, ro, ns).await? {
+        Ok((g, hooks)) => {
             let problem = validate(ro, &g, ctx).err();
-            (Some(g), problem)
+            (Some(g), hooks, problem)
         }
-        Err(p) => (None, Some(p)),
+        Err(p) => (None, None, Some(p)),
     };
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let stable_d = deployments.get_opt(&workload::name(name, Role::Stable)).await?;
@@ -215,21 +225,27 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
         ctx.remember_version(ns, name, written.metadata.resource_version);
     }
     publish_events(ctx, ro, &plan).await;
+    notify(ctx, ro, &plan, gate_hooks.as_ref());
     ctx.metrics.observe(ns, name, &plan.status);
     Ok(Action::requeue(plan.requeue))
 }
 
-/// The gate: inline, or the referenced ReleaseGate (a missing one is a spec problem).
-async fn resolve_gate(client: &Client, ro: &Rollout, ns: &str) -> Result<Result<GateSpec, SpecProblem>> {
+/// The gate and the ReleaseGate's webhooks: inline, or the referenced ReleaseGate (a missing
+/// one is a spec problem).
+async fn resolve_gate(
+    client: &Client,
+    ro: &Rollout,
+    ns: &str,
+) -> Result<Result<(GateSpec, Option<Notifications>), SpecProblem>> {
     if let Some(g) = &ro.spec.gate {
-        return Ok(Ok(g.clone()));
+        return Ok(Ok((g.clone(), None)));
     }
     let Some(r) = &ro.spec.gate_ref else {
         return Ok(Err(SpecProblem("spec: exactly one of gate and gateRef must be set".into())));
     };
     let gates: Api<ReleaseGate> = Api::namespaced(client.clone(), ns);
     Ok(match gates.get_opt(&r.name).await? {
-        Some(g) => Ok(g.spec.gate),
+        Some(g) => Ok((g.spec.gate, g.spec.notifications)),
         None => Err(SpecProblem(format!("gateRef: ReleaseGate {:?} not found in namespace {ns:?}", r.name))),
     })
 }
@@ -387,6 +403,55 @@ async fn publish_events(ctx: &Context, ro: &Rollout, plan: &Plan) {
             tracing::warn!(error = %err, reason = e.reason, "publishing an event failed");
         }
     }
+}
+
+/// Queues a webhook delivery per transition of this pass (never waits; see `notify`).
+fn notify(ctx: &Context, ro: &Rollout, plan: &Plan, gate_hooks: Option<&Notifications>) {
+    let Some(notifier) = &ctx.notifier else { return };
+    let hooks: Vec<&Webhook> =
+        ro.spec.notifications.iter().chain(gate_hooks).flat_map(|n| n.webhooks.iter()).collect();
+    if hooks.is_empty() {
+        return;
+    }
+    for e in &plan.events {
+        let Some(kind) = notification_kind(e.reason) else { continue };
+        let payload = notification_payload(ro, &plan.status, kind, &e.note, (ctx.clock)());
+        for d in Delivery::for_hooks(hooks.iter().copied(), kind, &payload) {
+            notifier.send(d);
+        }
+    }
+}
+
+pub fn notification_kind(event_reason: &str) -> Option<NotificationEvent> {
+    match event_reason {
+        "WeightApplied" => Some(NotificationEvent::Step),
+        "Promoted" => Some(NotificationEvent::Promotion),
+        "RolledBack" => Some(NotificationEvent::Rollback),
+        _ => None,
+    }
+}
+
+/// The JSON a webhook receives (documented in docs/cli.md).
+pub fn notification_payload(
+    ro: &Rollout,
+    status: &RolloutStatus,
+    kind: NotificationEvent,
+    reason: &str,
+    now: Timestamp,
+) -> serde_json::Value {
+    json!({
+        "kind": kind,
+        "rollout": { "namespace": ro.namespace(), "name": ro.name_any() },
+        "reason": reason,
+        "phase": status.phase,
+        "verdict": status.verdict,
+        "canaryWeight": status.canary_weight,
+        "step": status.current_step.filter(|s| *s >= 0).map(|s| s + 1),
+        "steps": ro.spec.steps.len(),
+        "canaryRevision": status.canary_revision,
+        "stableRevision": status.stable_revision,
+        "time": now.to_string(),
+    })
 }
 
 /// Per-object exponential backoff: 1 s, 2 s, 4 s … up to 5 minutes.

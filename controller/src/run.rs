@@ -65,6 +65,8 @@ pub enum RunError {
     Client(#[source] kube::Error),
     #[error("leader election: {0}")]
     Lease(String),
+    #[error("{0}")]
+    Notifier(String),
     #[error("HTTP endpoint on {addr}: {source}")]
     Serve { addr: SocketAddr, source: std::io::Error },
 }
@@ -121,12 +123,11 @@ pub async fn run(args: ControllerArgs) -> Result<(), RunError> {
     let providers: ProviderFactory =
         Arc::new(|address: &str| Prometheus::new(address).map(|p| Arc::new(p) as Arc<dyn MetricProvider>));
     let reporter = Reporter { controller: "rollgate".into(), instance: Some(identity.clone()) };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        Recorder::new(client.clone(), reporter),
-        metrics.clone(),
-        providers,
-    ));
+    let (notifier, deliveries) = crate::notify::channel(metrics.clone()).map_err(RunError::Notifier)?;
+    let ctx = Arc::new(
+        Context::new(client.clone(), Recorder::new(client.clone(), reporter), metrics.clone(), providers)
+            .with_notifier(notifier),
+    );
     let has_routes = http_routes_served(&client).await;
 
     let work = async {
@@ -152,6 +153,8 @@ pub async fn run(args: ControllerArgs) -> Result<(), RunError> {
     };
     tokio::select! {
         () = work => {}
+        // Runs as long as the context holds its sender; pending deliveries end with the process.
+        () = deliveries.run() => tracing::error!("the webhook worker stopped"),
         r = http => if let Err((addr, source)) = r {
             return Err(RunError::Serve { addr, source });
         },

@@ -110,3 +110,14 @@ pub fn checks() -> Vec<crate::gate::Check> {
         Check { name: "pause".into(), pause: Some(PauseCheck::default()), ..Check::empty() },
     ]
 }
+
+pub fn webhook_events() -> Vec<crate::notifications::NotificationEvent> {
+    use crate::notifications::NotificationEvent::*;
+    vec![Step, Promotion, Rollback]
+}
+pub fn webhook_timeout() -> PositiveDuration {
+    std::time::Duration::from_secs(5).into()
+}
+pub fn webhook_retries() -> u32 {
+    3
+}

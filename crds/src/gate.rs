@@ -27,6 +27,9 @@ use crate::duration::PositiveDuration;
 pub struct ReleaseGateSpec {
     #[serde(flatten)]
     pub gate: GateSpec,
+    /// Webhooks notified of the transitions of every Rollout that references this gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<crate::notifications::Notifications>,
 }
 
 /// The SLO checks and how their evidence is judged.

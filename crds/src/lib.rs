@@ -6,6 +6,7 @@ pub mod conditions;
 pub mod defaults;
 pub mod duration;
 pub mod gate;
+pub mod notifications;
 pub mod rollout;
 
 pub use duration::PositiveDuration;

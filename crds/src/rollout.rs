@@ -62,6 +62,9 @@ pub struct RolloutSpec {
     /// A `ReleaseGate` in the same namespace. Exactly one of `gate` and `gateRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate_ref: Option<GateRef>,
+    /// Webhooks notified of this Rollout's transitions (besides its ReleaseGate's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<crate::notifications::Notifications>,
     /// Hold at the current step: no weight change and no verdict until unpaused (a breach still
     /// rolls back).
     #[serde(default)]

@@ -66,7 +66,15 @@ wait_for() { # what seconds command...
 
 certs() {
   local d=$state/pki
-  [ -f "$d/apiserver.crt" ] && return 0
+  [ -f "$d/apiserver.crt" ] || new_certs
+  # A user with no RBAC bindings, for the verdict API's 403 (the tokens file is read at start).
+  [ -f "$d/viewer-token" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$d/viewer-token"
+  grep -q ',e2e-viewer,' "$d/tokens.csv" ||
+    printf '%s,e2e-viewer,e2e-viewer\n' "$(cat "$d/viewer-token")" >>"$d/tokens.csv"
+}
+
+new_certs() {
+  local d=$state/pki
   mkdir -p "$d"
   openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=rollgate-e2e-ca" \
     -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null

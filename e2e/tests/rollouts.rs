@@ -5,7 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, Controller, Load, OnFailure, report, rollout_yaml, shares, wait_until};
+use common::{
+    Cluster, Controller, EventStream, Hooks, Load, OnFailure, report, rollout_yaml, shares, wait_until,
+};
 use rollgate_crds::rollout::{Phase, Verdict};
 use serde_json::json;
 
@@ -66,8 +68,31 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
     .await;
     let settled = load.snapshot().len();
 
+    // Watchers of the verdict: the SSE stream of the verdict API, a webhook receiver, and (once
+    // the change is applied, as a pipeline would) `rollgate wait`.
+    let hooks = Hooks::start().await;
+    let (admin, viewer) = c.tokens();
+    let rollout_url = format!("{}/api/v1/namespaces/{ns}/rollouts/{name}", ctl.api);
+    wait_until("the verdict API answers", Duration::from_secs(30), || async {
+        reqwest::get(&rollout_url).await.is_ok()
+    })
+    .await;
+    let sse = EventStream::connect(&format!("{rollout_url}/events"), &admin).await;
+    wait_until("the SSE stream's first state", Duration::from_secs(30), || async {
+        sse.events().iter().any(|(e, _)| e == "state")
+    })
+    .await;
     let applied = std::time::Instant::now();
-    apply_version(&c, &ns, "v2", &[]).await;
+    let with_hooks = rollout_yaml(&ns, NAME, "v2", &[], "").replace("PROMETHEUS", &c.prometheus).replace(
+        "  traffic:",
+        &format!(
+            "  notifications: {{webhooks: [{{url: \"{}\", retries: 2, timeout: 2s}}]}}\n  traffic:",
+            hooks.url
+        ),
+    );
+    let (ok, out) = c.apply(&with_hooks).await;
+    assert!(ok, "{out}");
+    let waiter = c.rollgate_spawn(&["wait", name, "-n", &ns, "--for", "promoted", "--timeout", "10m"]);
     // Watch the weights as the controller applies them, and the traffic share at each step.
     let mut weight_times: Vec<(std::time::Instant, i32)> = Vec::new();
     let mut weights_seen = Vec::new();
@@ -103,6 +128,76 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
         assert!(std::time::Instant::now() < deadline, "not promoted: {st:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // The pipeline's view: `rollgate wait` exits 0; `kubectl wait` alone works too.
+    let waited = waiter.wait_with_output().await.expect("rollgate wait");
+    let said =
+        String::from_utf8_lossy(&waited.stdout).into_owned() + &String::from_utf8_lossy(&waited.stderr);
+    assert_eq!(waited.status.code(), Some(0), "rollgate wait: {said}");
+    assert!(said.contains("wait --for promoted: reached"), "{said}");
+    for condition in ["condition=Promoted", "jsonpath={.status.verdict}=Pass"] {
+        let out = std::process::Command::new(c.kubectl())
+            .args(["wait", "-n", &ns, &format!("--for={condition}"), "rollout/web", "--timeout=30s"])
+            .output()
+            .expect("kubectl wait");
+        assert!(
+            out.status.success(),
+            "kubectl wait --for={condition}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The SSE stream carried every transition, in order.
+    let transitions: Vec<(String, i64)> = sse
+        .events()
+        .into_iter()
+        .filter(|(e, _)| e == "transition")
+        .map(|(_, d)| {
+            (d["action"].as_str().unwrap_or_default().to_string(), d["weight"].as_i64().unwrap_or(-1))
+        })
+        .collect();
+    let step_weights: Vec<i64> = transitions.iter().filter(|(a, _)| a == "StepUp").map(|(_, w)| *w).collect();
+    assert_eq!(step_weights, [1, 5, 100], "{transitions:?}");
+    assert_eq!(transitions.first().map(|t| t.0.as_str()), Some("Start"), "{transitions:?}");
+    assert_eq!(transitions.last().map(|t| t.0.as_str()), Some("Promote"), "{transitions:?}");
+    // The webhook got each step and the promotion, in order.
+    wait_until("the promotion webhook", Duration::from_secs(30), || async {
+        hooks.bodies().iter().any(|b| b["kind"] == "Promotion")
+    })
+    .await;
+    let kinds: Vec<String> = hooks
+        .bodies()
+        .iter()
+        .map(|b| format!("{}@{}", b["kind"].as_str().unwrap_or("?"), b["step"]))
+        .collect();
+    assert_eq!(kinds, ["Step@1", "Step@2", "Step@3", "Promotion@null"], "{:?}", hooks.bodies());
+    // The verdict API: the caller's own rights decide.
+    let http = reqwest::Client::new();
+    let get = |token: Option<String>, url: String| {
+        let http = http.clone();
+        async move {
+            let mut r = http.get(url);
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            let resp = r.send().await.expect("verdict API");
+            let status = resp.status().as_u16();
+            (status, resp.json::<serde_json::Value>().await.unwrap_or_default())
+        }
+    };
+    assert_eq!(get(None, rollout_url.clone()).await.0, 401);
+    assert_eq!(get(Some(viewer), rollout_url.clone()).await.0, 403);
+    let (status, body) = get(Some(admin.clone()), rollout_url.clone()).await;
+    assert_eq!(
+        (status, body["phase"].clone(), body["verdict"].clone()),
+        (200, json!("Promoted"), json!("Pass")),
+        "{body}"
+    );
+    let missing = format!("{}/api/v1/namespaces/{ns}/rollouts/nothing-here", ctl.api);
+    assert_eq!(get(Some(admin), missing).await.0, 404);
+    let (code, out) = c.rollgate(&["status", name, "-n", &ns, "-o", "json"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"phase\": \"Promoted\""), "{out}");
+    let (code, out) = c.rollgate(&["get", "-n", &ns]).await;
+    assert!(code == 0 && out.contains("Promoted"), "{out}");
     wait_until("traffic reaches v2 only", Duration::from_secs(60), || async {
         let s = load.snapshot();
         let last: Vec<_> = s.iter().rev().take(100).cloned().collect();
@@ -175,10 +270,16 @@ async fn scenario_2_a_version_answering_10_percent_errors_is_rolled_back_at_the_
     let yaml = rollout_yaml(&ns, name, "v3", &[("REFSERVER_FAULT_ERROR_RATIO", "0.1")], "");
     let (ok, out) = c.apply(&yaml.replace("PROMETHEUS", &c.prometheus)).await;
     assert!(ok, "{out}");
+    let waiter = c.rollgate_spawn(&["wait", name, "-n", &ns, "--for", "verdict", "--timeout", "5m"]);
     wait_until("rolled back", Duration::from_secs(300), || async {
         c.status(&ns, name).await.phase == Some(Phase::RolledBack)
     })
     .await;
+    let waited = waiter.wait_with_output().await.expect("rollgate wait");
+    let said =
+        String::from_utf8_lossy(&waited.stdout).into_owned() + &String::from_utf8_lossy(&waited.stderr);
+    assert_eq!(waited.status.code(), Some(1), "rollgate wait on a rolled-back canary: {said}");
+    assert!(said.contains("rolled back or failed") && said.contains("error-rate"), "{said}");
     let rolled_back_seen = std::time::Instant::now();
     let st = c.status(&ns, name).await;
     assert_eq!(st.verdict, Some(Verdict::Fail));

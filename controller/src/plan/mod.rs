@@ -385,6 +385,9 @@ impl<'a, 'o> Planner<'a, 'o> {
         let paused_by_spec = self.o.spec.paused;
         let metrics_down = matches!(eval.decision, Decision::MetricsUnavailable { .. });
         if let Decision::MetricsUnavailable { reason } = &eval.decision {
+            if !self.was_on(cond::METRICS_UNAVAILABLE) {
+                self.event(true, "Held", format!("step {}/{steps} held: {reason}", step + 1));
+            }
             self.set_condition(cond::METRICS_UNAVAILABLE, true, "QueryFailed", reason);
         } else {
             self.set_condition(cond::METRICS_UNAVAILABLE, false, "QueriesSucceeded", "metrics were read");
@@ -395,6 +398,13 @@ impl<'a, 'o> Planner<'a, 'o> {
         match &eval.decision {
             Decision::Rollback { check, reason } => self.rollback(reason, Some(check)),
             Decision::StableBreaching { reason, .. } => {
+                if !self.was_on(cond::STABLE_BREACHING) {
+                    self.event(
+                        true,
+                        "Held",
+                        format!("step {}/{steps} held, not rolled back: {reason}", step + 1),
+                    );
+                }
                 self.set_condition(cond::STABLE_BREACHING, true, "StableBreaching", reason);
                 self.hold(reason);
             }
@@ -416,6 +426,11 @@ impl<'a, 'o> Planner<'a, 'o> {
             self.status.phase = Some(Phase::Progressing);
             self.set_condition(cond::PAUSED, false, "Resumed", "spec.paused is false");
         }
+    }
+
+    /// Whether a condition was true before this pass.
+    fn was_on(&self, type_: &str) -> bool {
+        self.o.status.conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
     }
 
     fn paused_by_spec_only(&self) -> bool {

@@ -304,6 +304,9 @@ fn a_metrics_outage_holds_with_a_condition_and_the_rollout_continues_after() {
     let c = w.status.conditions.iter().find(|c| c.type_ == "MetricsUnavailable").expect("condition");
     assert_eq!(c.status, "True");
     assert_eq!(w.status.current_step, Some(0), "nothing promoted while metrics are down");
+    let held: Vec<_> = w.events.iter().filter(|e| e.reason == "Held").collect();
+    assert_eq!(held.len(), 1, "one Event when the hold starts, not one per evaluation: {held:?}");
+    assert!(held[0].warning && held[0].note.contains("metrics unavailable"), "{:?}", held[0]);
     w.run_until(100, &healthy, |w| w.status.phase == Some(Phase::Promoted));
     let c = w.status.conditions.iter().find(|c| c.type_ == "MetricsUnavailable").expect("condition");
     assert_eq!(c.status, "False");

@@ -406,3 +406,20 @@ async fn a_cached_copy_older_than_our_status_write_is_read_again() {
     let seen = server.await.expect("server");
     assert_eq!(seen.len(), 1);
 }
+
+#[test]
+fn transitions_map_to_webhook_kinds_and_the_payload_names_the_rollout() {
+    use rollgate_crds::notifications::NotificationEvent;
+    assert_eq!(notification_kind("WeightApplied"), Some(NotificationEvent::Step));
+    assert_eq!(notification_kind("Promoted"), Some(NotificationEvent::Promotion));
+    assert_eq!(notification_kind("RolledBack"), Some(NotificationEvent::Rollback));
+    assert_eq!(notification_kind("Held"), None);
+    let (ro, s, c) = mid_rollout(1, 30);
+    let status = ro.status.clone().unwrap_or_default();
+    let p = notification_payload(&ro, &status, NotificationEvent::Step, "canary weight 5%", now());
+    assert_eq!(p["kind"], "Step");
+    assert_eq!(p["rollout"], json!({"namespace": "shop", "name": "web"}));
+    assert_eq!((p["step"].clone(), p["steps"].clone(), p["canaryWeight"].clone()), (json!(2), json!(3), json!(5)));
+    assert_eq!((p["canaryRevision"].clone(), p["stableRevision"].clone()), (json!(c), json!(s)));
+    assert_eq!(p["reason"], "canary weight 5%");
+}

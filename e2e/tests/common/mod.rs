@@ -108,6 +108,24 @@ impl Cluster {
         (out.status.code().unwrap_or(-1), text)
     }
 
+    /// Starts the `rollgate` CLI and leaves it running (stdout and stderr captured).
+    pub fn rollgate_spawn(&self, args: &[&str]) -> Child {
+        Command::new(self.bin_dir.join("rollgate"))
+            .args(args)
+            .env("KUBECONFIG", env("KUBECONFIG"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("rollgate runs")
+    }
+
+    /// The admin's bearer token, and one of a user with no RBAC bindings.
+    pub fn tokens(&self) -> (String, String) {
+        let read = |f: &str| std::fs::read_to_string(self.state.join("pki").join(f)).expect("token file");
+        (read("token").trim().to_string(), read("viewer-token").trim().to_string())
+    }
+
     /// Writes `text` to a file in the suite's state directory; returns its path.
     pub fn write_file(&self, name: &str, text: &str) -> String {
         let dir = self.state.join("files");
@@ -198,28 +216,30 @@ where
 pub struct Controller {
     child: Child,
     pub log: PathBuf,
+    /// Base URL of its verdict API.
+    pub api: String,
 }
 
 impl Controller {
     pub async fn start(cluster: &Cluster, tag: &str) -> Controller {
         let log = cluster.state.join("logs").join(format!("controller-{tag}.log"));
         let file = std::fs::File::create(&log).expect("controller log");
+        // A free loopback port for the verdict API (its own port, as `--api-addr` documents).
+        let api_addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port");
         let child = Command::new(cluster.bin_dir.join("rollgate"))
-            .args([
-                "controller",
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--lease-namespace",
-                "default",
-                "--identity",
-            ])
+            .args(["controller", "--metrics-addr", "127.0.0.1:0", "--lease-namespace", "default"])
+            .arg("--api-addr")
+            .arg(api_addr.to_string())
+            .arg("--identity")
             .arg(format!("e2e-{tag}"))
             .stdout(Stdio::null())
             .stderr(file)
             .kill_on_drop(true)
             .spawn()
             .expect("start the controller (is it built? `make e2e` builds it)");
-        Controller { child, log }
+        Controller { child, log, api: format!("http://{api_addr}") }
     }
 
     /// Peak resident memory so far (VmHWM), in KiB.
@@ -385,5 +405,100 @@ pub fn report(cluster: &Cluster, name: &str, figures: Value) {
         serde_json::to_string_pretty(&json!({"scenario": name, "figures": figures})).unwrap_or_default();
     if let Err(e) = std::fs::write(dir.join(format!("{name}.json")), text) {
         eprintln!("writing the report of {name}: {e}");
+    }
+}
+
+/// Receives webhook POSTs on loopback and keeps their JSON bodies in arrival order.
+pub struct Hooks {
+    pub url: String,
+    bodies: Arc<Mutex<Vec<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Hooks {
+    pub async fn start() -> Hooks {
+        let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let addr = listener.local_addr().expect("addr");
+        let kept = bodies.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                let kept = kept.clone();
+                async move {
+                    if let Ok(mut b) = kept.lock() {
+                        b.push(body);
+                    }
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Hooks { url: format!("http://{addr}/hook"), bodies, task }
+    }
+
+    pub fn bodies(&self) -> Vec<Value> {
+        self.bodies.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Hooks {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A Server-Sent Events stream being read: (event, data) in arrival order.
+pub struct EventStream {
+    events: Arc<Mutex<Vec<(String, Value)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EventStream {
+    pub async fn connect(url: &str, token: &str) -> EventStream {
+        use futures::StreamExt;
+        let response = reqwest::Client::new().get(url).bearer_auth(token).send().await.expect("SSE request");
+        assert_eq!(response.status(), 200, "SSE {url}");
+        let events: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+        let kept = events.clone();
+        let task = tokio::spawn(async move {
+            let mut body = response.bytes_stream();
+            let mut buffer = String::new();
+            while let Some(Ok(chunk)) = body.next().await {
+                buffer.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buffer.find("\n\n") {
+                    let block: String = buffer.drain(..end + 2).collect();
+                    let mut event = String::from("message");
+                    let mut data = String::new();
+                    for line in block.lines() {
+                        if let Some(e) = line.strip_prefix("event:") {
+                            event = e.trim().to_string();
+                        } else if let Some(d) = line.strip_prefix("data:") {
+                            data.push_str(d.trim_start());
+                        }
+                    }
+                    if data.is_empty() {
+                        continue;
+                    }
+                    let value = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                    if let Ok(mut e) = kept.lock() {
+                        e.push((event, value));
+                    }
+                }
+            }
+        });
+        EventStream { events, task }
+    }
+
+    pub fn events(&self) -> Vec<(String, Value)> {
+        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
