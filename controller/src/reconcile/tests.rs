@@ -419,7 +419,10 @@ fn transitions_map_to_webhook_kinds_and_the_payload_names_the_rollout() {
     let p = notification_payload(&ro, &status, NotificationEvent::Step, "canary weight 5%", now());
     assert_eq!(p["kind"], "Step");
     assert_eq!(p["rollout"], json!({"namespace": "shop", "name": "web"}));
-    assert_eq!((p["step"].clone(), p["steps"].clone(), p["canaryWeight"].clone()), (json!(2), json!(3), json!(5)));
+    assert_eq!(
+        (p["step"].clone(), p["steps"].clone(), p["canaryWeight"].clone()),
+        (json!(2), json!(3), json!(5))
+    );
     assert_eq!((p["canaryRevision"].clone(), p["stableRevision"].clone()), (json!(c), json!(s)));
     assert_eq!(p["reason"], "canary weight 5%");
 }
