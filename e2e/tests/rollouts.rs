@@ -551,3 +551,71 @@ async fn scenario_8_the_node_agent_restarts_a_container_that_dies() {
     .await;
     ctl.kill().await;
 }
+
+#[tokio::test]
+async fn scenario_9_people_act_through_the_cli_and_waiting_never_hangs_on_a_pause() {
+    let Stage { c, ns, guard: _guard, ctl, load } = stage("e2e-actions", 4).await;
+    let name = NAME;
+    let cli = |args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.extend(["-n".to_string(), ns.clone()]);
+        all
+    };
+    let run = |args: Vec<String>| {
+        let c = &c;
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            c.rollgate(&refs).await
+        }
+    };
+    apply_version(&c, &ns, "v2", &[]).await;
+    let (code, out) = run(cli(&["pause", name])).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("spec.paused set to true"), "{out}");
+    wait_until("paused", Duration::from_secs(120), || async {
+        c.status(&ns, name).await.phase == Some(Phase::Paused)
+    })
+    .await;
+    // A pipeline waiting for the verdict is told at once that a person must act.
+    let (code, out) = run(cli(&["wait", name, "--for", "verdict", "--timeout", "2m"])).await;
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("paused: waiting for a person"), "{out}");
+    let (code, out) = run(cli(&["resume", name])).await;
+    assert!(code == 0 && out.contains("spec.paused set to false"), "{out}");
+    wait_until("stepping again", Duration::from_secs(60), || async {
+        c.status(&ns, name).await.phase == Some(Phase::Progressing)
+    })
+    .await;
+    let (code, out) = run(cli(&["promote", name, "--full"])).await;
+    assert!(code == 0 && out.contains("annotation rollgate.dev/promote=full-"), "{out}");
+    let (code, out) = run(cli(&["wait", name, "--for", "promoted", "--timeout", "3m"])).await;
+    assert_eq!(code, 0, "{out}");
+    let st = c.status(&ns, name).await;
+    assert!(st.history.iter().any(|d| d.reason.contains("full promotion requested")), "{:?}", st.history);
+    // Nothing in flight: abort and retry are refused, naming why.
+    let (code, out) = run(cli(&["abort", name])).await;
+    assert!(code == 4 && out.contains("no canary in flight to abort"), "{out}");
+    let (code, out) = run(cli(&["retry", name])).await;
+    assert!(code == 4 && out.contains("not rolled back: nothing to retry"), "{out}");
+    // Abort a canary in flight, then retry it.
+    apply_version(&c, &ns, "v3", &[]).await;
+    wait_until("v3 stepping", Duration::from_secs(120), || async {
+        let st = c.status(&ns, name).await;
+        st.phase == Some(Phase::Progressing) && st.step_started_at.is_some()
+    })
+    .await;
+    let (code, out) = run(cli(&["abort", name])).await;
+    assert!(code == 0 && out.contains("annotation rollgate.dev/abort="), "{out}");
+    let (code, out) = run(cli(&["wait", name, "--for", "verdict", "--timeout", "2m"])).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("aborted by request"), "{out}");
+    let (code, out) = run(cli(&["retry", name])).await;
+    assert!(code == 0 && out.contains("annotation rollgate.dev/retry="), "{out}");
+    assert!(out.contains("the controller took it: Progressing"), "{out}");
+    let (code, out) = run(cli(&["wait", name, "--for", "step=1", "--timeout", "2m"])).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(cli(&["status", name])).await;
+    assert!(code == 0 && out.contains(" % now]"), "{out}");
+    load.stop().await;
+    ctl.kill().await;
+}

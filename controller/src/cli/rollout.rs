@@ -181,6 +181,7 @@ async fn dispatch(k: KubeArgs, command: Command) -> Result<Exit, Failure> {
                 "raise the weight to the next step"
             };
             println!("rollout {ns}/{}: annotation {ACTION_PROMOTE}={value} set ({what})", a.name);
+            report_handled(&api, &ns, &a.name, Action::Promote, &value).await;
             Ok(Exit::Pass)
         }
         Command::Abort(a) => {
@@ -189,6 +190,7 @@ async fn dispatch(k: KubeArgs, command: Command) -> Result<Exit, Failure> {
             let value = token();
             annotate(&api, &a.name, ACTION_ABORT, &value).await?;
             println!("rollout {ns}/{}: annotation {ACTION_ABORT}={value} set (roll back now)", a.name);
+            report_handled(&api, &ns, &a.name, Action::Abort, &value).await;
             Ok(Exit::Pass)
         }
         Command::Retry(a) => {
@@ -210,6 +212,7 @@ async fn dispatch(k: KubeArgs, command: Command) -> Result<Exit, Failure> {
                 "rollout {ns}/{}: annotation {ACTION_RETRY}={value} set (start the same version again)",
                 a.name
             );
+            report_handled(&api, &ns, &a.name, Action::Retry, &value).await;
             Ok(Exit::Pass)
         }
         Command::Pause(a) => set_paused(&api, &ns, &a.name, true).await,
@@ -255,6 +258,56 @@ async fn annotate(api: &Api<Rollout>, name: &str, key: &str, value: &str) -> Res
     let patch = json!({ "metadata": { "annotations": { key: value } } });
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
     Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Promote,
+    Abort,
+    Retry,
+}
+
+/// How long an action command waits for the controller to take the request.
+const HANDLED_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits (briefly) until the controller records `token` as handled, and says so: a `wait`
+/// started right after then sees the rollout as the action left it, not as it was before.
+async fn report_handled(api: &Api<Rollout>, ns: &str, name: &str, action: Action, token: &str) {
+    let handled = |ro: &Rollout| {
+        let h = ro.status.as_ref().and_then(|s| s.handled_actions.as_ref());
+        let done = match action {
+            Action::Promote => h.and_then(|h| h.promote.as_deref()),
+            Action::Abort => h.and_then(|h| h.abort.as_deref()),
+            Action::Retry => h.and_then(|h| h.retry.as_deref()),
+        };
+        done == Some(token)
+    };
+    let taken = async {
+        let mut stream = changes(api, name);
+        while let Some(next) = stream.next().await {
+            if let Ok(ro) = next
+                && handled(&ro)
+            {
+                return Some(ro);
+            }
+        }
+        None
+    };
+    match tokio::time::timeout(HANDLED_WITHIN, taken).await {
+        Ok(Some(ro)) => {
+            let v = view::view(&ro);
+            let step = v.step.map(|s| format!(", step {s} of {}", v.steps.len())).unwrap_or_default();
+            println!(
+                "rollout {ns}/{name}: the controller took it: {}, canary weight {} %{step}",
+                phase_word(v.phase),
+                v.canary_weight
+            );
+        }
+        _ => println!(
+            "rollout {ns}/{name}: the controller has not taken it within {}s (is it running?); it acts on it when it does",
+            HANDLED_WITHIN.as_secs()
+        ),
+    }
 }
 
 async fn set_paused(api: &Api<Rollout>, ns: &str, name: &str, paused: bool) -> Result<Exit, Failure> {
