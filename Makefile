@@ -18,7 +18,7 @@ deps: ## check the toolchain and install missing system packages
 	@. scripts/lib.sh && apt_install curl
 
 .PHONY: test
-test: deps lint crds-check unit ## everything CI checks: format, clippy, generated files, all tests
+test: deps lint crds-check bench-gate-check unit ## everything CI checks: format, clippy, generated files and tables, all tests
 
 .PHONY: lint
 lint: ## cargo fmt --check and clippy with -D warnings
@@ -51,9 +51,17 @@ demo-refserver: deps ## refserver alone: traffic, metrics, faults by hot reload,
 bench: deps ## refserver vs a bare hyper server under wrk (a report, not a test)
 	bash scripts/bench-refserver.sh
 
+BENCH_GATE = $(CARGO) run -q --release --locked -p rollgate -- gate bench --runs 1000 --seed 20261127
+
 .PHONY: bench-gate
 bench-gate: ## verdict quality of the gate vs Flagger/Argo-style rules; writes the table into docs/gate.md
-	cargo run -q --release --locked -p rollgate -- gate bench --runs 1000 --seed 20261127 --update docs/gate.md
+	$(BENCH_GATE) --update docs/gate.md
+
+.PHONY: bench-gate-check
+bench-gate-check: ## fail when the table in docs/gate.md is not what `make bench-gate` reproduces
+	tmp=$$(mktemp); cp docs/gate.md "$$tmp"; trap 'rm -f "$$tmp"' EXIT; \
+	$(BENCH_GATE) --update "$$tmp"; \
+	diff -u docs/gate.md "$$tmp" || { echo "docs/gate.md: the benchmark table is stale; run make bench-gate" >&2; exit 1; }
 
 .PHONY: e2e
 e2e: deps ## the end-to-end suite on the local control plane (needs root; builds what is missing)

@@ -121,6 +121,7 @@ pub fn evaluate(evidence: &[CheckEvidence], clock: StepClock, policy: Policy) ->
     let mut stable_breaches: Vec<(String, String)> = Vec::new();
     let mut unavailable: Vec<String> = Vec::new();
     let mut waiting: Vec<String> = Vec::new();
+    let mut within: Vec<String> = Vec::new();
     let mut all_within = !evidence.is_empty();
 
     for e in evidence {
@@ -164,7 +165,10 @@ pub fn evaluate(evidence: &[CheckEvidence], clock: StepClock, policy: Policy) ->
                     && e.stable.is_some_and(|s| {
                         sprt::test(s, spec.budget, spec.tolerance, policy.rates).outcome == Outcome::Breach
                     });
-                let reason = format!("over budget: {numbers}");
+                let reason = format!(
+                    "over budget: {numbers} (breach LLR {:.2} vs {}x budget ≥ bound {:.2})",
+                    r.breach_llr, r.breach_multiple, r.breach_bound
+                );
                 if stable_too {
                     stable_breaches.push((spec.name.clone(), format!("{reason}; stable is over budget too")));
                 } else {
@@ -172,7 +176,13 @@ pub fn evaluate(evidence: &[CheckEvidence], clock: StepClock, policy: Policy) ->
                 }
                 (CheckResult::Fail, reason)
             }
-            Outcome::WithinBudget => (CheckResult::Pass, format!("within budget: {numbers}")),
+            Outcome::WithinBudget => {
+                within.push(format!(
+                    "{} {} of {} bad, pass LLR {:.2} ≤ {:.2}",
+                    spec.name, counts.bad, counts.total, r.pass_llr, r.pass_bound
+                ));
+                (CheckResult::Pass, format!("within budget: {numbers}"))
+            }
             Outcome::Undecided | Outcome::NoData => {
                 all_within = false;
                 let progress = match r.needed {
@@ -198,8 +208,16 @@ pub fn evaluate(evidence: &[CheckEvidence], clock: StepClock, policy: Policy) ->
         });
     }
 
-    let decision =
-        decide(&breaches, &stable_breaches, &unavailable, &waiting, all_within, evidence, clock, policy);
+    let decision = decide(
+        &breaches,
+        &stable_breaches,
+        &unavailable,
+        &waiting,
+        all_within.then_some(within.as_slice()),
+        evidence,
+        clock,
+        policy,
+    );
     Evaluation { decision, checks: reports }
 }
 
@@ -209,7 +227,8 @@ fn decide(
     stable_breaches: &[(String, String)],
     unavailable: &[String],
     waiting: &[String],
-    all_within: bool,
+    // The evidence of each check, when every check is within budget.
+    all_within: Option<&[String]>,
     evidence: &[CheckEvidence],
     clock: StepClock,
     policy: Policy,
@@ -228,10 +247,14 @@ fn decide(
         }
         return Decision::MetricsUnavailable { reason };
     }
-    if all_within {
+    if let Some(within) = all_within {
         if clock.elapsed >= clock.min_healthy {
             return Decision::StepUp {
-                reason: format!("every check within budget for {}", human(clock.elapsed)),
+                reason: format!(
+                    "every check within budget for {} ({})",
+                    human(clock.elapsed),
+                    within.join("; ")
+                ),
             };
         }
         return Decision::Hold {

@@ -546,6 +546,7 @@ impl<'a, 'o> Planner<'a, 'o> {
         self.status.last_evaluated_at = None;
         self.status.phase = Some(Phase::Progressing);
         self.set_condition(cond::PAUSED, false, "Advanced", reason);
+        self.event(false, "StepPassed", format!("step {next}/{steps} passed: {reason}"));
         if next >= steps {
             self.record("PromoteStart", self.status.canary_weight, reason);
             self.status.message = Some(format!("promoting: {reason}"));
