@@ -99,6 +99,20 @@ fn bad_input_exits_4_naming_the_field() {
         rollgate(&["gate", "eval", "--gate", &fixture("gate.yaml"), "--selector", "a=\"b\"", "--for", "0s"]);
     assert_eq!(code, 4);
     assert!(err.contains("--for"), "{err}");
+    let gate = fixture("gate.yaml");
+    let record = |extra: &[&str]| {
+        let mut args = vec!["gate", "record", "--gate", gate.as_str(), "--selector", "job=\"api\""];
+        args.extend_from_slice(extra);
+        rollgate(&args)
+    };
+    let (code, _, err) = record(&[]);
+    assert!(code == 4 && err.contains("--from or --since: one is needed"), "{err}");
+    let (code, _, err) = record(&["--from", "2026-11-27T05:00:00Z", "--to", "2026-11-27T04:00:00Z"]);
+    assert!(code == 4 && err.contains("is not before --to"), "{err}");
+    let (code, _, err) = record(&["--from", "yesterday"]);
+    assert!(code == 4 && err.contains("--from: \"yesterday\" is not an RFC 3339 time"), "{err}");
+    let (code, _, err) = record(&["--since", "720h", "--every", "1s"]);
+    assert!(code == 4 && err.contains("--every:"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -321,6 +321,31 @@ async fn scenario_2_a_version_answering_10_percent_errors_is_rolled_back_at_the_
         assert_eq!(code, expected, "gate eval on {role}: {out}");
         assert!(out.contains(says), "gate eval on {role}: {out}");
     }
+    // A replay file recorded from Prometheus for the last three minutes, replayed through the
+    // same gate, reaches the same verdict.
+    let selector = |role: &str| format!("namespace=\"{ns}\",rollout=\"{name}\",role=\"{role}\"");
+    let (canary_sel, stable_sel) = (selector("canary"), selector("stable"));
+    let (code, recorded) = c
+        .rollgate(&[
+            "gate",
+            "record",
+            "--gate",
+            &gate,
+            "--selector",
+            &canary_sel,
+            "--stable-selector",
+            &stable_sel,
+            "--since",
+            "3m",
+            "--every",
+            "2s",
+        ])
+        .await;
+    assert_eq!(code, 0, "gate record: {recorded}");
+    let series = c.write_file("e2e-errors-series.json", &recorded);
+    let (code, replayed) = c.rollgate(&["gate", "replay", &series, "--gate", &gate]).await;
+    assert_eq!(code, 1, "gate replay of the recorded series: {replayed}");
+    assert!(replayed.contains("error-rate over budget"), "{replayed}");
     let seen = load.stop().await;
     let first_bad = seen.iter().find(|s| s.version == "v3" && s.status != 200).map(|s| s.at);
     let last_v3 = seen.iter().rev().find(|s| s.version == "v3").map(|s| s.at);

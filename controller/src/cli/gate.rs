@@ -2,18 +2,20 @@
 //!
 //! - `replay FILE`: what the gate would have decided on a recorded series of counts;
 //! - `eval`: judge live Prometheus series for a pipeline step that is not a rollout;
+//! - `record`: write a replay file from Prometheus for a past interval;
 //! - `bench`: the verdict-quality benchmark against Flagger- and Argo-style rules.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
+use k8s_openapi::jiff::Timestamp;
 use rollgate_crds::duration::PositiveDuration;
 use serde_json::json;
 
 use super::{EXIT_CODES, Exit, Output, gate_file};
-use crate::gate::replay::{End, Replay, Series, Setup};
-use crate::gate::{CheckReport, Decision, Evaluation, Policy, StepClock, evaluate, human};
+use crate::gate::replay::{CountPair, End, Replay, Sample, Series, Setup};
+use crate::gate::{CheckReport, Decision, Evaluation, Missing, Policy, StepClock, evaluate, human};
 use crate::gate_bench;
 use crate::metrics_provider::{self, LabelMatchers, SeriesSelector, prometheus::Prometheus};
 
@@ -25,6 +27,9 @@ pub enum GateCommand {
     /// Evaluate a gate against live Prometheus series (a pipeline step that is not a rollout).
     #[command(after_help = EXIT_CODES)]
     Eval(EvalArgs),
+    /// Record a replay file from Prometheus: the cumulative counts of each check of a gate for
+    /// the selected series over a past interval.
+    Record(RecordArgs),
     /// The verdict-quality benchmark: rollgate's gate against Flagger- and Argo-style rules on
     /// simulated traffic (a report, deterministic for a seed).
     Bench(BenchArgs),
@@ -74,6 +79,37 @@ pub struct EvalArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// The gate whose checks are recorded (ReleaseGate, Rollout, or bare spec).
+    #[arg(long)]
+    pub gate: PathBuf,
+    /// Prometheus base URL (default: the gate's prometheus.address).
+    #[arg(long)]
+    pub prometheus: Option<String>,
+    /// PromQL label matchers of the canary's series, e.g. 'namespace="shop",role="canary"'.
+    #[arg(long)]
+    pub selector: String,
+    /// Label matchers of stable's series over the same interval.
+    #[arg(long)]
+    pub stable_selector: Option<String>,
+    /// Start of the interval (RFC 3339, e.g. 2026-11-27T05:00:00Z).
+    #[arg(long, conflicts_with = "since")]
+    pub from: Option<String>,
+    /// Start of the interval as a duration before --to (e.g. 30m).
+    #[arg(long)]
+    pub since: Option<PositiveDuration>,
+    /// End of the interval (RFC 3339; default: now).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Time between samples.
+    #[arg(long, default_value = "10s")]
+    pub every: PositiveDuration,
+}
+
+/// Most samples one recording may hold.
+pub const MAX_SAMPLES: u64 = 5000;
+
+#[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Runs per cell.
     #[arg(long, default_value_t = 1000)]
@@ -94,6 +130,10 @@ pub fn run(command: GateCommand) -> Exit {
         GateCommand::Replay(a) => replay(a),
         GateCommand::Eval(a) => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt.block_on(eval(a)),
+            Err(e) => usage(format!("starting the async runtime: {e}")),
+        },
+        GateCommand::Record(a) => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(record(a)),
             Err(e) => usage(format!("starting the async runtime: {e}")),
         },
         GateCommand::Bench(a) => bench(a),
@@ -257,6 +297,98 @@ async fn eval(a: EvalArgs) -> Exit {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+// === record ===
+
+fn timestamp(flag: &str, text: &str) -> Result<Timestamp, String> {
+    text.parse::<Timestamp>().map_err(|e| format!("{flag}: {text:?} is not an RFC 3339 time ({e})"))
+}
+
+async fn record(a: RecordArgs) -> Exit {
+    match record_series(&a).await {
+        Ok(series) => {
+            let mut out = String::from("{\"samples\": [\n");
+            for (i, sample) in series.samples.iter().enumerate() {
+                let line = serde_json::to_string(sample).unwrap_or_default();
+                out.push_str(&format!("  {line}{}\n", if i + 1 < series.samples.len() { "," } else { "" }));
+            }
+            out.push_str("]}\n");
+            print!("{out}");
+            Exit::Pass
+        }
+        Err(e) => usage(e),
+    }
+}
+
+async fn record_series(a: &RecordArgs) -> Result<Series, String> {
+    let gate = gate_file::load(&a.gate, a.prometheus.as_deref())?;
+    if gate.prometheus.address == gate_file::NO_PROMETHEUS {
+        return Err("--prometheus: needed, the gate file has no prometheus.address".into());
+    }
+    let canary = LabelMatchers::parse(&a.selector).map_err(|e| format!("--selector: {e}"))?;
+    let stable = a
+        .stable_selector
+        .as_deref()
+        .map(LabelMatchers::parse)
+        .transpose()
+        .map_err(|e| format!("--stable-selector: {e}"))?;
+    let to = match &a.to {
+        Some(t) => timestamp("--to", t)?,
+        None => Timestamp::now(),
+    };
+    let from = match (&a.from, a.since) {
+        (Some(f), _) => timestamp("--from", f)?,
+        (None, Some(since)) => to
+            .checked_sub(
+                k8s_openapi::jiff::SignedDuration::try_from(since.as_std())
+                    .map_err(|e| format!("--since: {e}"))?,
+            )
+            .map_err(|e| format!("--since: {e}"))?,
+        (None, None) => return Err("--from or --since: one is needed".into()),
+    };
+    let span = to.as_second() - from.as_second();
+    if span <= 0 {
+        return Err(format!("--from: {from} is not before --to {to}"));
+    }
+    let every = a.every.as_std().as_secs().max(1);
+    let samples = span as u64 / every;
+    if samples > MAX_SAMPLES {
+        return Err(format!(
+            "--every: {samples} samples over {span}s; at most {MAX_SAMPLES} (use a longer --every)"
+        ));
+    }
+    let prometheus = Prometheus::new(&gate.prometheus.address).map_err(|e| format!("--prometheus: {e}"))?;
+    let zero = crate::gate::replay::SampleCounts { canary: CountPair { bad: 0, total: 0 }, stable: None };
+    let names = gate.checks.iter().map(|c| (c.name.clone(), zero));
+    let mut series = Series { samples: vec![Sample { at: 0.0, checks: names.collect() }] };
+    for i in 1..=samples {
+        let elapsed = i * every;
+        let at = prometheus.at(from.as_second() + elapsed as i64);
+        let stable_sel = stable.as_ref().map(|s| s as &dyn SeriesSelector);
+        let evidence =
+            metrics_provider::gather(&at, &gate, &canary, stable_sel, Duration::from_secs(elapsed))
+                .await
+                .map_err(|e| e.to_string())?;
+        let mut checks = std::collections::BTreeMap::new();
+        for e in evidence {
+            match e.canary {
+                Ok(c) => {
+                    let pair = |c: crate::gate::Counts| CountPair { bad: c.bad, total: c.total };
+                    let counts =
+                        crate::gate::replay::SampleCounts { canary: pair(c), stable: e.stable.map(pair) };
+                    checks.insert(e.spec.name, counts);
+                }
+                // Left out: the replay reads a missing check as "metrics unavailable" then.
+                Err(Missing::Unavailable(why)) if i == 1 => {
+                    return Err(format!("reading {} from {}: {why}", e.spec.name, gate.prometheus.address));
+                }
+                Err(_) => {}
+            }
+        }
+        series.samples.push(Sample { at: elapsed as f64, checks });
+    }
+    Ok(series)
 }
 
 // === bench ===

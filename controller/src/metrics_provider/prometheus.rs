@@ -29,18 +29,42 @@ impl Prometheus {
     }
 }
 
+impl Prometheus {
+    /// The same queries, evaluated at `time` (Unix seconds) instead of now.
+    pub fn at(&self, time: i64) -> At<'_> {
+        At { prometheus: self, time: Some(time) }
+    }
+
+    async fn instant(&self, promql: String, time: Option<i64>) -> Result<Option<f64>, String> {
+        let mut query = self.client.query(promql.as_str());
+        if let Some(t) = time {
+            query = query.at(t);
+        }
+        let response = query.get().await.map_err(|e| e.to_string())?;
+        let Some(vector) = response.data().as_vector() else {
+            return Err(format!("query {promql:?} did not return an instant vector"));
+        };
+        if vector.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(vector.iter().map(|s| s.sample().value()).sum()))
+    }
+}
+
+/// A Prometheus whose queries are evaluated at a fixed time (`rollgate gate record`).
+pub struct At<'a> {
+    prometheus: &'a Prometheus,
+    time: Option<i64>,
+}
+
+impl MetricProvider for At<'_> {
+    fn query(&self, promql: &str) -> BoxFuture<'_, Result<Option<f64>, String>> {
+        Box::pin(self.prometheus.instant(promql.to_string(), self.time))
+    }
+}
+
 impl MetricProvider for Prometheus {
     fn query(&self, promql: &str) -> BoxFuture<'_, Result<Option<f64>, String>> {
-        let promql = promql.to_string();
-        Box::pin(async move {
-            let response = self.client.query(promql.as_str()).get().await.map_err(|e| e.to_string())?;
-            let Some(vector) = response.data().as_vector() else {
-                return Err(format!("query {promql:?} did not return an instant vector"));
-            };
-            if vector.is_empty() {
-                return Ok(None);
-            }
-            Ok(Some(vector.iter().map(|s| s.sample().value()).sum()))
-        })
+        Box::pin(self.instant(promql.to_string(), None))
     }
 }
