@@ -10,6 +10,7 @@ pub mod notify;
 pub mod observability;
 pub mod plan;
 pub mod reconcile;
+pub mod rollout_watch;
 pub mod router;
 pub mod run;
 pub mod verdict_api;

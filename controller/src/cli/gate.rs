@@ -128,14 +128,8 @@ pub struct BenchArgs {
 pub fn run(command: GateCommand) -> Exit {
     match command {
         GateCommand::Replay(a) => replay(a),
-        GateCommand::Eval(a) => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt.block_on(eval(a)),
-            Err(e) => usage(format!("starting the async runtime: {e}")),
-        },
-        GateCommand::Record(a) => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt.block_on(record(a)),
-            Err(e) => usage(format!("starting the async runtime: {e}")),
-        },
+        GateCommand::Eval(a) => super::block_on(eval(a)),
+        GateCommand::Record(a) => super::block_on(record(a)),
         GateCommand::Bench(a) => bench(a),
     }
 }

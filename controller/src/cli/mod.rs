@@ -35,6 +35,17 @@ impl From<Exit> for ExitCode {
 pub const EXIT_CODES: &str = "Exit codes: 0 passed/promoted, 1 failed/rolled back, 2 timeout, \
 3 inconclusive or paused for a person, 4 usage, input or connection error.";
 
+/// Runs a command's future on a single-threaded runtime (a CLI command does one thing at a time).
+pub fn block_on(command: impl std::future::Future<Output = Exit>) -> Exit {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(command),
+        Err(e) => {
+            eprintln!("rollgate: starting the async runtime: {e}");
+            Exit::Usage
+        }
+    }
+}
+
 /// Output formats of the verdict commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {

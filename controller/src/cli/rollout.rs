@@ -10,7 +10,6 @@ use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config};
 use rollgate_crds::Rollout;
 use rollgate_crds::duration::PositiveDuration;
@@ -20,6 +19,7 @@ use serde_json::json;
 
 use super::view::{self, WaitFor};
 use super::{EXIT_CODES, Exit};
+use crate::rollout_watch;
 
 /// How to reach the cluster, as kubectl does.
 #[derive(Debug, Clone, Args)]
@@ -114,20 +114,15 @@ fn describe(e: &kube::Error) -> String {
 }
 
 pub fn run(kube: KubeArgs, command: Command) -> Exit {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("rollgate: starting the async runtime: {e}");
-            return Exit::Usage;
+    super::block_on(async {
+        match dispatch(kube, command).await {
+            Ok(exit) => exit,
+            Err(Failure(exit, message)) => {
+                eprintln!("rollgate: {message}");
+                exit
+            }
         }
-    };
-    match rt.block_on(dispatch(kube, command)) {
-        Ok(exit) => exit,
-        Err(Failure(exit, message)) => {
-            eprintln!("rollgate: {message}");
-            exit
-        }
-    }
+    })
 }
 
 async fn connect(k: &KubeArgs) -> Result<(Client, String), Failure> {
@@ -282,19 +277,9 @@ async fn report_handled(api: &Api<Rollout>, ns: &str, name: &str, action: Action
         };
         done == Some(token)
     };
-    let taken = async {
-        let mut stream = changes(api, name);
-        while let Some(next) = stream.next().await {
-            if let Ok(ro) = next
-                && handled(&ro)
-            {
-                return Some(ro);
-            }
-        }
-        None
-    };
+    let taken = rollout_watch::until(api, name, None, handled);
     match tokio::time::timeout(HANDLED_WITHIN, taken).await {
-        Ok(Some(ro)) => {
+        Ok(Ok(ro)) => {
             let v = view::view(&ro);
             let step = v.step.map(|s| format!(", step {s} of {}", v.steps.len())).unwrap_or_default();
             println!(
@@ -330,7 +315,7 @@ async fn status(api: &Api<Rollout>, ns: &str, a: StatusArgs) -> Result<Exit, Fai
         return Ok(Exit::Pass);
     }
     let mut last = String::new();
-    let mut stream = changes(api, &a.name);
+    let mut stream = rollout_watch::changes(api, &a.name);
     let mut current = Some(ro);
     loop {
         if let Some(ro) = current.take() {
@@ -350,7 +335,8 @@ async fn status(api: &Api<Rollout>, ns: &str, a: StatusArgs) -> Result<Exit, Fai
         }
         match stream.next().await {
             Some(Ok(ro)) => current = Some(ro),
-            Some(Err(e)) => return Err(Failure(Exit::Usage, format!("watching {ns}/{}: {e}", a.name))),
+            // The watch resumes with backoff; a blip of the API server does not end it.
+            Some(Err(e)) => tracing::debug!(error = %e, "watch interrupted; resuming"),
             None => return Err(Failure(Exit::Usage, format!("the watch of {ns}/{} ended", a.name))),
         }
     }
@@ -366,33 +352,17 @@ fn show(ro: &Rollout, format: Format, tty: bool) -> Result<String, Failure> {
     }
 }
 
-/// Every version of one Rollout from now on (a watch that resumes after disconnects).
-fn changes(
-    api: &Api<Rollout>,
-    name: &str,
-) -> impl futures::Stream<Item = Result<Rollout, watcher::Error>> + Unpin + use<> {
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    watcher(api.clone(), config).default_backoff().applied_objects().boxed()
-}
-
 async fn wait(api: &Api<Rollout>, ns: &str, a: WaitArgs) -> Result<Exit, Failure> {
     let first = get(api, ns, &a.name).await?;
     let mut latest = first.clone();
+    let target = a.target;
     let waiting = async {
-        let mut stream = changes(api, &a.name);
-        let mut current = Some(first);
-        loop {
-            if let Some(ro) = current.take()
-                && let Some(exit) = view::waited(&ro, a.target).exit()
-            {
-                return Ok((exit, ro));
-            }
-            match stream.next().await {
-                Some(Ok(ro)) => current = Some(ro),
-                Some(Err(e)) => return Err(Failure(Exit::Usage, format!("watching {ns}/{}: {e}", a.name))),
-                None => return Err(Failure(Exit::Usage, format!("the watch of {ns}/{} ended", a.name))),
-            }
-        }
+        let ro =
+            rollout_watch::until(api, &a.name, Some(first), |ro| view::waited(ro, target).exit().is_some())
+                .await
+                .map_err(|e| Failure(Exit::Usage, e))?;
+        let exit = view::waited(&ro, target).exit().unwrap_or(Exit::Usage);
+        Ok::<_, Failure>((exit, ro))
     };
     let timeout = a.timeout.as_std();
     let outcome = tokio::time::timeout(timeout, waiting).await;

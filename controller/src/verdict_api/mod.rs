@@ -20,8 +20,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures::{Stream, StreamExt};
-use kube::runtime::{WatchStreamExt, watcher};
+use futures::StreamExt;
 use kube::{Api, Client};
 use rollgate_crds::Rollout;
 use rollgate_crds::duration::PositiveDuration;
@@ -30,6 +29,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::cli::view::{self, WaitFor, Waited};
+use crate::rollout_watch;
 use auth::Denied;
 
 /// Longest long-poll a request may ask for.
@@ -137,17 +137,8 @@ async fn rollout(
         return axum::Json(body(&ro, Some(false))).into_response();
     }
     let api: Api<Rollout> = Api::namespaced(state.client.clone(), &ns);
-    let mut stream = changes(&api, &name);
-    let waiting = async {
-        while let Some(next) = stream.next().await {
-            match next {
-                Ok(ro) if view::waited(&ro, WaitFor::Verdict) != Waited::Pending => return Ok(ro),
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-        Err("the watch ended".to_string())
-    };
+    let waiting =
+        rollout_watch::until(&api, &name, None, |ro| view::waited(ro, WaitFor::Verdict) != Waited::Pending);
     match tokio::time::timeout(timeout, waiting).await {
         Ok(Ok(ro)) => axum::Json(body(&ro, Some(false))).into_response(),
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, format!("watching rollout {ns}/{name}: {e}")),
@@ -156,14 +147,6 @@ async fn rollout(
             axum::Json(body(&latest, Some(true))).into_response()
         }
     }
-}
-
-fn changes(
-    api: &Api<Rollout>,
-    name: &str,
-) -> impl Stream<Item = Result<Rollout, watcher::Error>> + Unpin + use<> {
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    watcher(api.clone(), config).default_backoff().applied_objects().boxed()
 }
 
 /// The decisions in `now` that come after `seen` (all of them when `seen` is no longer in the
@@ -187,7 +170,7 @@ async fn events(
     let api: Api<Rollout> = Api::namespaced(state.client.clone(), &ns);
     let first = Event::default().event("state").json_data(body(&ro, None));
     let mut last: Option<Decision> = ro.status.as_ref().and_then(|s| s.history.last().cloned());
-    let updates = changes(&api, &name).flat_map(move |next| {
+    let updates = rollout_watch::changes(&api, &name).flat_map(move |next| {
         let out: Vec<Result<Event, Infallible>> = match next {
             Ok(ro) => {
                 let history = ro.status.as_ref().map(|s| s.history.clone()).unwrap_or_default();
