@@ -54,20 +54,27 @@ pub struct ReplayArgs {
     pub output: Output,
 }
 
+/// Where `eval` and `record` read from: the gate, Prometheus, and the series.
 #[derive(Debug, Args)]
-pub struct EvalArgs {
+pub struct SeriesSource {
     /// The gate: a ReleaseGate manifest, a Rollout with an inline gate, or a bare gate spec.
     #[arg(long)]
     pub gate: PathBuf,
     /// Prometheus base URL (default: the gate's prometheus.address).
     #[arg(long)]
     pub prometheus: Option<String>,
-    /// PromQL label matchers of the series to judge, e.g. 'job="api",version="v2"'.
+    /// PromQL label matchers of the series to judge, e.g. 'namespace="shop",role="canary"'.
     #[arg(long)]
     pub selector: String,
     /// Label matchers of a reference version over the same interval (compareWithStable).
     #[arg(long)]
     pub stable_selector: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub source: SeriesSource,
     /// How long to gather evidence from now (or, with --lookback, how far back to look).
     #[arg(long = "for")]
     pub duration: PositiveDuration,
@@ -80,18 +87,8 @@ pub struct EvalArgs {
 
 #[derive(Debug, Args)]
 pub struct RecordArgs {
-    /// The gate whose checks are recorded (ReleaseGate, Rollout, or bare spec).
-    #[arg(long)]
-    pub gate: PathBuf,
-    /// Prometheus base URL (default: the gate's prometheus.address).
-    #[arg(long)]
-    pub prometheus: Option<String>,
-    /// PromQL label matchers of the canary's series, e.g. 'namespace="shop",role="canary"'.
-    #[arg(long)]
-    pub selector: String,
-    /// Label matchers of stable's series over the same interval.
-    #[arg(long)]
-    pub stable_selector: Option<String>,
+    #[command(flatten)]
+    pub source: SeriesSource,
     /// Start of the interval (RFC 3339, e.g. 2026-11-27T05:00:00Z).
     #[arg(long, conflicts_with = "since")]
     pub from: Option<String>,
@@ -212,38 +209,47 @@ pub fn render_replay(r: &Replay, steps: usize, output: Output) -> String {
     out
 }
 
-// === eval ===
+/// The gate, the canary's and stable's selectors, and the Prometheus to read, each checked.
+struct Opened {
+    gate: rollgate_crds::GateSpec,
+    canary: LabelMatchers,
+    stable: Option<LabelMatchers>,
+    prometheus: Prometheus,
+}
 
-async fn eval(a: EvalArgs) -> Exit {
-    let gate = match gate_file::load(&a.gate, a.prometheus.as_deref()) {
-        Ok(g) => g,
-        Err(e) => return usage(e),
-    };
+fn open(source: &SeriesSource) -> Result<Opened, String> {
+    let gate = gate_file::load(&source.gate, source.prometheus.as_deref())?;
     if gate.prometheus.address == gate_file::NO_PROMETHEUS {
-        return usage("--prometheus: needed, the gate file has no prometheus.address".into());
+        return Err("--prometheus: needed, the gate file has no prometheus.address".into());
     }
-    let canary = match LabelMatchers::parse(&a.selector) {
-        Ok(s) => s,
-        Err(e) => return usage(format!("--selector: {e}")),
-    };
-    let stable = match a.stable_selector.as_deref().map(LabelMatchers::parse).transpose() {
-        Ok(s) => s,
-        Err(e) => return usage(format!("--stable-selector: {e}")),
-    };
+    let canary = LabelMatchers::parse(&source.selector).map_err(|e| format!("--selector: {e}"))?;
+    let stable = source
+        .stable_selector
+        .as_deref()
+        .map(LabelMatchers::parse)
+        .transpose()
+        .map_err(|e| format!("--stable-selector: {e}"))?;
     for c in &gate.checks {
         let unfilled =
             metrics_provider::queries::for_check(c).map(|q| q.unfilled(&canary)).unwrap_or_default();
         if !unfilled.is_empty() {
-            return usage(format!(
-                "checks {}: a promql query for `gate eval` may use only $window (it uses ${})",
+            return Err(format!(
+                "checks {}: a promql query read by --selector may use only $window (it uses ${})",
                 c.name,
                 unfilled.join(", $")
             ));
         }
     }
-    let provider = match Prometheus::new(&gate.prometheus.address) {
-        Ok(p) => p,
-        Err(e) => return usage(format!("--prometheus: {e}")),
+    let prometheus = Prometheus::new(&gate.prometheus.address).map_err(|e| format!("--prometheus: {e}"))?;
+    Ok(Opened { gate, canary, stable, prometheus })
+}
+
+// === eval ===
+
+async fn eval(a: EvalArgs) -> Exit {
+    let Opened { gate, canary, stable, prometheus: provider } = match open(&a.source) {
+        Ok(o) => o,
+        Err(e) => return usage(e),
     };
     let total = a.duration.as_std();
     let min_healthy = gate.policy.min_healthy.as_std().min(total);
@@ -286,10 +292,6 @@ async fn eval(a: EvalArgs) -> Exit {
         }
         let next = (elapsed + interval).min(total);
         tokio::time::sleep_until(tokio::time::Instant::from_std(started + next)).await;
-        // Let the last evaluation see the final scrape.
-        if next >= total {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
     }
 }
 
@@ -316,17 +318,7 @@ async fn record(a: RecordArgs) -> Exit {
 }
 
 async fn record_series(a: &RecordArgs) -> Result<Series, String> {
-    let gate = gate_file::load(&a.gate, a.prometheus.as_deref())?;
-    if gate.prometheus.address == gate_file::NO_PROMETHEUS {
-        return Err("--prometheus: needed, the gate file has no prometheus.address".into());
-    }
-    let canary = LabelMatchers::parse(&a.selector).map_err(|e| format!("--selector: {e}"))?;
-    let stable = a
-        .stable_selector
-        .as_deref()
-        .map(LabelMatchers::parse)
-        .transpose()
-        .map_err(|e| format!("--stable-selector: {e}"))?;
+    let Opened { gate, canary, stable, prometheus } = open(&a.source)?;
     let to = match &a.to {
         Some(t) => timestamp("--to", t)?,
         None => Timestamp::now(),
@@ -352,7 +344,6 @@ async fn record_series(a: &RecordArgs) -> Result<Series, String> {
             "--every: {samples} samples over {span}s; at most {MAX_SAMPLES} (use a longer --every)"
         ));
     }
-    let prometheus = Prometheus::new(&gate.prometheus.address).map_err(|e| format!("--prometheus: {e}"))?;
     let zero = crate::gate::replay::SampleCounts { canary: CountPair { bad: 0, total: 0 }, stable: None };
     let names = gate.checks.iter().map(|c| (c.name.clone(), zero));
     let mut series = Series { samples: vec![Sample { at: 0.0, checks: names.collect() }] };
