@@ -1,66 +1,198 @@
-//! The router: operational routes, the API routes, and the middleware onion around them (the
-//! order is documented in `middleware`).
+//! The application as one hyper service: a static route table, the middleware onion (the order
+//! is documented in `middleware`) and the handlers.
+//!
+//! The routes are a `match`, not axum's `Router`: with six fixed routes a table lookup costs
+//! nothing, while the router and its per-route layers cost more than the whole 10 % budget the
+//! reference server has against a bare hyper server (`docs/benchmarks.md`). axum is still used
+//! for what it is good at here: extractors (`Query`), `Json` and `IntoResponse`.
 
-use std::any::Any;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
-use axum::middleware::from_fn_with_state;
+use axum::http::{Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
+use futures::FutureExt;
+use hyper::body::Incoming;
+use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::handlers;
-use crate::metrics::Metrics;
-use crate::middleware as mw;
+use crate::middleware::{Api, Edge};
 use crate::state::AppState;
 
-/// The whole application.
-pub fn router(state: AppState) -> Router {
-    router_with_api(state, Router::new())
+/// A boxed response future, for extra routes added by tests.
+pub type BoxResponse = Pin<Box<dyn Future<Output = Response> + Send>>;
+
+/// A handler for an extra API route (tests use it to add a handler that panics).
+pub type ExtraHandler = Arc<dyn Fn(Request<Incoming>) -> BoxResponse + Send + Sync>;
+
+/// The whole application; cheap to clone (two reference counts).
+#[derive(Clone)]
+pub struct App {
+    state: AppState,
+    extra: Arc<[(&'static str, ExtraHandler)]>,
 }
 
-/// The application with extra API routes that get the full API middleware (tests use it to add a
-/// handler that panics).
-pub fn router_with_api(state: AppState, extra_api: Router<AppState>) -> Router {
-    let body_limit = state.config.load().body_limit_bytes;
-    let metrics = state.metrics.clone();
-
-    let api = Router::new()
-        .route("/api/v1/echo", get(handlers::echo).post(handlers::echo_body))
-        .route("/api/v1/work", get(handlers::work))
-        .merge(extra_api)
-        .fallback(handlers::not_found)
-        .method_not_allowed_fallback(handlers::method_not_allowed)
-        .layer(ServiceBuilder::new().layer(from_fn_with_state(state.clone(), mw::api)).layer(
-            CatchPanicLayer::custom(move |p: Box<dyn Any + Send>| panic_response(&metrics, p.as_ref())),
-        ));
-
-    let ops = Router::new()
-        .route("/healthz", get(handlers::healthz))
-        .route("/readyz", get(handlers::readyz))
-        .route("/metrics", get(handlers::metrics))
-        .route("/version", get(handlers::version));
-
-    ops.merge(api)
-        .layer(
-            ServiceBuilder::new()
-                .layer(from_fn_with_state(state.clone(), mw::edge))
-                .layer(DefaultBodyLimit::max(body_limit)),
-        )
-        .with_state(state)
+/// What a path resolves to. The label is the `http_route` of the metrics and the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Healthz,
+    Readyz,
+    Metrics,
+    Version,
+    Echo,
+    Work,
+    Extra(usize, &'static str),
+    Unmatched,
 }
 
-fn panic_response(metrics: &Metrics, payload: &(dyn Any + Send)) -> Response {
-    metrics.panics.inc();
-    let detail = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_string());
-    tracing::error!(panic = %detail, "handler panicked");
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error").into_response()
+// === impl App ===
+
+impl App {
+    pub fn new(state: AppState) -> Self {
+        Self { state, extra: Arc::from(Vec::new()) }
+    }
+
+    /// The application with extra API routes that get the full API middleware.
+    pub fn with_api_routes(state: AppState, extra: Vec<(&'static str, ExtraHandler)>) -> Self {
+        Self { state, extra: Arc::from(extra) }
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn route(&self, path: &str) -> Route {
+        match path {
+            "/healthz" => Route::Healthz,
+            "/readyz" => Route::Readyz,
+            "/metrics" => Route::Metrics,
+            "/version" => Route::Version,
+            "/api/v1/echo" => Route::Echo,
+            "/api/v1/work" => Route::Work,
+            other => self
+                .extra
+                .iter()
+                .position(|(p, _)| *p == other)
+                .map_or(Route::Unmatched, |i| Route::Extra(i, self.extra[i].0)),
+        }
+    }
+
+    /// Serves one request: the edge pipeline for every route, the API pipeline for the API
+    /// routes and unmatched paths, then the handler.
+    ///
+    /// The pipelines' steps are plain functions on the way in (`enter`) and on the way out
+    /// (`finish`) around the one await that needs wrapping (timeout, panic capture): a request's
+    /// future stays small, and futures are moved several times before they are polled.
+    pub async fn serve(self, req: Request<Incoming>) -> Response {
+        let state = &self.state;
+        let route = self.route(req.uri().path());
+        let edge = match Edge::enter(state, route, &req) {
+            Ok(edge) => edge,
+            Err(refused) => return refused,
+        };
+        let res = if let Err(refused) = edge.check_body_limit(state, &req) {
+            refused
+        } else if route.is_api() {
+            let api = Api::enter(state, route, &req, edge.started());
+            let res = api.run(|| self.api_handler(route, req)).instrument(edge.span().clone()).await;
+            api.finish(res)
+        } else {
+            let _entered = edge.span().enter();
+            ops_handler(state, route, &req)
+        };
+        edge.finish(state, route, res)
+    }
+
+    async fn api_handler(&self, route: Route, req: Request<Incoming>) -> Response {
+        let state = &self.state;
+        match (route, req.method()) {
+            (Route::Echo, &Method::GET | &Method::HEAD) => handlers::echo(state, req.uri()),
+            // Handlers that wait are boxed: their futures would otherwise make every request's
+            // future larger.
+            (Route::Echo, &Method::POST) => Box::pin(handlers::echo_body(state, req)).await,
+            (Route::Work, &Method::GET | &Method::HEAD) => Box::pin(handlers::work(state, req.uri())).await,
+            (Route::Extra(i, _), _) => match self.extra.get(i) {
+                Some((_, handler)) => handler(req).await,
+                None => handlers::not_found(req.uri()),
+            },
+            (Route::Unmatched, _) => handlers::not_found(req.uri()),
+            _ => method_not_allowed(),
+        }
+    }
+}
+
+fn ops_handler(state: &AppState, route: Route, req: &Request<Incoming>) -> Response {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return method_not_allowed();
+    }
+    match route {
+        Route::Healthz => handlers::healthz(state),
+        Route::Readyz => handlers::readyz(state),
+        Route::Metrics => handlers::metrics(state),
+        Route::Version => handlers::version(state),
+        _ => handlers::not_found(req.uri()),
+    }
+}
+
+fn method_not_allowed() -> Response {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+        .into_response()
+}
+
+impl hyper::service::Service<Request<Incoming>> for App {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        Box::pin(self.clone().serve(req).map(Ok))
+    }
+}
+
+// === impl Route ===
+
+impl Route {
+    /// The API routes (and unmatched paths) get the API pipeline: metrics, timeout, admission,
+    /// faults and panic capture. Probes and `/metrics` stay cheap and unfaulted.
+    pub fn is_api(self) -> bool {
+        matches!(self, Route::Echo | Route::Work | Route::Extra(..) | Route::Unmatched)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Healthz => "/healthz",
+            Route::Readyz => "/readyz",
+            Route::Metrics => "/metrics",
+            Route::Version => "/version",
+            Route::Echo => "/api/v1/echo",
+            Route::Work => "/api/v1/work",
+            Route::Extra(_, path) => path,
+            Route::Unmatched => "unmatched",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+
+    #[test]
+    fn paths_resolve_to_routes() {
+        let config = Config::default();
+        let state = AppState::new(config.clone(), Metrics::new(&config.version)).expect("state");
+        let noop: ExtraHandler = Arc::new(|_| Box::pin(async { StatusCode::OK.into_response() }));
+        let app = App::with_api_routes(state, vec![("/api/v1/extra", noop)]);
+        assert_eq!(app.route("/healthz"), Route::Healthz);
+        assert_eq!(app.route("/api/v1/echo"), Route::Echo);
+        assert_eq!(app.route("/api/v1/echo/"), Route::Unmatched);
+        assert_eq!(app.route("/api/v1/extra"), Route::Extra(0, "/api/v1/extra"));
+        assert_eq!(app.route("/api/v1/extra").label(), "/api/v1/extra");
+        assert!(!Route::Metrics.is_api());
+        assert!(Route::Unmatched.is_api());
+    }
 }

@@ -1,13 +1,15 @@
-//! Route handlers: operational endpoints and the small API.
+//! Route handlers: operational endpoints and the small API. Each takes what it reads (the state,
+//! the URI, the request) and answers; routing and the middleware are in `app` and `middleware`.
 
 use std::time::Instant;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::extract::Query;
+use axum::extract::rejection::QueryRejection;
+use axum::http::{HeaderValue, Request, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -21,23 +23,20 @@ pub const MAX_COST_MS: u64 = 10_000;
 /// Largest `message` accepted by `/api/v1/echo`.
 pub const MAX_MESSAGE_LEN: usize = 1024;
 
-pub async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok", "version": state.config.load().version }))
+pub fn healthz(state: &AppState) -> Response {
+    Json(json!({ "status": "ok", "version": state.config.load().version })).into_response()
 }
 
-pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.lifecycle() {
-        Lifecycle::Ready => (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response(),
-        Lifecycle::Starting => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "starting" }))).into_response()
-        }
-        Lifecycle::Draining => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" }))).into_response()
-        }
-    }
+pub fn readyz(state: &AppState) -> Response {
+    let (status, text) = match state.lifecycle() {
+        Lifecycle::Ready => (StatusCode::OK, "ready"),
+        Lifecycle::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
+        Lifecycle::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+    };
+    (status, Json(json!({ "status": text }))).into_response()
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub fn metrics(state: &AppState) -> Response {
     match state.metrics.encode() {
         Ok(text) => {
             ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
@@ -47,8 +46,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-pub async fn version(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "name": "refserver", "version": state.config.load().version }))
+pub fn version(state: &AppState) -> Response {
+    Json(json!({ "name": "refserver", "version": state.config.load().version })).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,50 +58,51 @@ pub struct EchoParams {
 }
 
 #[derive(Debug, Serialize)]
-struct EchoReply {
-    message: String,
-    version: String,
+struct EchoReply<'a> {
+    message: &'a str,
+    version: &'a str,
 }
 
-pub async fn echo(
-    State(state): State<AppState>,
-    params: Result<Query<EchoParams>, QueryRejection>,
-) -> Response {
-    let Query(params) = match params {
-        Ok(p) => p,
-        Err(e) => return query_error(&state, &e),
+/// `GET /api/v1/echo?message=…`: the message back, with the server's version.
+pub fn echo(state: &AppState, uri: &Uri) -> Response {
+    let params = match Query::<EchoParams>::try_from_uri(uri) {
+        Ok(Query(p)) => p,
+        Err(e) => return query_error(state, &e),
     };
     if params.message.len() > MAX_MESSAGE_LEN {
         state.metrics.reject(RejectReason::bad_request);
         return ApiError::bad_request(format!("message: must be at most {MAX_MESSAGE_LEN} bytes"))
             .into_response();
     }
-    Json(EchoReply { message: params.message, version: state.config.load().version.clone() }).into_response()
+    Json(EchoReply { message: &params.message, version: &state.config.load().version }).into_response()
 }
 
-/// `POST /api/v1/echo`: the body back, with its content type.
-pub async fn echo_body(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match body {
-        Ok(bytes) => {
-            let ct = headers
+/// `POST /api/v1/echo`: the body back, with its content type. A body over `body_limit_bytes`
+/// (declared or streamed) is a 413.
+pub async fn echo_body(state: &AppState, req: Request<Incoming>) -> Response {
+    let limit = state.config.load().body_limit_bytes;
+    let (parts, body) = req.into_parts();
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => {
+            let ct = parts
+                .headers
                 .get(header::CONTENT_TYPE)
                 .cloned()
-                .unwrap_or_else(|| header::HeaderValue::from_static("application/octet-stream"));
-            ([(header::CONTENT_TYPE, ct)], bytes).into_response()
+                .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
+            ([(header::CONTENT_TYPE, ct)], collected.to_bytes()).into_response()
+        }
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            state.metrics.reject(RejectReason::body_too_large);
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body is over the limit of {limit} bytes"),
+            )
+            .into_response()
         }
         Err(e) => {
-            let status = e.status();
-            let (reason, code) = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                (RejectReason::body_too_large, "body_too_large")
-            } else {
-                (RejectReason::bad_request, "bad_request")
-            };
-            state.metrics.reject(reason);
-            ApiError::new(status, code, e.body_text()).into_response()
+            state.metrics.reject(RejectReason::bad_request);
+            ApiError::bad_request(format!("reading the request body: {e}")).into_response()
         }
     }
 }
@@ -113,13 +113,11 @@ pub struct WorkParams {
     cost_ms: u64,
 }
 
-pub async fn work(
-    State(state): State<AppState>,
-    params: Result<Query<WorkParams>, QueryRejection>,
-) -> Response {
-    let Query(params) = match params {
-        Ok(p) => p,
-        Err(e) => return query_error(&state, &e),
+/// `GET /api/v1/work?cost_ms=N`: N ms of CPU work on the worker pool.
+pub async fn work(state: &AppState, uri: &Uri) -> Response {
+    let params = match Query::<WorkParams>::try_from_uri(uri) {
+        Ok(Query(p)) => p,
+        Err(e) => return query_error(state, &e),
     };
     if params.cost_ms > MAX_COST_MS {
         state.metrics.reject(RejectReason::bad_request);
@@ -151,10 +149,6 @@ fn query_error(state: &AppState, e: &QueryRejection) -> Response {
     ApiError::bad_request(e.body_text()).into_response()
 }
 
-pub async fn not_found(uri: Uri) -> ApiError {
-    ApiError::not_found(uri.path())
-}
-
-pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+pub fn not_found(uri: &Uri) -> Response {
+    ApiError::not_found(uri.path()).into_response()
 }

@@ -10,8 +10,12 @@
 //!
 //! The rest are the server's own (`refserver_*`) and the async runtime's (`tokio_*`).
 
+use std::cell::RefCell;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::http::Method;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -19,6 +23,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use crate::sharded::{ShardedGauge, ShardedHistogram};
 
 /// Request-duration buckets (seconds).
 pub const REQUEST_BUCKETS: &[f64] = &[
@@ -30,12 +36,42 @@ pub const REQUEST_BUCKETS: &[f64] = &[
 pub const PAUSE_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.5];
 
+/// The labels of `http_server_request_duration_seconds`. Static strings: a route is one of the
+/// server's own (or `unmatched`), a method one of the standard ones (or `_OTHER`, as the
+/// OpenTelemetry conventions say), so the label set stays bounded whatever clients send.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub http_request_method: String,
-    pub http_route: String,
+    pub http_request_method: &'static str,
+    pub http_route: &'static str,
     pub http_response_status_code: u16,
 }
+
+/// The method label: the standard methods by name, anything else `_OTHER`.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "_OTHER",
+    }
+}
+
+/// Each thread keeps the histogram handles it used, so the hot path finds its histogram
+/// without hashing the labels or taking the family's lock. Keyed by the `Metrics` instance
+/// (tests run several in one process); bounded, past the bound the family is asked directly.
+const HANDLE_CACHE_LIMIT: usize = 64;
+
+thread_local! {
+    static HANDLES: RefCell<Vec<(u64, RequestLabels, ShardedHistogram)>> = const { RefCell::new(Vec::new()) };
+}
+
+static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Why a request was turned away before its handler ran.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -84,16 +120,18 @@ pub struct FaultLabels {
     pub kind: FaultKind,
 }
 
-/// The request histogram family; a fn-pointer constructor keeps the type nameable.
-pub type RequestFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
+/// The request histogram family; a fn-pointer constructor keeps the type nameable. Sharded by
+/// thread, like the in-flight gauge: every request writes both (see `sharded`).
+pub type RequestFamily = Family<RequestLabels, ShardedHistogram, fn() -> ShardedHistogram>;
 
-fn request_histogram() -> Histogram {
-    Histogram::new(REQUEST_BUCKETS.iter().copied())
+fn request_histogram() -> ShardedHistogram {
+    ShardedHistogram::new(REQUEST_BUCKETS.iter().copied())
 }
 
 /// All metric handles; cheap to clone (every handle is an `Arc` inside).
 #[derive(Clone)]
 pub struct Metrics {
+    id: u64,
     registry: Arc<Registry>,
     pub requests: RequestFamily,
     pub runtime_pause: Histogram,
@@ -106,7 +144,7 @@ pub struct Metrics {
     pub pool_busy_workers: Gauge,
     pub pool_workers: Gauge,
     pub admission_rate: Gauge<f64, AtomicU64>,
-    pub in_flight: Gauge,
+    pub in_flight: ShardedGauge,
     pub tokio_workers: Gauge,
     pub tokio_alive_tasks: Gauge,
     pub tokio_global_queue_depth: Gauge,
@@ -169,7 +207,7 @@ impl Metrics {
             "Currently admitted request rate (0 when admission control is off)",
             admission_rate.clone(),
         );
-        let in_flight = Gauge::default();
+        let in_flight = ShardedGauge::default();
         registry.register("refserver_requests_in_flight", "API requests being served", in_flight.clone());
         let tokio_workers = Gauge::default();
         registry.register(
@@ -194,6 +232,7 @@ impl Metrics {
         registry.register("refserver_build_info", "The running version", info);
 
         Self {
+            id: NEXT_METRICS_ID.fetch_add(1, Ordering::Relaxed),
             registry: Arc::new(registry),
             requests,
             runtime_pause,
@@ -210,6 +249,33 @@ impl Metrics {
             tokio_workers,
             tokio_alive_tasks,
             tokio_global_queue_depth,
+        }
+    }
+
+    /// Records one served request in `http_server_request_duration_seconds`.
+    pub fn observe_request(&self, method: &Method, route: &'static str, status: u16, elapsed: Duration) {
+        let labels = RequestLabels {
+            http_request_method: method_label(method),
+            http_route: route,
+            http_response_status_code: status,
+        };
+        let seconds = elapsed.as_secs_f64();
+        let cached = HANDLES.with(|handles| {
+            let Ok(mut handles) = handles.try_borrow_mut() else { return false };
+            if let Some((_, _, h)) = handles.iter().find(|(id, l, _)| *id == self.id && *l == labels) {
+                h.observe(seconds);
+                return true;
+            }
+            if handles.len() >= HANDLE_CACHE_LIMIT {
+                return false;
+            }
+            let h = self.requests.get_or_create(&labels).clone();
+            h.observe(seconds);
+            handles.push((self.id, labels.clone(), h));
+            true
+        });
+        if !cached {
+            self.requests.get_or_create(&labels).observe(seconds);
         }
     }
 

@@ -9,37 +9,43 @@
 //!    request (`debug`, or `warn` for 5xx) carrying the ids.
 //! 3. `x-refserver-version` response header.
 //! 4. body limit: a declared body over `body_limit_bytes` is a 413 at once; a streamed one is cut
-//!    at the limit by the extractors (`DefaultBodyLimit`, see `app`).
+//!    at the limit where it is read (`handlers::echo_body`).
 //!
-//! `api`, for the API routes only (probes and `/metrics` stay cheap and unfaulted):
+//! `api`, for the API routes and unmatched paths (probes and `/metrics` stay cheap and
+//! unfaulted):
 //! 5. metrics: duration histogram by method, route and status; in-flight gauge; the adaptive
 //!    limiter's window. Outside everything that can answer on its own, so 429, 503, injected
 //!    faults and panics are all counted.
 //! 6. timeout: the live `request_timeout_ms`; 503 `timeout` when exceeded.
 //! 7. admission control: 429 + `Retry-After` (see `admission`).
 //! 8. faults: safepoint (stop-the-world stall), added latency, injected 500s.
-//! 9. panic capture (`CatchPanicLayer` around the handler, see `app`): 500 JSON, counted, and
-//!    the server keeps serving.
+//! 9. panic capture around the handler: 500 JSON, counted, and the server keeps serving.
 //!
-//! Each pipeline is one middleware function calling its steps in order: one boxed future and one
-//! state clone per pipeline instead of per step, which is most of the onion's cost at high rates
-//! (see `docs/benchmarks.md`).
+//! Each pipeline is a value with `enter` (the steps on the way in) and `finish` (on the way
+//! out); `Api::run` is the one await that needs wrapping (timeout, panic capture). `app::App`
+//! calls them in order. No boxed future, no state clone and no allocation per step, and a small
+//! future per request: as separate layers (axum `from_fn`, one boxed future and one state clone
+//! each, behind axum's router) the same steps cost a third of the server's throughput
+//! (`docs/benchmarks.md`).
 
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
+use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use rand::Rng;
-use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::admission::Admit;
+use crate::app::Route;
 use crate::config::{AdmissionMode, FaultConfig};
 use crate::error::ApiError;
-use crate::metrics::{FaultKind, RejectReason, RequestLabels};
+use crate::ids;
+use crate::metrics::{FaultKind, RejectReason};
 use crate::state::AppState;
 use crate::trace_context::TraceParent;
 
@@ -49,46 +55,96 @@ static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 // === edge pipeline ===
 
-pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    // 1. request id
-    let request_id = match req.headers().get(&X_REQUEST_ID) {
-        Some(v) => match valid_request_id(v) {
-            Ok(()) => v.clone(),
-            Err(reason) => {
-                state.metrics.reject(RejectReason::bad_request);
-                return ApiError::bad_request(format!("header x-request-id: {reason}")).into_response();
-            }
-        },
-        None => new_request_id(),
-    };
-    // 2. trace
-    let route = route_of(&req);
-    let method = req.method().clone();
-    let parent = TraceParent::from_headers(req.headers());
-    let span = tracing::debug_span!(
-        "request",
-        http.request.method = %method,
-        http.route = %route,
-        request_id = request_id.to_str().unwrap_or_default(),
-        trace_id = tracing::field::Empty,
-    );
-    let ids = trace_ids(&span, parent.as_ref());
-    if !span.is_disabled() {
-        span.record("trace_id", tracing::field::display(ids.trace_id_hex()));
+/// Steps 1–4 for one request, between `enter` and `finish`.
+pub struct Edge {
+    started: Instant,
+    request_id: HeaderValue,
+    method: Method,
+    ids: TraceParent,
+    /// Disabled (`Span::none()`, entered for nothing) when the log level is above `debug` and
+    /// nothing exports.
+    span: tracing::Span,
+}
+
+impl Edge {
+    /// Steps 1 (request id; a bad one is refused here, with a 400) and 2 (trace).
+    // The refusal is the response itself, returned at once; boxing it buys nothing.
+    #[allow(clippy::result_large_err)]
+    pub fn enter<B>(state: &AppState, route: Route, req: &Request<B>) -> Result<Self, Response> {
+        let started = Instant::now();
+        let request_id = match req.headers().get(&X_REQUEST_ID) {
+            Some(v) => match valid_request_id(v) {
+                Ok(()) => v.clone(),
+                Err(reason) => {
+                    state.metrics.reject(RejectReason::bad_request);
+                    return Err(
+                        ApiError::bad_request(format!("header x-request-id: {reason}")).into_response()
+                    );
+                }
+            },
+            None => new_request_id(),
+        };
+        let method = req.method().clone();
+        let parent = TraceParent::from_headers(req.headers());
+        let span = tracing::debug_span!(
+            "request",
+            http.request.method = %method,
+            http.route = route.label(),
+            request_id = request_id.to_str().unwrap_or_default(),
+            trace_id = tracing::field::Empty,
+        );
+        let ids = trace_ids(&span, parent.as_ref());
+        if !span.is_disabled() {
+            span.record("trace_id", tracing::field::display(ids.trace_id_hex()));
+        }
+        Ok(Self { started, request_id, method, ids, span })
     }
-    // 4. body limit (inside the span, so a 413 is logged with the ids)
-    let mut res = match check_body_limit(&state, &req) {
-        Ok(()) => next.run(req).instrument(span).await,
-        Err(rejected) => rejected.into_response(),
-    };
-    // 1–3 on the way out.
-    let headers = res.headers_mut();
-    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-    headers.insert(TRACEPARENT.clone(), ids.header_value());
-    headers.insert(X_REFSERVER_VERSION.clone(), state.version_header.clone());
-    log_request(&res, started, &method, &route, &request_id, &ids);
-    res
+
+    /// The request's span, to run the rest in.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// When the request arrived.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Step 4: a declared body over the limit is refused with a 413 (answered through `finish`,
+    /// so it carries the ids and is logged).
+    #[allow(clippy::result_large_err)]
+    pub fn check_body_limit<B>(&self, state: &AppState, req: &Request<B>) -> Result<(), Response> {
+        let Some(len) = req.headers().get(header::CONTENT_LENGTH) else { return Ok(()) };
+        let limit = state.config.load().body_limit_bytes;
+        let _entered = self.span.enter();
+        match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
+            None => {
+                state.metrics.reject(RejectReason::bad_request);
+                Err(ApiError::bad_request("header content-length: not a number").into_response())
+            }
+            Some(n) if n > limit as u64 => {
+                state.metrics.reject(RejectReason::body_too_large);
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("request body of {n} bytes is over the limit of {limit} bytes"),
+                )
+                .into_response())
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Steps 1–3 on the way out: the ids and the version on the response, and the log line.
+    pub fn finish(self, state: &AppState, route: Route, mut res: Response) -> Response {
+        let headers = res.headers_mut();
+        headers.insert(X_REQUEST_ID.clone(), self.request_id.clone());
+        headers.insert(TRACEPARENT.clone(), self.ids.header_value());
+        headers.insert(X_REFSERVER_VERSION.clone(), state.version_header.clone());
+        let _entered = self.span.enter();
+        log_request(&res, self.started, &self.method, route.label(), &self.request_id, &self.ids);
+        res
+    }
 }
 
 fn valid_request_id(v: &HeaderValue) -> Result<(), &'static str> {
@@ -103,9 +159,10 @@ fn valid_request_id(v: &HeaderValue) -> Result<(), &'static str> {
 }
 
 fn new_request_id() -> HeaderValue {
-    let n: u128 = rand::rng().random();
+    let mut hex = [0u8; 32];
+    ids::write_hex(&mut hex, ids::nonzero_u128());
     // 32 lowercase hex digits are always a valid header value.
-    HeaderValue::from_str(&format!("{n:032x}")).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// This request's trace context. When the span is exported (OTLP on), the exported span's ids
@@ -140,105 +197,136 @@ fn trace_ids(span: &tracing::Span, parent: Option<&TraceParent>) -> TraceParent 
 fn log_request(
     res: &Response,
     started: Instant,
-    method: &axum::http::Method,
+    method: &Method,
     route: &str,
     request_id: &HeaderValue,
     ids: &TraceParent,
 ) {
+    // The fields are computed only when the line is logged (at `info`, one per failure).
     let status = res.status().as_u16();
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed_ms = || started.elapsed().as_secs_f64() * 1000.0;
     let request_id = request_id.to_str().unwrap_or_default();
     if status >= 500 {
-        tracing::warn!(status, elapsed_ms, %method, route, request_id, trace_id = %ids.trace_id_hex(), "request finished");
+        tracing::warn!(status, elapsed_ms = elapsed_ms(), %method, route, request_id, trace_id = %ids.trace_id_hex(), "request finished");
     } else {
-        tracing::debug!(status, elapsed_ms, %method, route, request_id, trace_id = %ids.trace_id_hex(), "request finished");
-    }
-}
-
-fn route_of(req: &Request) -> String {
-    req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string())
-}
-
-fn check_body_limit(state: &AppState, req: &Request) -> Result<(), ApiError> {
-    let Some(len) = req.headers().get(header::CONTENT_LENGTH) else { return Ok(()) };
-    let limit = state.config.load().body_limit_bytes;
-    match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
-        None => {
-            state.metrics.reject(RejectReason::bad_request);
-            Err(ApiError::bad_request("header content-length: not a number"))
-        }
-        Some(n) if n > limit as u64 => {
-            state.metrics.reject(RejectReason::body_too_large);
-            Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("request body of {n} bytes is over the limit of {limit} bytes"),
-            ))
-        }
-        Some(_) => Ok(()),
+        tracing::debug!(status, elapsed_ms = elapsed_ms(), %method, route, request_id, trace_id = %ids.trace_id_hex(), "request finished");
     }
 }
 
 // === api pipeline ===
 
-pub async fn api(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    // 5. metrics
-    let started = Instant::now();
-    let method = req.method().to_string();
-    let route = route_of(&req);
-    state.metrics.in_flight.inc();
-    // The settings this request uses, copied out of the live configuration (cheaper than
-    // holding a reference-counted snapshot across awaits).
-    let (limit, admission, adaptive, fault) = {
-        let config = state.config.load();
-        (
-            Duration::from_millis(config.request_timeout_ms),
-            config.admission.mode,
-            config.admission.adaptive,
-            config.fault.clone(),
-        )
-    };
-    // 6. timeout
-    let res = match tokio::time::timeout(limit, admit_then_serve(&state, admission, &fault, req, next)).await
-    {
-        Ok(res) => res,
-        Err(_) => {
-            state.metrics.reject(RejectReason::timeout);
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
-                format!("request took longer than {} ms", limit.as_millis()),
-            )
-            .into_response()
-        }
-    };
-    state.metrics.in_flight.dec();
-    let elapsed = started.elapsed();
-    let status = res.status().as_u16();
-    state
-        .metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            http_request_method: method,
-            http_route: route,
-            http_response_status_code: status,
-        })
-        .observe(elapsed.as_secs_f64());
-    // Only the adaptive limiter reads the window; skip the lock otherwise.
-    if adaptive && let Ok(mut w) = state.window.lock() {
-        w.record(elapsed, status >= 500);
-    }
-    res
+/// Steps 5–9 for one request, between `enter` and `finish`. Dropping it (the client went away)
+/// still takes the request out of the in-flight gauge.
+pub struct Api<'a> {
+    state: &'a AppState,
+    route: Route,
+    started: Instant,
+    method: Method,
+    limit: Duration,
+    admission: AdmissionMode,
+    adaptive: bool,
+    fault: FaultConfig,
 }
 
-/// 7. admission control, then 8. faults, then the handler.
-async fn admit_then_serve(
+impl<'a> Api<'a> {
+    /// Step 5 on the way in, and the settings this request uses, copied out of the live
+    /// configuration (cheaper than holding a reference-counted snapshot across awaits).
+    pub fn enter<B>(state: &'a AppState, route: Route, req: &Request<B>, started: Instant) -> Self {
+        state.metrics.in_flight.inc();
+        let config = state.config.load();
+        Self {
+            state,
+            route,
+            started,
+            method: req.method().clone(),
+            limit: Duration::from_millis(config.request_timeout_ms),
+            admission: config.admission.mode,
+            adaptive: config.admission.adaptive,
+            fault: config.fault.clone(),
+        }
+    }
+
+    /// Step 6 (timeout) around 7 (admission), 8 (faults) and 9 (the handler, panics caught).
+    pub async fn run<F, Fut>(&self, handler: F) -> Response
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Response>,
+    {
+        match tokio::time::timeout_at((self.started + self.limit).into(), self.admit_then_serve(handler))
+            .await
+        {
+            Ok(res) => res,
+            Err(_) => {
+                self.state.metrics.reject(RejectReason::timeout);
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "timeout",
+                    format!("request took longer than {} ms", self.limit.as_millis()),
+                )
+                .into_response()
+            }
+        }
+    }
+
+    /// Step 5 on the way out.
+    pub fn finish(self, res: Response) -> Response {
+        let elapsed = self.started.elapsed();
+        let status = res.status().as_u16();
+        self.state.metrics.observe_request(&self.method, self.route.label(), status, elapsed);
+        // Only the adaptive limiter reads the window; skip the lock otherwise.
+        if self.adaptive
+            && let Ok(mut w) = self.state.window.lock()
+        {
+            w.record(elapsed, status >= 500);
+        }
+        res
+    }
+
+    async fn admit_then_serve<F, Fut>(&self, handler: F) -> Response
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Response>,
+    {
+        let (state, admission, fault) = (self.state, self.admission, &self.fault);
+        // The steps that can wait are boxed and taken only when configured: their timers and locks
+        // would otherwise be part of every request's future.
+        let may_wait = admission != AdmissionMode::Off
+            || fault.pause_ms > 0
+            || fault.latency_ms > 0
+            || fault.latency_jitter_ms > 0;
+        if may_wait && let Some(rejected) = Box::pin(admit_and_delay(state, admission, fault)).await {
+            return rejected;
+        }
+        if fault.error_ratio > 0.0 && rand::rng().random_bool(fault.error_ratio) {
+            state.metrics.fault(FaultKind::error);
+            return ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "injected_fault",
+                "fault injected on purpose",
+            )
+            .into_response();
+        }
+        // The handler is the last step: a panic in it cannot leave the state above half-changed.
+        match AssertUnwindSafe(handler()).catch_unwind().await {
+            Ok(res) => res,
+            Err(payload) => panic_response(state, payload.as_ref()),
+        }
+    }
+}
+
+impl Drop for Api<'_> {
+    fn drop(&mut self) {
+        self.state.metrics.in_flight.dec();
+    }
+}
+
+/// Step 7 (admission control) and the waiting faults of step 8 (safepoint, added latency):
+/// `Some` when the request is turned away.
+async fn admit_and_delay(
     state: &AppState,
     admission: AdmissionMode,
     fault: &FaultConfig,
-    req: Request,
-    next: Next,
-) -> Response {
+) -> Option<Response> {
     if admission != AdmissionMode::Off {
         let decision = match state.admission.lock() {
             Ok(mut a) => a.admit(Instant::now()),
@@ -250,13 +338,15 @@ async fn admit_then_serve(
             Admit::Reject { retry_after, shaped } => {
                 let reason = if shaped { RejectReason::shaper_full } else { RejectReason::rate_limited };
                 state.metrics.reject(reason);
-                return ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    "over the admitted request rate; retry later",
-                )
-                .retry_after(retry_after)
-                .into_response();
+                return Some(
+                    ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        "over the admitted request rate; retry later",
+                    )
+                    .retry_after(retry_after)
+                    .into_response(),
+                );
             }
         }
     }
@@ -274,16 +364,18 @@ async fn admit_then_serve(
         state.metrics.fault(FaultKind::latency);
         tokio::time::sleep(Duration::from_millis(fault.latency_ms + jitter)).await;
     }
-    if fault.error_ratio > 0.0 && rand::rng().random_bool(fault.error_ratio) {
-        state.metrics.fault(FaultKind::error);
-        return ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "injected_fault",
-            "fault injected on purpose",
-        )
-        .into_response();
-    }
-    next.run(req).await
+    None
+}
+
+fn panic_response(state: &AppState, payload: &(dyn Any + Send)) -> Response {
+    state.metrics.panics.inc();
+    let detail = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    tracing::error!(panic = %detail, "handler panicked");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error").into_response()
 }
 
 #[cfg(test)]

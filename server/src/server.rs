@@ -12,13 +12,12 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::admission::adapt_loop;
-use crate::app;
+use crate::app::App;
 use crate::config::Sources;
 use crate::reload::reload_loop;
 use crate::runtime_probe::{probe_loop, stall_loop};
@@ -103,7 +102,7 @@ pub async fn run(
         });
     }
 
-    let app = app::router(state.clone());
+    let app = App::new(state.clone());
     state.set_lifecycle(Lifecycle::Ready);
     let grace = Duration::from_millis(config.shutdown.grace_ms);
     let serve = async {
@@ -144,12 +143,12 @@ pub async fn run(
 /// Serves HTTP/1.1 connections until `stop` turns true, then closes the listener and returns the
 /// open connections, already told to finish their in-flight request and close.
 ///
-/// hyper's HTTP/1 server directly (not `axum::serve`'s auto-detecting HTTP/1+2 one): the reference
-/// server speaks HTTP/1.1 to gateways and probes, and the auto builder costs about 9 % of
-/// throughput (`docs/benchmarks.md`).
-async fn accept_until(
+/// hyper's HTTP/1 server directly (not an auto-detecting HTTP/1+2 one): the reference server
+/// speaks HTTP/1.1 to gateways and probes, and the auto builder costs about 9 % of throughput
+/// (`docs/benchmarks.md`). Tests serve an `App` with extra routes through it too.
+pub async fn accept_until(
     listener: TcpListener,
-    app: axum::Router,
+    app: App,
     mut stop: watch::Receiver<bool>,
 ) -> GracefulShutdown {
     let connections = GracefulShutdown::new();
@@ -169,8 +168,7 @@ async fn accept_until(
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn = http1::Builder::new()
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), app.clone());
         let watched = connections.watch(conn);
         // One task per connection is the server's unit of work; a connection error concerns
         // that client only and is logged at debug.

@@ -6,7 +6,8 @@
 //! with OTLP export on, the exported span uses the same parent.
 
 use axum::http::{HeaderMap, HeaderValue};
-use rand::Rng;
+
+use crate::ids;
 
 /// A parsed or freshly made trace context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,11 +53,10 @@ impl TraceParent {
 
     /// This server's context: the caller's trace with a new span id, or a new sampled trace.
     pub fn child_of(parent: Option<&TraceParent>) -> Self {
-        let mut rng = rand::rng();
-        let span_id = rng.random_range(1..=u64::MAX);
+        let span_id = ids::nonzero_u64();
         match parent {
             Some(p) => Self { trace_id: p.trace_id, span_id, sampled: p.sampled },
-            None => Self { trace_id: rng.random_range(1..=u128::MAX), span_id, sampled: true },
+            None => Self { trace_id: ids::nonzero_u128(), span_id, sampled: true },
         }
     }
 
@@ -65,9 +65,12 @@ impl TraceParent {
     }
 
     pub fn header_value(&self) -> HeaderValue {
-        let s = format!("00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, u8::from(self.sampled));
+        let mut s = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        ids::write_hex(&mut s[3..35], self.trace_id);
+        ids::write_hex(&mut s[36..52], u128::from(self.span_id));
+        ids::write_hex(&mut s[53..55], u128::from(u8::from(self.sampled)));
         // Only hex digits and dashes: always a valid header value.
-        HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
+        HeaderValue::from_bytes(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 }
 

@@ -1,30 +1,35 @@
-//! The router served in-process on an ephemeral port: what needs a handler the binary does not
-//! have (a panicking one).
+//! The application served in-process on an ephemeral port: what needs a handler the binary does
+//! not have (a panicking one).
 
-use axum::Router;
-use axum::routing::get;
+use std::sync::Arc;
+
+use refserver::app::{App, ExtraHandler};
 use refserver::config::Config;
 use refserver::metrics::Metrics;
 use refserver::state::{AppState, Lifecycle};
 
-async fn serve(extra: Router<AppState>) -> (String, AppState) {
+async fn serve(extra: Vec<(&'static str, ExtraHandler)>) -> (String, AppState) {
     let config = Config::default();
     let state = AppState::new(config.clone(), Metrics::new(&config.version)).expect("state");
     state.set_lifecycle(Lifecycle::Ready);
-    let app = refserver::app::router_with_api(state.clone(), extra);
+    let app = App::with_api_routes(state.clone(), extra);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _keep_serving = _stop;
+        refserver::server::accept_until(listener, app, stop_rx).await
+    });
     (format!("http://{addr}"), state)
 }
 
-async fn boom() -> &'static str {
-    panic!("handler bug")
+fn boom() -> ExtraHandler {
+    Arc::new(|_| Box::pin(async { panic!("handler bug") }))
 }
 
 #[tokio::test]
 async fn a_panicking_handler_is_a_500_and_the_next_request_succeeds() {
-    let (base, state) = serve(Router::new().route("/api/v1/boom", get(boom))).await;
+    let (base, state) = serve(vec![("/api/v1/boom", boom())]).await;
     let client = reqwest::Client::builder().no_proxy().build().expect("client");
     let r = client.get(format!("{base}/api/v1/boom")).send().await.expect("request");
     assert_eq!(r.status(), 500);
@@ -47,7 +52,7 @@ async fn a_panicking_handler_is_a_500_and_the_next_request_succeeds() {
 
 #[tokio::test]
 async fn readiness_follows_the_lifecycle() {
-    let (base, state) = serve(Router::new()).await;
+    let (base, state) = serve(Vec::new()).await;
     let client = reqwest::Client::builder().no_proxy().build().expect("client");
     assert_eq!(client.get(format!("{base}/readyz")).send().await.expect("r").status(), 200);
     state.set_lifecycle(Lifecycle::Draining);
