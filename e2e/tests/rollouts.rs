@@ -145,7 +145,12 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // The SSE stream carried every transition, in order.
+    // The SSE stream carried every transition, in order. It is read on its own connection, so
+    // the last transition can arrive just after the condition did: wait for it.
+    wait_until("the promotion on the SSE stream", Duration::from_secs(30), || async {
+        sse.events().iter().any(|(e, d)| e == "transition" && d["action"] == "Promote")
+    })
+    .await;
     let transitions: Vec<(String, i64)> = sse
         .events()
         .into_iter()
