@@ -29,7 +29,6 @@
 //! (`docs/benchmarks.md`).
 
 use std::any::Any;
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
@@ -41,7 +40,7 @@ use rand::Rng;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::admission::Admit;
-use crate::app::Route;
+use crate::app::{BoxResponse, Route};
 use crate::config::{AdmissionMode, FaultConfig};
 use crate::error::ApiError;
 use crate::ids;
@@ -215,6 +214,13 @@ fn log_request(
 
 // === api pipeline ===
 
+/// What a handler gives back: its response, or, for a handler that waits (a body to read, the
+/// worker pool), the future of it, boxed since that is the rare case.
+pub enum Handled {
+    Now(Response),
+    Later(BoxResponse),
+}
+
 /// Steps 5–9 for one request, between `enter` and `finish`. Dropping it (the client went away)
 /// still takes the request out of the in-flight gauge.
 pub struct Api<'a> {
@@ -247,25 +253,60 @@ impl<'a> Api<'a> {
     }
 
     /// Step 6 (timeout) around 7 (admission), 8 (faults) and 9 (the handler, panics caught).
-    pub async fn run<F, Fut>(&self, handler: F) -> Response
+    ///
+    /// The handler answers at once or hands back the future of a handler that waits; only
+    /// what waits gets a timer (making one reaches the runtime's shared handle) and a place in
+    /// this future (kept small: a request's future is moved several times before it runs).
+    pub async fn run<F>(&self, handler: F) -> Response
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Response>,
+        F: FnOnce() -> Handled,
     {
-        match tokio::time::timeout_at((self.started + self.limit).into(), self.admit_then_serve(handler))
-            .await
-        {
-            Ok(res) => res,
-            Err(_) => {
-                self.state.metrics.reject(RejectReason::timeout);
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "timeout",
-                    format!("request took longer than {} ms", self.limit.as_millis()),
-                )
-                .into_response()
+        let (state, admission, fault) = (self.state, self.admission, &self.fault);
+        let deadline = tokio::time::Instant::from_std(self.started + self.limit);
+        // The steps that can wait are boxed and taken only when configured.
+        let may_wait = admission != AdmissionMode::Off
+            || fault.pause_ms > 0
+            || fault.latency_ms > 0
+            || fault.latency_jitter_ms > 0;
+        if may_wait {
+            match tokio::time::timeout_at(deadline, Box::pin(admit_and_delay(state, admission, fault))).await
+            {
+                Ok(None) => {}
+                Ok(Some(rejected)) => return rejected,
+                Err(_) => return self.timed_out(),
             }
         }
+        if fault.error_ratio > 0.0 && rand::rng().random_bool(fault.error_ratio) {
+            state.metrics.fault(FaultKind::error);
+            return ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "injected_fault",
+                "fault injected on purpose",
+            )
+            .into_response();
+        }
+        // The handler is the last step: a panic in it cannot leave the state above half-changed.
+        match std::panic::catch_unwind(AssertUnwindSafe(handler)) {
+            Err(payload) => panic_response(state, payload.as_ref()),
+            Ok(Handled::Now(res)) => res,
+            Ok(Handled::Later(waiting)) => {
+                match tokio::time::timeout_at(deadline, AssertUnwindSafe(waiting).catch_unwind()).await {
+                    Ok(Ok(res)) => res,
+                    Ok(Err(payload)) => panic_response(state, payload.as_ref()),
+                    Err(_) => self.timed_out(),
+                }
+            }
+        }
+    }
+
+    fn timed_out(&self) -> Response {
+        self.state.metrics.reject(RejectReason::timeout);
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!("request took longer than {} ms", self.limit.as_millis()),
+        )
+        .into_response()
     }
 
     /// Step 5 on the way out.
@@ -280,37 +321,6 @@ impl<'a> Api<'a> {
             w.record(elapsed, status >= 500);
         }
         res
-    }
-
-    async fn admit_then_serve<F, Fut>(&self, handler: F) -> Response
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Response>,
-    {
-        let (state, admission, fault) = (self.state, self.admission, &self.fault);
-        // The steps that can wait are boxed and taken only when configured: their timers and locks
-        // would otherwise be part of every request's future.
-        let may_wait = admission != AdmissionMode::Off
-            || fault.pause_ms > 0
-            || fault.latency_ms > 0
-            || fault.latency_jitter_ms > 0;
-        if may_wait && let Some(rejected) = Box::pin(admit_and_delay(state, admission, fault)).await {
-            return rejected;
-        }
-        if fault.error_ratio > 0.0 && rand::rng().random_bool(fault.error_ratio) {
-            state.metrics.fault(FaultKind::error);
-            return ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "injected_fault",
-                "fault injected on purpose",
-            )
-            .into_response();
-        }
-        // The handler is the last step: a panic in it cannot leave the state above half-changed.
-        match AssertUnwindSafe(handler()).catch_unwind().await {
-            Ok(res) => res,
-            Err(payload) => panic_response(state, payload.as_ref()),
-        }
     }
 }
 

@@ -168,7 +168,7 @@ pub async fn accept_until(
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), app.clone());
+        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), app);
         let watched = connections.watch(conn);
         // One task per connection is the server's unit of work; a connection error concerns
         // that client only and is logged at debug.
