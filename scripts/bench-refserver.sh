@@ -4,7 +4,9 @@
 #
 #   scripts/bench-refserver.sh [DURATION_S] [CONNECTIONS] [THREADS]
 #
-# Prints requests/s and p99 latency for both, and the ratio. Installs wrk (Debian) if missing.
+# Prints requests/s and p99 latency for both, and the ratio. Also measures the bare server sending
+# refserver's response headers as fixed values, which separates the cost of the bytes on the wire
+# from the cost of the middleware that makes them. Installs wrk (Debian) if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -51,14 +53,20 @@ median() { sort -n -k"$2" "$1" | awk -v c="$2" '{v[NR]=$c} END {print v[int((NR+
 for r in $(seq "$rounds"); do
   log "round $r/$rounds: bare hyper, then refserver /api/v1/echo (${duration}s each)"
   measure bare / "$bin/bare-hello" "127.0.0.1:$port"
+  measure bare-headers / "$bin/bare-hello" "127.0.0.1:$port" --refserver-headers
   measure refserver /api/v1/echo "$bin/refserver" --listen "127.0.0.1:$port" --set log.level=info
 done
 bare_rps=$(median "$work/bare" 1); bare_p99=$(median "$work/bare" 2)
 rs_rps=$(median "$work/refserver" 1); rs_p99=$(median "$work/refserver" 2)
+bh_rps=$(median "$work/bare-headers" 1); bh_p99=$(median "$work/bare-headers" 2)
 ratio=$(awk -v a="$rs_rps" -v b="$bare_rps" 'BEGIN {printf "%.3f", a / b}')
-printf '\n%-28s %12s %10s\n' "server" "requests/s" "p99 ms"
-printf '%-28s %12.0f %10.2f\n' "bare hyper hello-world" "$bare_rps" "$bare_p99"
-printf '%-28s %12.0f %10.2f\n' "refserver /api/v1/echo" "$rs_rps" "$rs_p99"
+wire=$(awk -v a="$bh_rps" -v b="$bare_rps" 'BEGIN {printf "%.3f", a / b}')
+middleware=$(awk -v a="$rs_rps" -v b="$bh_rps" 'BEGIN {printf "%.3f", a / b}')
+printf '\n%-36s %12s %10s\n' "server" "requests/s" "p99 ms"
+printf '%-36s %12.0f %10.2f\n' "bare hyper hello-world" "$bare_rps" "$bare_p99"
+printf '%-36s %12.0f %10.2f\n' "bare hyper + refserver's headers" "$bh_rps" "$bh_p99"
+printf '%-36s %12.0f %10.2f\n' "refserver /api/v1/echo" "$rs_rps" "$rs_p99"
 printf 'throughput ratio refserver/bare: %s (goal >= 0.9)\n' "$ratio"
+printf '  of which the response bytes (bare+headers/bare): %s; the middleware (refserver/bare+headers): %s\n' "$wire" "$middleware"
 printf 'median of %s alternating rounds; wrk -t%s -c%s -d%ss; %s cores; %s\n' "$rounds" "$threads" "$conns" "$duration" "$(nproc)" "$(date -u +%F)"
-printf 'per round (rps p99): bare [%s] refserver [%s]\n' "$(tr '\n' ';' <"$work/bare")" "$(tr '\n' ';' <"$work/refserver")"
+printf 'per round (rps p99): bare [%s] bare+headers [%s] refserver [%s]\n' "$(tr '\n' ';' <"$work/bare")" "$(tr '\n' ';' <"$work/bare-headers")" "$(tr '\n' ';' <"$work/refserver")"
