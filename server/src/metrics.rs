@@ -252,10 +252,11 @@ impl Metrics {
         }
     }
 
-    /// Records one served request in `http_server_request_duration_seconds`.
-    pub fn observe_request(&self, method: &Method, route: &'static str, status: u16, elapsed: Duration) {
+    /// Records one served request in `http_server_request_duration_seconds`; `method` is a
+    /// `method_label`.
+    pub fn observe_request(&self, method: &'static str, route: &'static str, status: u16, elapsed: Duration) {
         let labels = RequestLabels {
-            http_request_method: method_label(method),
+            http_request_method: method,
             http_route: route,
             http_response_status_code: status,
         };

@@ -44,7 +44,7 @@ use crate::app::{BoxResponse, Route};
 use crate::config::{AdmissionMode, FaultConfig};
 use crate::error::ApiError;
 use crate::ids;
-use crate::metrics::{FaultKind, RejectReason};
+use crate::metrics::{FaultKind, RejectReason, method_label};
 use crate::state::AppState;
 use crate::trace_context::TraceParent;
 
@@ -227,7 +227,8 @@ pub struct Api<'a> {
     state: &'a AppState,
     route: Route,
     started: Instant,
-    method: Method,
+    /// The `http_request_method` label, worked out once.
+    method: &'static str,
     limit: Duration,
     admission: AdmissionMode,
     adaptive: bool,
@@ -244,7 +245,7 @@ impl<'a> Api<'a> {
             state,
             route,
             started,
-            method: req.method().clone(),
+            method: method_label(req.method()),
             limit: Duration::from_millis(config.request_timeout_ms),
             admission: config.admission.mode,
             adaptive: config.admission.adaptive,
@@ -313,7 +314,7 @@ impl<'a> Api<'a> {
     pub fn finish(self, res: Response) -> Response {
         let elapsed = self.started.elapsed();
         let status = res.status().as_u16();
-        self.state.metrics.observe_request(&self.method, self.route.label(), status, elapsed);
+        self.state.metrics.observe_request(self.method, self.route.label(), status, elapsed);
         // Only the adaptive limiter reads the window; skip the lock otherwise.
         if self.adaptive
             && let Ok(mut w) = self.state.window.lock()
