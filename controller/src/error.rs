@@ -10,6 +10,9 @@ pub enum Error {
     Router(String),
     #[error("metrics provider: {0}")]
     Metrics(String),
+    /// An object the Rollout owns (or would own) could not be written.
+    #[error(transparent)]
+    Owned(#[from] crate::owned::WriteError),
 }
 
 impl Error {
@@ -20,6 +23,9 @@ impl Error {
             Error::Json(_) => "encoding",
             Error::Router(_) => "router",
             Error::Metrics(_) => "metrics",
+            Error::Owned(crate::owned::WriteError::Conflict { .. }) => "conflict",
+            Error::Owned(crate::owned::WriteError::Rejected { .. }) => "rejected",
+            Error::Owned(crate::owned::WriteError::Failed { .. }) => "write",
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod gate_bench;
 pub mod metrics_provider;
 pub mod notify;
 pub mod observability;
+pub mod owned;
 pub mod plan;
 pub mod reconcile;
 pub mod rollout_watch;

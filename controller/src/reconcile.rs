@@ -11,13 +11,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
+use rollgate_crds::conditions as cond;
 use rollgate_crds::gate::GatePolicy;
 use rollgate_crds::labels::{ACTION_ABORT, ACTION_PROMOTE, ACTION_RETRY};
 use rollgate_crds::notifications::{NotificationEvent, Notifications, Webhook};
@@ -30,14 +29,21 @@ use crate::gate::{Evaluation, Policy, StepClock, evaluate};
 use crate::metrics_provider::{self, MetricProvider, Selector};
 use crate::notify::{Delivery, Notifier};
 use crate::observability::{ErrorLabels, SharedMetrics};
-use crate::plan::{self, Actions, CanaryIntent, Observed, Plan, SpecProblem, StableIntent, revision_of};
+use crate::owned::WriteError;
+use crate::plan::{self, Actions, Observed, Plan, SpecProblem, revision_of};
 use crate::router::{self, RouterError};
-use crate::workload::{self, Role};
+use crate::workload;
 
-pub const FIELD_MANAGER: &str = "rollgate";
+mod apply;
+use apply::World;
+
+pub use crate::owned::FIELD_MANAGER;
 
 /// Makes a metric provider for a Prometheus address.
 pub type ProviderFactory = Arc<dyn Fn(&str) -> Result<Arc<dyn MetricProvider>, String> + Send + Sync>;
+
+/// What time it is (a parameter so tests can move it).
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 pub struct Context {
     pub client: Client,
@@ -50,7 +56,7 @@ pub struct Context {
     /// cached copy with another version may predate our own status write (see `fresh`).
     written: Mutex<HashMap<(String, String), String>>,
     notifier: Option<Notifier>,
-    clock: fn() -> Timestamp,
+    clock: Clock,
 }
 
 impl Context {
@@ -69,7 +75,7 @@ impl Context {
             failures: Mutex::default(),
             written: Mutex::default(),
             notifier: None,
-            clock: Timestamp::now,
+            clock: Arc::new(Timestamp::now),
         }
     }
 
@@ -79,9 +85,9 @@ impl Context {
         self
     }
 
-    /// The same context with a fixed clock (tests).
-    pub fn with_clock(mut self, clock: fn() -> Timestamp) -> Self {
-        self.clock = clock;
+    /// The same context with another clock (tests).
+    pub fn with_clock(mut self, clock: impl Fn() -> Timestamp + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
         self
     }
 
@@ -173,11 +179,11 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
         }
         Err(p) => (None, None, Some(p)),
     };
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let stable_d = deployments.get_opt(&workload::name(name, Role::Stable)).await?;
-    let canary_d = deployments.get_opt(&workload::name(name, Role::Canary)).await?;
-    let stable_s = stable_d.as_ref().map(workload::state);
-    let canary_s = canary_d.as_ref().map(workload::state);
+    let world = World::observe(&client, ro).await?;
+    let uid = ro.uid().unwrap_or_default();
+    problem = problem.or_else(|| world.conflict(&uid)).or_else(|| rejected_before(ro));
+    let stable_s = world.stable.as_ref().map(workload::state);
+    let canary_s = world.canary.as_ref().map(workload::state);
     let router = router::for_rollout(client.clone(), ro, stable_s.as_ref(), canary_s.as_ref());
     let mut router_weight = None;
     if problem.is_none() {
@@ -190,7 +196,7 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
     let status = ro.status.clone().unwrap_or_default();
     let revision = revision_of(&ro.spec.template);
     let policy = gate.as_ref().map(|g| g.policy.clone()).unwrap_or_default();
-    let observed = Observed {
+    let mut observed = Observed {
         now: (ctx.clock)(),
         generation: ro.metadata.generation,
         spec: &ro.spec,
@@ -207,28 +213,110 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
         (Some(window), Some(gate)) => Some(evaluate_gate(ctx, ro, gate, &status, &revision, window).await?),
         _ => None,
     };
-    let plan = plan::plan(&observed, evaluation.as_ref());
+    let mut plan = plan::plan(&observed, evaluation.as_ref());
 
+    // The decision is recorded before it is acted on: a crash after this write resumes from
+    // it (acting is idempotent), never from the state before it.
+    write_status(ctx, ro, ns, name, &plan.status).await?;
+    let mut events = std::mem::take(&mut plan.events);
     if problem.is_none() {
-        if let Some(w) = plan.weight
-            && router_weight != Some(w)
-        {
-            router.apply_weight(ro, w).await.map_err(|e| match e {
-                RouterError::Spec(p) => Error::Router(p.0),
-                RouterError::Other(e) => e,
-            })?;
+        match act(&client, ro, &plan, &world, router.as_ref(), router_weight, &revision).await {
+            Ok(()) => {}
+            Err(Error::Owned(e @ (WriteError::Conflict { .. } | WriteError::Rejected { .. }))) => {
+                // Permanent for this spec: shown as InvalidSpec, not retried until it changes.
+                tracing::warn!(error = %e, "an owned object cannot be written");
+                observed.status = plan.status.clone();
+                observed.spec_problem = Some(apply::problem_of(&e));
+                let mut refused = plan::plan(&observed, None);
+                write_status(ctx, ro, ns, name, &refused.status).await?;
+                events.append(&mut refused.events);
+                plan = refused;
+            }
+            Err(e) => {
+                publish_events(ctx, ro, &events).await;
+                publish_write_failure(ctx, ro, &e).await;
+                return Err(e);
+            }
         }
-        apply_workload(&client, ro, &plan, stable_d.as_ref(), canary_d.as_ref(), &revision).await?;
     }
-    if ro.status.as_ref() != Some(&plan.status) {
-        let written = patch_status(&client, ns, name, &plan.status).await?;
-        ctx.remember_version(ns, name, written.metadata.resource_version);
-    }
-    publish_events(ctx, ro, &plan).await;
+    publish_events(ctx, ro, &events).await;
+    plan.events = events;
     notify(ctx, ro, &plan, gate_hooks.as_ref());
     ctx.metrics.observe(ns, name, &plan.status);
     Ok(Action::requeue(plan.requeue))
 }
+
+/// Writes `status` when it differs from the Rollout's.
+async fn write_status(
+    ctx: &Context,
+    ro: &Rollout,
+    ns: &str,
+    name: &str,
+    status: &RolloutStatus,
+) -> Result<()> {
+    if ro.status.as_ref() != Some(status) {
+        let written = patch_status(&ctx.client, ns, name, status).await?;
+        ctx.remember_version(ns, name, written.metadata.resource_version);
+    }
+    Ok(())
+}
+
+/// The weight first (so traffic leaves a canary before its Deployment changes), then the
+/// Services and Deployments.
+async fn act(
+    client: &Client,
+    ro: &Rollout,
+    plan: &Plan,
+    world: &World,
+    router: &dyn router::TrafficRouter,
+    router_weight: Option<i32>,
+    revision: &str,
+) -> Result<()> {
+    if let Some(w) = plan.weight
+        && router_weight != Some(w)
+    {
+        router.apply_weight(ro, w).await.map_err(|e| match e {
+            RouterError::Spec(p) => Error::Router(p.message),
+            RouterError::Other(e) => e,
+        })?;
+    }
+    apply::workload(client, ro, plan, world, revision).await
+}
+
+/// A rejection by the API server recorded for this generation: not retried until the spec
+/// changes (each retry would write the same refused object again).
+fn rejected_before(ro: &Rollout) -> Option<SpecProblem> {
+    let status = ro.status.as_ref()?;
+    status
+        .conditions
+        .iter()
+        .find(|c| {
+            c.type_ == cond::INVALID_SPEC
+                && c.status == "True"
+                && c.reason == cond::invalid::REJECTED_BY_API
+                && c.observed_generation == ro.metadata.generation
+        })
+        .map(|c| SpecProblem::with_reason(cond::invalid::REJECTED_BY_API, c.message.clone()))
+}
+
+/// A write the API server did not take for a passing reason: a Warning Event naming the
+/// object and the API's message (the pass is retried with backoff).
+async fn publish_write_failure(ctx: &Context, ro: &Rollout, e: &Error) {
+    let Error::Owned(w) = e else { return };
+    let event = KubeEvent {
+        type_: EventType::Warning,
+        reason: WRITE_FAILED.into(),
+        note: Some(w.to_string().chars().take(1024).collect()),
+        action: WRITE_FAILED.into(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, &ro.object_ref(&())).await {
+        tracing::warn!(error = %err, object = w.object(), "publishing an event failed");
+    }
+}
+
+/// Event reason for a write that failed and will be retried.
+pub const WRITE_FAILED: &str = "WriteFailed";
 
 /// The gate and the ReleaseGate's webhooks: inline, or the referenced ReleaseGate (a missing
 /// one is a spec problem).
@@ -241,26 +329,32 @@ async fn resolve_gate(
         return Ok(Ok((g.clone(), None)));
     }
     let Some(r) = &ro.spec.gate_ref else {
-        return Ok(Err(SpecProblem("spec: exactly one of gate and gateRef must be set".into())));
+        return Ok(Err(SpecProblem::invalid("spec: exactly one of gate and gateRef must be set")));
     };
     let gates: Api<ReleaseGate> = Api::namespaced(client.clone(), ns);
     Ok(match gates.get_opt(&r.name).await? {
         Some(g) => Ok((g.spec.gate, g.spec.notifications)),
-        None => Err(SpecProblem(format!("gateRef: ReleaseGate {:?} not found in namespace {ns:?}", r.name))),
+        None => Err(SpecProblem::invalid(format!(
+            "gateRef: ReleaseGate {:?} not found in namespace {ns:?}",
+            r.name
+        ))),
     })
 }
 
 /// What the schema cannot check.
 fn validate(ro: &Rollout, gate: &GateSpec, ctx: &Context) -> Result<(), SpecProblem> {
+    if let Some(problem) = rollgate_crds::rollout::name_problem(&ro.name_any()) {
+        return Err(SpecProblem::invalid(problem));
+    }
     let containers = ro.spec.template.spec.as_ref().map_or(0, |s| s.containers.len());
     if containers == 0 {
-        return Err(SpecProblem("template.spec.containers: at least one container is required".into()));
+        return Err(SpecProblem::invalid("template.spec.containers: at least one container is required"));
     }
     for check in &gate.checks {
-        metrics_provider::queries::for_check(check).map_err(|e| SpecProblem(format!("gate.{e}")))?;
+        metrics_provider::queries::for_check(check).map_err(|e| SpecProblem::invalid(format!("gate.{e}")))?;
     }
     ctx.provider(&gate.prometheus.address)
-        .map_err(|e| SpecProblem(format!("gate.prometheus.address: {e}")))?;
+        .map_err(|e| SpecProblem::invalid(format!("gate.prometheus.address: {e}")))?;
     Ok(())
 }
 
@@ -317,67 +411,6 @@ pub fn actions_from(ro: &Rollout, status: &RolloutStatus) -> Actions {
     }
 }
 
-async fn apply_workload(
-    client: &Client,
-    ro: &Rollout,
-    plan: &Plan,
-    stable_d: Option<&Deployment>,
-    canary_d: Option<&Deployment>,
-    revision: &str,
-) -> Result<()> {
-    let ns = ro.namespace().unwrap_or_default();
-    let name = ro.name_any();
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
-    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    let mut wanted =
-        vec![workload::service(ro, Some(Role::Stable)), workload::service(ro, Some(Role::Canary))];
-    if ro.spec.traffic.replica_ratio.is_some() {
-        wanted.push(workload::service(ro, None));
-    }
-    for svc in wanted {
-        let n = svc.metadata.name.clone().unwrap_or_default();
-        services.patch(&n, &pp, &Patch::Apply(&svc)).await?;
-    }
-
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let apply = |d: Deployment| {
-        let deployments = deployments.clone();
-        let pp = pp.clone();
-        async move {
-            let n = d.metadata.name.clone().unwrap_or_default();
-            deployments.patch(&n, &pp, &Patch::Apply(&d)).await.map(|_| ())
-        }
-    };
-    match &plan.stable {
-        StableIntent::Adopt { replicas } => {
-            apply(workload::deployment(ro, Role::Stable, &ro.spec.template, revision, *replicas)).await?;
-        }
-        StableIntent::Keep { replicas } => match stable_d.and_then(workload::existing_template) {
-            Some((template, rev)) => {
-                apply(workload::deployment(ro, Role::Stable, &template, &rev, *replicas)).await?
-            }
-            None => tracing::warn!("the stable Deployment is missing or unlabelled; leaving it alone"),
-        },
-    }
-    match &plan.canary {
-        CanaryIntent::Present { replicas } => {
-            apply(workload::deployment(ro, Role::Canary, &ro.spec.template, revision, *replicas)).await?;
-        }
-        CanaryIntent::ScaledDown => {
-            if let Some((template, rev)) = canary_d.and_then(workload::existing_template) {
-                apply(workload::deployment(ro, Role::Canary, &template, &rev, 0)).await?;
-            }
-        }
-        CanaryIntent::Absent => {
-            if canary_d.is_some() {
-                deployments.delete(&workload::name(&name, Role::Canary), &DeleteParams::background()).await?;
-            }
-        }
-        CanaryIntent::Keep => {}
-    }
-    Ok(())
-}
-
 async fn patch_status(client: &Client, ns: &str, name: &str, status: &RolloutStatus) -> Result<Rollout> {
     let api: Api<Rollout> = Api::namespaced(client.clone(), ns);
     let patch = json!({
@@ -388,9 +421,9 @@ async fn patch_status(client: &Client, ns: &str, name: &str, status: &RolloutSta
     Ok(api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?)
 }
 
-async fn publish_events(ctx: &Context, ro: &Rollout, plan: &Plan) {
+async fn publish_events(ctx: &Context, ro: &Rollout, events: &[plan::Event]) {
     let reference = ro.object_ref(&());
-    for e in &plan.events {
+    for e in events {
         let event = KubeEvent {
             type_: if e.warning { EventType::Warning } else { EventType::Normal },
             reason: e.reason.to_string(),
@@ -475,5 +508,7 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_secs(1u64 << attempt.saturating_sub(1).min(9)).min(Duration::from_secs(300))
 }
 
+#[cfg(test)]
+mod fake_api;
 #[cfg(test)]
 mod tests;

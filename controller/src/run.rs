@@ -85,7 +85,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), RunError> {
         .await
         .map_err(|source| RunError::Serve { addr: args.metrics_addr, source })?;
     let health = Health { metrics: metrics.clone(), ready: ready.clone() };
-    let api = verdict_api::router(verdict_api::ApiState { client: client.clone() });
+    let api = verdict_api::router(verdict_api::ApiState::new(client.clone()));
     let (main_router, api_server) = match args.api_addr {
         None => (health_router(health).merge(api), None),
         Some(addr) => {

@@ -110,7 +110,16 @@ pub fn state(d: &Deployment) -> DeploymentState {
             && s.available_replicas.unwrap_or(0) == want
             && s.replicas.unwrap_or(0) == want
     });
-    DeploymentState { revision, replicas: want, available }
+    let problem = d.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|conditions| {
+        conditions
+            .iter()
+            .find(|c| {
+                (c.type_ == "ReplicaFailure" && c.status == "True")
+                    || (c.type_ == "Progressing" && c.status == "False")
+            })
+            .map(|c| c.message.clone().unwrap_or_else(|| c.reason.clone().unwrap_or_default()))
+    });
+    DeploymentState { revision, replicas: want, available, problem }
 }
 
 /// The Service for `role`, or with `None` the one selecting both roles (`replicaRatio`).

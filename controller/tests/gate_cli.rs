@@ -117,6 +117,34 @@ fn bad_input_exits_4_naming_the_field() {
 }
 
 #[test]
+fn an_endless_gate_file_is_refused_at_a_bound() {
+    let (code, _, err) = rollgate(&["gate", "replay", &fixture("healthy.json"), "--gate", "/dev/zero"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("/dev/zero: larger than the 1048576 bytes allowed"), "{err}");
+}
+
+#[test]
+fn eval_with_prometheus_unreachable_exits_4_could_not_judge() {
+    // A closed loopback port: every query fails at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port());
+    let address = format!("http://127.0.0.1:{}", port.unwrap_or(9));
+    let (code, out, err) = rollgate(&[
+        "gate",
+        "eval",
+        "--gate",
+        &fixture("gate.yaml"),
+        "--prometheus",
+        &address,
+        "--selector",
+        "job=\"api\"",
+        "--for",
+        "1s",
+        "--lookback",
+    ]);
+    assert_eq!(code, 4, "{out}{err}");
+}
+
+#[test]
 fn the_help_documents_the_exit_codes() {
     let (code, out, _) = rollgate(&["gate", "replay", "--help"]);
     assert_eq!(code, 0);

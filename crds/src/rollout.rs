@@ -29,7 +29,10 @@ use crate::gate::GateSpec;
     printcolumn(name = "Weight", type_ = "integer", json_path = ".status.canaryWeight"),
     printcolumn(name = "Step", type_ = "string", json_path = ".status.stepLabel"),
     printcolumn(name = "Verdict", type_ = "string", json_path = ".status.verdict"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("!has(self.metadata.name) || size(self.metadata.name) <= 56").message("metadata.name: at most 56 characters, so that the Services <name>-stable and <name>-canary are valid names"),
+    validation = Rule::new("!has(self.metadata.name) || self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name: lower-case letters, digits and '-', starting with a letter and not ending with '-' (it names Services, which must be DNS-1035 labels)"),
+    validation = Rule::new("!has(self.metadata.name) || !(self.metadata.name.endsWith('-stable') || self.metadata.name.endsWith('-canary'))").message("metadata.name: must not end in -stable or -canary (the Rollout <x> owns the Services <x>-stable and <x>-canary)")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.gate) != has(self.gateRef)").message("spec: exactly one of gate and gateRef must be set"))]
@@ -76,6 +79,36 @@ pub struct RolloutSpec {
     /// zero (lets in-flight requests finish).
     #[serde(default = "defaults::drain_delay")]
     pub drain_delay: PositiveDuration,
+}
+
+/// The longest Rollout name: `<name>-canary` must still be a Service name (63 characters).
+pub const MAX_NAME_LEN: usize = 56;
+
+/// Why `name` cannot name a Rollout: the same rules as the CRD's CEL rules on `metadata.name`,
+/// for the controller (a CRD installed before the rules) and the CLI.
+pub fn name_problem(name: &str) -> Option<String> {
+    if name.len() > MAX_NAME_LEN {
+        return Some(format!(
+            "metadata.name: at most {MAX_NAME_LEN} characters, so that the Services <name>-stable and <name>-canary are valid names ({} given)",
+            name.len()
+        ));
+    }
+    let b = name.as_bytes();
+    let dns1035 = b.first().is_some_and(u8::is_ascii_lowercase)
+        && b.last().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+    if !dns1035 {
+        return Some(format!(
+            "metadata.name: lower-case letters, digits and '-', starting with a letter and not ending with '-' (it names Services, which must be DNS-1035 labels); {name:?} is not"
+        ));
+    }
+    if name.ends_with("-stable") || name.ends_with("-canary") {
+        return Some(
+            "metadata.name: must not end in -stable or -canary (the Rollout <x> owns the Services <x>-stable and <x>-canary)"
+                .into(),
+        );
+    }
+    None
 }
 
 /// The template is kept as an open object in the CRD schema: the full PodTemplateSpec schema
@@ -209,6 +242,10 @@ pub struct RolloutStatus {
     /// counted from here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_waiting_since: Option<Time>,
+    /// Since when the first version has been waiting to become available as stable
+    /// (`progressDeadline` is counted from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_waiting_since: Option<Time>,
     /// When the gate was last evaluated (it is evaluated once per `policy.interval`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_evaluated_at: Option<Time>,
@@ -276,7 +313,7 @@ pub enum CheckResult {
 #[serde(rename_all = "camelCase")]
 pub struct Decision {
     pub time: Time,
-    /// What was decided: StepUp, Promote, Rollback, Pause, Supersede, Start.
+    /// What was decided: Start, StepUp, PromoteStart, Promote, Rollback, Pause, Supersede, Fail.
     pub action: String,
     /// The canary weight after the decision.
     pub weight: i32,

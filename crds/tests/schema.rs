@@ -116,3 +116,22 @@ fn the_generated_file_parses_as_two_crds() {
     assert_eq!(docs[0]["metadata"]["name"].as_str(), Some("rollouts.rollgate.dev"));
     assert_eq!(docs[1]["metadata"]["name"].as_str(), Some("releasegates.rollgate.dev"));
 }
+
+#[test]
+fn rollout_names_that_would_make_invalid_or_colliding_service_names_are_refused() {
+    use rollgate_crds::rollout::name_problem;
+    assert_eq!(name_problem("web"), None);
+    assert_eq!(name_problem(&"a".repeat(56)), None);
+    assert!(name_problem(&"a".repeat(57)).is_some_and(|p| p.contains("at most 56 characters")));
+    for bad in ["web.v2", "Web", "9web", "web-", "we_b"] {
+        assert!(name_problem(bad).is_some_and(|p| p.starts_with("metadata.name: lower-case")), "{bad}");
+    }
+    for taken in ["web-stable", "web-canary"] {
+        assert!(
+            name_problem(taken).is_some_and(|p| p.contains("must not end in -stable or -canary")),
+            "{taken}"
+        );
+    }
+    let text = serde_json::to_string(&serde_json::to_value(Rollout::crd()).expect("crd")).expect("json");
+    assert!(text.contains("self.metadata.name.endsWith('-stable')"), "the same rule is in the CRD");
+}

@@ -147,12 +147,11 @@ fn replay(a: ReplayArgs) -> Exit {
         Ok(g) => g,
         Err(e) => return usage(e),
     };
-    let series: Series = match std::fs::read_to_string(&a.file)
-        .map_err(|e| e.to_string())
-        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+    let series: Series = match super::read_bounded(&a.file, super::MAX_SERIES_FILE)
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| format!("{}: {e}", a.file.display())))
     {
         Ok(s) => s,
-        Err(e) => return usage(format!("{}: {e}", a.file.display())),
+        Err(e) => return usage(e),
     };
     if a.steps == 0 {
         return usage("--steps: must be at least 1".into());
@@ -275,9 +274,13 @@ async fn eval(a: EvalArgs) -> Exit {
             ),
             Output::Json => println!("{}", evaluation_json(Some(elapsed.as_secs_f64()), None, &evaluation)),
         }
+        // No metrics could be read at all: the gate could not judge (not an undecided verdict).
+        let unreadable = !evidence.is_empty()
+            && evidence.iter().all(|e| matches!(e.canary, Err(crate::gate::Missing::Unavailable(_))));
         let exit = match &evaluation.decision {
             Decision::StepUp { .. } => Some(Exit::Pass),
             Decision::Rollback { .. } => Some(Exit::Fail),
+            _ if last && unreadable => Some(Exit::Usage),
             Decision::Pause { .. } => Some(Exit::Inconclusive),
             _ if last => Some(Exit::Inconclusive),
             _ => None,

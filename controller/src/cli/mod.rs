@@ -35,6 +35,24 @@ impl From<Exit> for ExitCode {
 pub const EXIT_CODES: &str = "Exit codes: 0 passed/promoted, 1 failed/rolled back, 2 timeout, \
 3 inconclusive or paused for a person, 4 usage, input or connection error.";
 
+/// The largest gate or ReleaseGate file the CLI reads.
+pub const MAX_GATE_FILE: u64 = 1 << 20;
+/// The largest replay (series) file the CLI reads.
+pub const MAX_SERIES_FILE: u64 = 256 << 20;
+
+/// Reads a UTF-8 file of at most `limit` bytes; a larger one (or an endless one such as
+/// `/dev/zero`) is refused without reading past the limit.
+pub fn read_bounded(path: &std::path::Path, limit: u64) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("{}: larger than the {limit} bytes allowed for this input", path.display()));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))
+}
+
 /// Runs a command's future on a single-threaded runtime (a CLI command does one thing at a time).
 pub fn block_on(command: impl std::future::Future<Output = Exit>) -> Exit {
     match tokio::runtime::Builder::new_current_thread().enable_all().build() {

@@ -30,6 +30,11 @@ use crate::gate::{CheckReport, Decision, Evaluation, human};
 pub const CONVERGE: Duration = Duration::from_secs(2);
 /// Requeue in a steady state (watches bring changes sooner).
 pub const STEADY: Duration = Duration::from_secs(300);
+/// Requeue after a name conflict: the other object is not watched, so look again now and then.
+pub const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
+/// Longest requeue while waiting for Deployments: their changes are watched and wake the
+/// Rollout at once; this only bounds how late a deadline can be noticed.
+pub const WAIT_FOR_DEPLOYMENT: Duration = Duration::from_secs(30);
 
 /// One of the two Deployments, as observed.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +44,9 @@ pub struct DeploymentState {
     /// Every desired replica is updated and ready, and the Deployment controller has seen the
     /// latest spec.
     pub available: bool,
+    /// What the Deployment controller reports as wrong (a ReplicaFailure such as an exceeded
+    /// quota, or its own progress deadline), if anything.
+    pub problem: Option<String>,
 }
 
 /// One-shot actions requested through annotations and not yet handled.
@@ -50,9 +58,24 @@ pub struct Actions {
     pub retry: Option<String>,
 }
 
-/// Why the spec cannot be acted on (a permanent error).
+/// Why the spec cannot be acted on (a permanent error, until the spec or the cluster changes).
 #[derive(Debug, Clone, PartialEq)]
-pub struct SpecProblem(pub String);
+pub struct SpecProblem {
+    /// One of `conditions::invalid`: the `InvalidSpec` condition's reason.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl SpecProblem {
+    /// The spec itself is wrong.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self { reason: cond::invalid::INVALID_SPEC, message: message.into() }
+    }
+
+    pub fn with_reason(reason: &'static str, message: impl Into<String>) -> Self {
+        Self { reason, message: message.into() }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Observed<'a> {
@@ -227,13 +250,16 @@ impl<'a, 'o> Planner<'a, 'o> {
 
     fn invalid(&mut self, problem: &SpecProblem) {
         self.status.phase = Some(Phase::Failed);
-        self.status.message = Some(format!("invalid spec: {}", problem.0));
-        self.set_condition(cond::INVALID_SPEC, true, "InvalidSpec", &problem.0);
-        if self.o.status.phase != Some(Phase::Failed) {
-            self.event(true, "InvalidSpec", problem.0.clone());
+        self.status.message = Some(format!("invalid spec: {}", problem.message));
+        let was =
+            self.o.status.conditions.iter().find(|c| c.type_ == cond::INVALID_SPEC && c.status == "True");
+        let new = was.is_none_or(|c| c.reason != problem.reason || c.message != problem.message);
+        self.set_condition(cond::INVALID_SPEC, true, problem.reason, &problem.message);
+        if new {
+            self.event(true, problem.reason, problem.message.clone());
         }
         // Nothing changes in the cluster while the spec is invalid.
-        self.requeue = STEADY;
+        self.requeue = if problem.reason == cond::invalid::NAME_CONFLICT { CONFLICT_RECHECK } else { STEADY };
     }
 
     fn valid(&mut self) {
@@ -248,22 +274,52 @@ impl<'a, 'o> Planner<'a, 'o> {
         self.stable = StableIntent::Adopt { replicas: self.o.spec.replicas };
         self.canary = CanaryIntent::Absent;
         self.weight = Some(0);
-        let ready = self
-            .o
-            .stable
-            .as_ref()
-            .is_some_and(|s| s.available && s.revision.as_deref() == Some(self.o.revision.as_str()));
-        if ready {
+        let stable =
+            self.o.stable.as_ref().filter(|s| s.revision.as_deref() == Some(self.o.revision.as_str()));
+        if stable.is_some_and(|s| s.available) {
             let rev = self.o.revision.clone();
             self.status.stable_revision = Some(rev.clone());
             self.status.canary_revision = None;
+            self.status.stable_waiting_since = None;
             self.promoted(&format!("first version {rev} deployed as stable"));
-        } else {
-            self.status.phase = Some(Phase::Progressing);
-            self.status.message = Some(format!("deploying the first version {} as stable", self.o.revision));
-            self.set_condition(cond::PROGRESSING, true, "FirstDeploy", "deploying the first version");
-            self.requeue = CONVERGE;
+            return;
         }
+        let rev = self.o.revision.clone();
+        let problem = stable.and_then(|s| s.problem.clone());
+        let since = elapsed(self.status.stable_waiting_since.get_or_insert(Time(self.o.now)), self.o.now);
+        let deadline = self.o.spec.progress_deadline.as_std();
+        if since > deadline {
+            // Nothing to roll back to: the version stays deployed, and the Rollout says it failed.
+            let why = format!(
+                "the first version {rev} was not available within progressDeadline {}{}",
+                human(deadline),
+                problem.map(|p| format!(": {p}")).unwrap_or_default()
+            );
+            let already = self.o.status.conditions.iter().any(|c| {
+                c.type_ == cond::PROGRESSING
+                    && c.status == "False"
+                    && c.reason == cond::PROGRESS_DEADLINE_EXCEEDED
+            });
+            if !already {
+                self.record("Fail", 0, &why);
+                self.event(true, cond::PROGRESS_DEADLINE_EXCEEDED, why.clone());
+            }
+            self.status.phase = Some(Phase::Failed);
+            self.status.verdict = Some(Verdict::Fail);
+            self.status.message = Some(why.clone());
+            self.set_condition(cond::PROGRESSING, false, cond::PROGRESS_DEADLINE_EXCEEDED, &why);
+            self.requeue = STEADY;
+            return;
+        }
+        self.status.phase = Some(Phase::Progressing);
+        self.status.message = Some(format!(
+            "deploying the first version {rev} as stable ({} of {} progressDeadline){}",
+            human(since),
+            human(deadline),
+            problem.map(|p| format!(": {p}")).unwrap_or_default()
+        ));
+        self.set_condition(cond::PROGRESSING, true, "FirstDeploy", "deploying the first version");
+        self.requeue = WAIT_FOR_DEPLOYMENT.min(deadline.saturating_sub(since) + Duration::from_secs(1));
     }
 
     fn steady(&mut self) {
@@ -504,12 +560,14 @@ impl<'a, 'o> Planner<'a, 'o> {
             self.rollback(&format!("canary not available within progressDeadline {}", human(deadline)), None);
             return;
         }
+        let problem = self.o.canary.as_ref().and_then(|c| c.problem.clone());
         self.status.message = Some(format!(
-            "waiting for the canary to be available ({} of {} progressDeadline)",
+            "waiting for the canary to be available ({} of {} progressDeadline){}",
             human(since),
-            human(deadline)
+            human(deadline),
+            problem.map(|p| format!(": {p}")).unwrap_or_default()
         ));
-        self.requeue = CONVERGE;
+        self.requeue = WAIT_FOR_DEPLOYMENT.min(deadline.saturating_sub(since) + Duration::from_secs(1));
     }
 
     fn canary_replicas(&self, weight: i32) -> i32 {

@@ -26,6 +26,8 @@ struct World {
     actions: Actions,
     /// Canary becomes available when asked (false: it never does).
     canary_starts: bool,
+    /// Stable becomes available when asked (false: a first version that never does).
+    stable_starts: bool,
     events: Vec<Event>,
 }
 
@@ -40,6 +42,7 @@ impl World {
             router_weight: None,
             actions: Actions::default(),
             canary_starts: true,
+            stable_starts: true,
             events: Vec::new(),
         }
     }
@@ -77,7 +80,8 @@ impl World {
                 self.stable = Some(DeploymentState {
                     revision: Some(rev.clone()),
                     replicas: *replicas,
-                    available: true,
+                    available: self.stable_starts,
+                    problem: (!self.stable_starts).then(|| "exceeded quota: pods=0".to_string()),
                 })
             }
             StableIntent::Keep { replicas } => {
@@ -93,6 +97,7 @@ impl World {
                     revision: Some(rev),
                     replicas: *replicas,
                     available: self.canary_starts,
+                    problem: None,
                 })
             }
             CanaryIntent::Keep => {}
@@ -324,6 +329,33 @@ fn a_canary_that_never_becomes_available_is_rolled_back_after_the_deadline() {
 }
 
 #[test]
+fn a_first_version_that_never_becomes_available_fails_after_the_deadline() {
+    let mut w = World::new(RolloutSpec::test());
+    w.stable_starts = false;
+    w.run_until(400, &judge(0, 50), |w| w.status.phase == Some(Phase::Failed));
+    let msg = w.status.message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("not available within progressDeadline 10m") && msg.contains("exceeded quota"),
+        "{msg}"
+    );
+    assert_eq!(w.status.verdict, Some(Verdict::Fail));
+    let progressing = w.status.conditions.iter().find(|c| c.type_ == cond::PROGRESSING).expect("condition");
+    assert_eq!(
+        (progressing.status.as_str(), progressing.reason.as_str()),
+        ("False", "ProgressDeadlineExceeded")
+    );
+    let fails = w.events.iter().filter(|e| e.reason == "ProgressDeadlineExceeded").count();
+    w.step(&judge(0, 50));
+    w.step(&judge(0, 50));
+    assert_eq!(fails, 1, "one Event");
+    assert_eq!(w.status.history.iter().filter(|d| d.action == "Fail").count(), 1, "recorded once");
+    // The version becomes available later (the quota was raised): it is stable after all.
+    w.stable.as_mut().expect("stable").available = true;
+    w.step(&judge(0, 50));
+    assert_eq!((w.status.phase, w.status.verdict), (Some(Phase::Promoted), Some(Verdict::Pass)));
+}
+
+#[test]
 fn spec_paused_holds_at_the_current_weight_and_resumes() {
     let mut w = deployed();
     w.spec.paused = true;
@@ -382,7 +414,7 @@ fn actions_that_make_no_sense_now_are_marked_handled_not_kept_for_later() {
 fn an_invalid_spec_is_reported_and_touches_nothing() {
     let w = deployed();
     let mut o = w.observed();
-    o.spec_problem = Some(SpecProblem("gateRef: ReleaseGate \"missing\" not found".into()));
+    o.spec_problem = Some(SpecProblem::invalid("gateRef: ReleaseGate \"missing\" not found"));
     let p = plan(&o, None);
     assert_eq!(p.status.phase, Some(Phase::Failed));
     assert_eq!(p.weight, None);

@@ -1,5 +1,9 @@
-//! Reconcile against a mocked API server (tower-test, as in kube-rs `controller-rs`): each test
-//! lists the exact requests one pass must make, in order, and checks what they carry.
+//! Reconcile against a mocked API server (tower-test, as in kube-rs `controller-rs`): a
+//! scripted one where the exact requests matter, and the stateful `FakeApi` for whole passes,
+//! ownership and crash points (`owned_objects`, `crash_points`).
+
+mod crash_points;
+mod owned_objects;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,10 +59,6 @@ struct Expect {
 
 fn expect(method: Method, path: &'static str, status: StatusCode, body: Value) -> Expect {
     Expect { method, path, status, body }
-}
-
-fn not_found() -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
 }
 
 /// Serves `script` in order; returns the bodies of the requests it received.
@@ -141,36 +141,6 @@ const SVC_CANARY: &str = "/api/v1/namespaces/shop/services/web-canary";
 const SVC_SHARED: &str = "/api/v1/namespaces/shop/services/web";
 const ROUTE: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes/web";
 const STATUS: &str = "/apis/rollgate.dev/v1alpha1/namespaces/shop/rollouts/web/status";
-const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
-
-#[tokio::test]
-async fn first_deploy_creates_stable_and_services() {
-    let ro = rollout(RolloutSpec::test().with_replica_ratio(), None);
-    let (client, server) = api_server(vec![
-        expect(Method::GET, DEPLOY_STABLE, StatusCode::NOT_FOUND, not_found()),
-        expect(Method::GET, DEPLOY_CANARY, StatusCode::NOT_FOUND, not_found()),
-        expect(Method::PATCH, SVC_STABLE, StatusCode::OK, json!({})),
-        expect(Method::PATCH, SVC_CANARY, StatusCode::OK, json!({})),
-        expect(Method::PATCH, SVC_SHARED, StatusCode::OK, json!({})),
-        expect(Method::PATCH, DEPLOY_STABLE, StatusCode::OK, json!({})),
-        expect(Method::PATCH, STATUS, StatusCode::OK, serde_json::to_value(&ro).unwrap_or_default()),
-    ]);
-    let action = reconcile(Arc::new(ro.clone()), context(client, FakePrometheus { bad: 0.0, total: 0.0 }))
-        .await
-        .expect("reconciled");
-    assert_eq!(action, Action::requeue(crate::plan::CONVERGE));
-    let seen = server.await.expect("server");
-    let deploy = &seen[5].1;
-    assert_eq!(deploy["spec"]["replicas"], 2);
-    assert_eq!(
-        deploy["spec"]["template"]["metadata"]["labels"]["rollgate.dev/revision"],
-        revision_of(&ro.spec.template)
-    );
-    assert_eq!(deploy["metadata"]["ownerReferences"][0]["kind"], "Rollout");
-    let status = &seen[6].1["status"];
-    assert_eq!(status["phase"], "Progressing");
-    assert_eq!(seen[2].1["spec"]["ports"][0]["targetPort"], 8080);
-}
 
 fn mid_rollout(step: i32, started_secs_ago: i64) -> (Rollout, String, String) {
     let spec = RolloutSpec::test().with_image("v2");
@@ -188,164 +158,6 @@ fn mid_rollout(step: i32, started_secs_ago: i64) -> (Rollout, String, String) {
         ..Default::default()
     };
     (rollout(spec, Some(status)), stable_rev, canary_rev)
-}
-
-#[tokio::test]
-async fn a_passing_step_raises_the_weight() {
-    let (ro, s, c) = mid_rollout(0, 600);
-    let (client, server) = api_server(vec![
-        expect(
-            Method::GET,
-            DEPLOY_STABLE,
-            StatusCode::OK,
-            deployment_json(&ro, Role::Stable, &s, "v1", true),
-        ),
-        expect(
-            Method::GET,
-            DEPLOY_CANARY,
-            StatusCode::OK,
-            deployment_json(&ro, Role::Canary, &c, "v2", true),
-        ),
-        expect(Method::GET, ROUTE, StatusCode::OK, route(99, 1)),
-        // The step passed: weight 1 → 5.
-        expect(Method::GET, ROUTE, StatusCode::OK, route(99, 1)),
-        expect(Method::PATCH, ROUTE, StatusCode::OK, route(95, 5)),
-        expect(Method::PATCH, SVC_STABLE, StatusCode::OK, json!({})),
-        expect(Method::PATCH, SVC_CANARY, StatusCode::OK, json!({})),
-        expect(Method::PATCH, DEPLOY_STABLE, StatusCode::OK, json!({})),
-        expect(Method::PATCH, DEPLOY_CANARY, StatusCode::OK, json!({})),
-        expect(Method::PATCH, STATUS, StatusCode::OK, serde_json::to_value(&ro).unwrap_or_default()),
-    ]);
-    // Clean traffic: the tests need a few thousand requests at a 0.02 % budget.
-    reconcile(Arc::new(ro), context(client, FakePrometheus { bad: 0.0, total: 50_000.0 })).await.expect("ok");
-    let seen = server.await.expect("server");
-    let rules = &seen[4].1["spec"]["rules"][0]["backendRefs"];
-    assert_eq!((rules[0]["weight"].clone(), rules[1]["weight"].clone()), (json!(95), json!(5)));
-    assert_eq!(seen[4].1["spec"]["parentRefs"], Value::Null, "only the rules are applied");
-    assert_eq!(
-        seen[7].1["spec"]["template"]["metadata"]["labels"]["rollgate.dev/revision"], s,
-        "stable kept"
-    );
-    let status = &seen[9].1["status"];
-    assert_eq!(status["currentStep"], 1);
-    assert_eq!(status["canaryWeight"], 5);
-    assert!(status["checks"].as_array().is_some_and(|c| c.iter().all(|c| c["result"] == "Pass")));
-}
-
-#[tokio::test]
-async fn a_breach_rolls_back_weight_first() {
-    let (ro, s, c) = mid_rollout(0, 60);
-    let (client, server) = api_server(vec![
-        expect(
-            Method::GET,
-            DEPLOY_STABLE,
-            StatusCode::OK,
-            deployment_json(&ro, Role::Stable, &s, "v1", true),
-        ),
-        expect(
-            Method::GET,
-            DEPLOY_CANARY,
-            StatusCode::OK,
-            deployment_json(&ro, Role::Canary, &c, "v2", true),
-        ),
-        expect(Method::GET, ROUTE, StatusCode::OK, route(99, 1)),
-        expect(Method::GET, ROUTE, StatusCode::OK, route(99, 1)),
-        expect(Method::PATCH, ROUTE, StatusCode::OK, route(100, 0)),
-        expect(Method::PATCH, SVC_STABLE, StatusCode::OK, json!({})),
-        expect(Method::PATCH, SVC_CANARY, StatusCode::OK, json!({})),
-        expect(Method::PATCH, DEPLOY_STABLE, StatusCode::OK, json!({})),
-        // The canary is kept while it drains; nothing is sent for it.
-        expect(Method::PATCH, STATUS, StatusCode::OK, serde_json::to_value(&ro).unwrap_or_default()),
-        expect(Method::POST, EVENTS, StatusCode::CREATED, json!({})),
-    ]);
-    reconcile(Arc::new(ro), context(client, FakePrometheus { bad: 60.0, total: 600.0 })).await.expect("ok");
-    let seen = server.await.expect("server");
-    assert_eq!(seen[4].1["spec"]["rules"][0]["backendRefs"][1]["weight"], 0);
-    let status = &seen[8].1["status"];
-    assert_eq!(status["phase"], "RolledBack");
-    assert_eq!(status["verdict"], "Fail");
-    assert!(
-        status["message"].as_str().is_some_and(|m| m.contains("error-rate") && m.contains("60 of 600")),
-        "{status}"
-    );
-    let event = &seen[9].1;
-    assert_eq!(event["reason"], "RolledBack");
-    assert_eq!(event["type"], "Warning");
-    assert!(event["note"].as_str().is_some_and(|n| n.contains("error-rate")));
-}
-
-#[tokio::test]
-async fn promotion_removes_the_canary_once_traffic_is_back_on_stable() {
-    let (mut ro, _s, c) = mid_rollout(3, 60);
-    // Traffic came back to stable a minute ago: past the drain delay.
-    if let Some(st) = ro.status.as_mut() {
-        st.traffic_returned_at =
-            Some(Time(Timestamp::from_second(NOW - 60).unwrap_or(Timestamp::UNIX_EPOCH)));
-    }
-    let (client, server) = api_server(vec![
-        // Stable already runs the canary's revision; the route is back on stable.
-        expect(
-            Method::GET,
-            DEPLOY_STABLE,
-            StatusCode::OK,
-            deployment_json(&ro, Role::Stable, &c, "v2", true),
-        ),
-        expect(
-            Method::GET,
-            DEPLOY_CANARY,
-            StatusCode::OK,
-            deployment_json(&ro, Role::Canary, &c, "v2", true),
-        ),
-        expect(Method::GET, ROUTE, StatusCode::OK, route(100, 0)),
-        expect(Method::PATCH, SVC_STABLE, StatusCode::OK, json!({})),
-        expect(Method::PATCH, SVC_CANARY, StatusCode::OK, json!({})),
-        expect(Method::PATCH, DEPLOY_STABLE, StatusCode::OK, json!({})),
-        expect(Method::DELETE, DEPLOY_CANARY, StatusCode::OK, json!({})),
-        expect(Method::PATCH, STATUS, StatusCode::OK, serde_json::to_value(&ro).unwrap_or_default()),
-        expect(Method::POST, EVENTS, StatusCode::CREATED, json!({})),
-    ]);
-    reconcile(Arc::new(ro.clone()), context(client, FakePrometheus { bad: 0.0, total: 0.0 }))
-        .await
-        .expect("ok");
-    let seen = server.await.expect("server");
-    assert_eq!(
-        seen[5].1["spec"]["template"]["spec"]["containers"][0]["image"],
-        "registry.local/refserver:v2"
-    );
-    let status: RolloutStatus = serde_json::from_value(seen[7].1["status"].clone()).expect("status");
-    assert_eq!(status.phase, Some(Phase::Promoted));
-    assert_eq!(status.verdict, Some(Verdict::Pass));
-    assert_eq!(status.stable_revision, Some(c));
-    assert_eq!(seen[8].1["reason"], "Promoted");
-}
-
-#[tokio::test]
-async fn a_missing_release_gate_is_an_invalid_spec_not_an_error() {
-    let mut spec = RolloutSpec::test();
-    spec.gate = None;
-    spec.gate_ref = Some(rollgate_crds::rollout::GateRef { name: "slo".into() });
-    let ro = rollout(spec, None);
-    let (client, server) = api_server(vec![
-        expect(
-            Method::GET,
-            "/apis/rollgate.dev/v1alpha1/namespaces/shop/releasegates/slo",
-            StatusCode::NOT_FOUND,
-            not_found(),
-        ),
-        expect(Method::GET, DEPLOY_STABLE, StatusCode::NOT_FOUND, not_found()),
-        expect(Method::GET, DEPLOY_CANARY, StatusCode::NOT_FOUND, not_found()),
-        expect(Method::PATCH, STATUS, StatusCode::OK, serde_json::to_value(&ro).unwrap_or_default()),
-        expect(Method::POST, EVENTS, StatusCode::CREATED, json!({})),
-    ]);
-    reconcile(Arc::new(ro), context(client, FakePrometheus { bad: 0.0, total: 0.0 })).await.expect("ok");
-    let seen = server.await.expect("server");
-    let status = &seen[3].1["status"];
-    assert_eq!(status["phase"], "Failed");
-    let invalid =
-        status["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "InvalidSpec")).cloned();
-    assert!(invalid.is_some_and(
-        |c| c["status"] == "True" && c["message"].as_str().is_some_and(|m| m.contains("gateRef"))
-    ));
 }
 
 #[test]
@@ -425,4 +237,83 @@ fn transitions_map_to_webhook_kinds_and_the_payload_names_the_rollout() {
     );
     assert_eq!((p["canaryRevision"].clone(), p["stableRevision"].clone()), (json!(c), json!(s)));
     assert_eq!(p["reason"], "canary weight 5%");
+}
+
+// === a whole cluster in a FakeApi ===
+
+/// A Rollout in a `FakeApi`, a moving clock, and Prometheus answering fixed counts.
+struct Harness {
+    fake: super::fake_api::FakeApi,
+    clock: Arc<std::sync::atomic::AtomicI64>,
+    bad: f64,
+    total: f64,
+}
+
+impl Harness {
+    fn new(ro: &Rollout, bad: f64, total: f64) -> Self {
+        let fake = super::fake_api::FakeApi::default();
+        fake.put(ROLLOUT, serde_json::to_value(ro).unwrap_or_default());
+        Self { fake, clock: Arc::new(std::sync::atomic::AtomicI64::new(NOW)), bad, total }
+    }
+
+    /// A rollout under way at `step`: stable on v1, the canary on v2, the route at the step's
+    /// weight, every object owned by the Rollout.
+    fn mid_rollout(step: i32, started_secs_ago: i64, bad: f64, total: f64) -> (Self, String, String) {
+        let (ro, s, c) = mid_rollout(step, started_secs_ago);
+        let h = Self::new(&ro, bad, total);
+        h.fake.put(DEPLOY_STABLE, deployment_json(&ro, Role::Stable, &s, "v1", true));
+        h.fake.put(DEPLOY_CANARY, deployment_json(&ro, Role::Canary, &c, "v2", true));
+        for role in [Role::Stable, Role::Canary] {
+            let path = if role == Role::Stable { SVC_STABLE } else { SVC_CANARY };
+            h.fake.put(path, serde_json::to_value(workload::service(&ro, Some(role))).unwrap_or_default());
+        }
+        let w = i64::from(ro.status.as_ref().map_or(0, |s| s.canary_weight));
+        h.fake.put(ROUTE, route(100 - w, w));
+        (h, s, c)
+    }
+
+    /// A new controller: nothing remembered from an earlier one.
+    fn controller(&self) -> Arc<Context> {
+        let clock = self.clock.clone();
+        let client = self.fake.client();
+        let prom: Arc<dyn MetricProvider> = Arc::new(FakePrometheus { bad: self.bad, total: self.total });
+        let providers: ProviderFactory = Arc::new(move |_: &str| Ok(prom.clone()));
+        let recorder =
+            Recorder::new(client.clone(), Reporter { controller: "rollgate".into(), instance: None });
+        let now = move || {
+            Timestamp::from_second(clock.load(std::sync::atomic::Ordering::SeqCst))
+                .unwrap_or(Timestamp::UNIX_EPOCH)
+        };
+        Arc::new(Context::new(client, recorder, Arc::new(Metrics::default()), providers).with_clock(now))
+    }
+
+    fn rollout(&self) -> Rollout {
+        serde_json::from_value(self.fake.get(ROLLOUT).unwrap_or_default()).expect("the stored Rollout")
+    }
+
+    fn status(&self) -> RolloutStatus {
+        self.rollout().status.unwrap_or_default()
+    }
+
+    /// One reconcile of the stored Rollout, then `secs` pass.
+    async fn pass(&self, ctx: &Arc<Context>, secs: i64) -> Result<Action> {
+        let result = reconcile(Arc::new(self.rollout()), ctx.clone()).await;
+        self.clock.fetch_add(secs, std::sync::atomic::Ordering::SeqCst);
+        result
+    }
+
+    /// Writes that reached the fake since `from` (an index into `seen`).
+    fn writes_since(&self, from: usize) -> Vec<super::fake_api::Seen> {
+        self.fake.seen().into_iter().skip(from).filter(|s| s.is_write()).collect()
+    }
+
+    /// The canary weights of every route write that landed, in order.
+    fn route_weights(&self) -> Vec<i64> {
+        self.fake
+            .seen()
+            .iter()
+            .filter(|s| s.method == Method::PATCH && s.path == ROUTE)
+            .filter_map(|s| s.body["spec"]["rules"][0]["backendRefs"][1]["weight"].as_i64())
+            .collect()
+    }
 }

@@ -44,7 +44,7 @@ impl GatewayApi {
     async fn get(&self, ro: &Rollout) -> RouterResult<DynamicObject> {
         match self.api(ro).get_opt(&self.route).await.map_err(Error::from)? {
             Some(r) => Ok(r),
-            None => Err(RouterError::Spec(SpecProblem(format!(
+            None => Err(RouterError::Spec(SpecProblem::invalid(format!(
                 "traffic.gatewayAPI.httpRoute: HTTPRoute {:?} not found in namespace {:?}",
                 self.route,
                 ro.namespace().unwrap_or_default()
@@ -99,7 +99,7 @@ fn is_service(r: &Value, name: &str) -> bool {
 }
 
 fn missing_refs(route: &str, stable: &str, canary: &str) -> RouterError {
-    RouterError::Spec(SpecProblem(format!(
+    RouterError::Spec(SpecProblem::invalid(format!(
         "traffic.gatewayAPI.httpRoute: HTTPRoute {route:?} has no rule whose backendRefs include both Services {stable:?} and {canary:?}"
     )))
 }

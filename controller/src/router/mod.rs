@@ -18,7 +18,7 @@ use crate::plan::{DeploymentState, SpecProblem};
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
     /// The configuration cannot work; retrying will not help until the user changes it.
-    #[error("{}", .0.0)]
+    #[error("{}", .0.message)]
     Spec(SpecProblem),
     #[error(transparent)]
     Other(#[from] Error),

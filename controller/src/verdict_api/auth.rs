@@ -1,8 +1,15 @@
 //! Who is asking, and may they read this Rollout: the caller's bearer token goes through a
 //! TokenReview, the user it names through a SubjectAccessReview for `get` on the Rollout. The
 //! API server decides both, with the same rules kubectl is subject to.
+//!
+//! Answers are remembered for `REVIEW_TTL`, keyed by a SHA-256 of the token (the token itself is
+//! never kept), so a client polling with one token costs one review per TTL; and tokens the API
+//! server rejects draw on a small budget (`Reviews::rejected`), so a flood of bogus tokens gets
+//! 429 instead of a TokenReview each.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
@@ -22,6 +29,147 @@ pub enum Denied {
     /// The reviews could not be made: 503.
     #[error("{0}")]
     Unavailable(String),
+    /// Too many rejected tokens lately: 429.
+    #[error("{0}")]
+    Throttled(String),
+}
+
+/// How long a review's answer is reused.
+pub const REVIEW_TTL: Duration = Duration::from_secs(10);
+/// Entries kept at most per cache (expired ones are dropped first, then all).
+const CACHE_LIMIT: usize = 10_000;
+/// Rejected tokens reviewed per second, and in a burst, before callers get 429.
+const REJECTED_PER_SEC: f64 = 5.0;
+const REJECTED_BURST: f64 = 20.0;
+
+type TokenHash = [u8; 32];
+/// A token's hash, the namespace and the Rollout's name.
+type AccessKey = (TokenHash, String, String);
+
+fn token_hash(token: &str) -> TokenHash {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// A bounded map of answers that expire.
+struct Expiring<K, V> {
+    entries: HashMap<K, (Instant, V)>,
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Expiring<K, V> {
+    fn new() -> Self {
+        Self { entries: HashMap::new() }
+    }
+
+    fn get(&self, k: &K, now: Instant) -> Option<V> {
+        self.entries.get(k).filter(|(at, _)| now.duration_since(*at) < REVIEW_TTL).map(|(_, v)| v.clone())
+    }
+
+    fn insert(&mut self, k: K, v: V, now: Instant) {
+        if self.entries.len() >= CACHE_LIMIT {
+            self.entries.retain(|_, (at, _)| now.duration_since(*at) < REVIEW_TTL);
+            if self.entries.len() >= CACHE_LIMIT {
+                self.entries.clear();
+            }
+        }
+        self.entries.insert(k, (now, v));
+    }
+}
+
+/// A token bucket.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// Refills, then says whether one more rejection fits the budget.
+    fn has_room(&mut self, now: Instant) -> bool {
+        let refill = now.duration_since(self.at).as_secs_f64() * REJECTED_PER_SEC;
+        self.tokens = (self.tokens + refill).min(REJECTED_BURST);
+        self.at = now;
+        self.tokens >= 1.0
+    }
+
+    fn spend(&mut self) {
+        self.tokens = (self.tokens - 1.0).max(0.0);
+    }
+}
+
+/// The user a token belongs to, as the TokenReview said.
+#[derive(Debug, Clone)]
+struct Reviewed {
+    user: k8s_openapi::api::authentication::v1::UserInfo,
+}
+
+/// The review caches and the budget for rejected tokens; one per verdict API.
+pub struct Reviews {
+    tokens: Mutex<Expiring<TokenHash, Result<Reviewed, Denied>>>,
+    access: Mutex<Expiring<AccessKey, Result<String, Denied>>>,
+    rejected: Mutex<Bucket>,
+}
+
+impl Default for Reviews {
+    fn default() -> Self {
+        Self {
+            tokens: Mutex::new(Expiring::new()),
+            access: Mutex::new(Expiring::new()),
+            rejected: Mutex::new(Bucket { tokens: REJECTED_BURST, at: Instant::now() }),
+        }
+    }
+}
+
+impl Reviews {
+    /// [`authorize`], answering from the caches when it can.
+    pub async fn authorize(
+        &self,
+        client: &Client,
+        token: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<String, Denied> {
+        let hash = token_hash(token);
+        let now = Instant::now();
+        let key = (hash, namespace.to_string(), name.to_string());
+        if let Some(answer) = self.access.lock().ok().and_then(|c| c.get(&key, now)) {
+            return answer;
+        }
+        let cached = self.tokens.lock().ok().and_then(|c| c.get(&hash, now));
+        let reviewed = match cached {
+            Some(r) => r,
+            None => {
+                if !self.rejected.lock().map(|mut b| b.has_room(now)).unwrap_or(true) {
+                    return Err(Denied::Throttled(
+                        "too many invalid tokens lately; try again shortly".into(),
+                    ));
+                }
+                let r = review_token(client, token).await;
+                if matches!(r, Err(Denied::Unauthenticated(_)))
+                    && let Ok(mut b) = self.rejected.lock()
+                {
+                    b.spend();
+                }
+                if !matches!(r, Err(Denied::Unavailable(_)))
+                    && let Ok(mut c) = self.tokens.lock()
+                {
+                    c.insert(hash, r.clone(), now);
+                }
+                r
+            }
+        };
+        let answer = match reviewed {
+            Ok(r) => review_access(client, r.user, namespace, name).await,
+            Err(e) => return Err(e),
+        };
+        if !matches!(answer, Err(Denied::Unavailable(_)))
+            && let Ok(mut c) = self.access.lock()
+        {
+            c.insert(key, answer.clone(), now);
+        }
+        answer
+    }
 }
 
 pub fn bearer(headers: &HeaderMap) -> Result<&str, Denied> {
@@ -38,8 +186,13 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, Denied> {
     }
 }
 
-/// The user behind `token`, and whether they may `get` the Rollout `namespace/name`.
+/// The user behind `token`, and whether they may `get` the Rollout `namespace/name` (no cache).
 pub async fn authorize(client: &Client, token: &str, namespace: &str, name: &str) -> Result<String, Denied> {
+    let reviewed = review_token(client, token).await?;
+    review_access(client, reviewed.user, namespace, name).await
+}
+
+async fn review_token(client: &Client, token: &str) -> Result<Reviewed, Denied> {
     let review = TokenReview {
         spec: TokenReviewSpec { token: Some(token.to_string()), ..Default::default() },
         ..Default::default()
@@ -53,7 +206,15 @@ pub async fn authorize(client: &Client, token: &str, namespace: &str, name: &str
         let why = status.error.filter(|e| !e.is_empty()).unwrap_or_else(|| "the token is not valid".into());
         return Err(Denied::Unauthenticated(why));
     }
-    let user = status.user.unwrap_or_default();
+    Ok(Reviewed { user: status.user.unwrap_or_default() })
+}
+
+async fn review_access(
+    client: &Client,
+    user: k8s_openapi::api::authentication::v1::UserInfo,
+    namespace: &str,
+    name: &str,
+) -> Result<String, Denied> {
     let username = user.username.clone().unwrap_or_default();
     let access = SubjectAccessReview {
         spec: SubjectAccessReviewSpec {

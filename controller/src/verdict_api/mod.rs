@@ -40,6 +40,13 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct ApiState {
     pub client: Client,
+    pub reviews: std::sync::Arc<auth::Reviews>,
+}
+
+impl ApiState {
+    pub fn new(client: Client) -> Self {
+        Self { client, reviews: Default::default() }
+    }
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -69,6 +76,7 @@ fn denied(d: Denied) -> Response {
         Denied::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         Denied::Forbidden(_) => StatusCode::FORBIDDEN,
         Denied::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Denied::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
     };
     error(status, d.to_string())
 }
@@ -76,7 +84,7 @@ fn denied(d: Denied) -> Response {
 /// Authorises the caller, then reads the Rollout.
 async fn admitted(state: &ApiState, headers: &HeaderMap, ns: &str, name: &str) -> Result<Rollout, Response> {
     let token = auth::bearer(headers).map_err(denied)?;
-    auth::authorize(&state.client, token, ns, name).await.map_err(denied)?;
+    state.reviews.authorize(&state.client, token, ns, name).await.map_err(denied)?;
     let api: Api<Rollout> = Api::namespaced(state.client.clone(), ns);
     match api.get_opt(name).await {
         Ok(Some(ro)) => Ok(ro),

@@ -113,7 +113,7 @@ impl Fake {
 }
 
 async fn call(fake: &Fake, uri: &str, token: Option<&str>) -> (StatusCode, Value) {
-    let app = router(ApiState { client: fake.client() });
+    let app = router(ApiState::new(fake.client()));
     let mut req = Request::builder().uri(uri);
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
@@ -230,4 +230,47 @@ fn transitions_are_the_decisions_after_the_last_one_seen() {
     assert_eq!(new_decisions(None, &history), &history[..]);
     // Trimmed out of the bounded history: everything there is new.
     assert_eq!(new_decisions(Some(&d(0, "Promote")), &history), &history[..]);
+}
+
+async fn call_with(app: &Router, uri: &str, token: &str) -> StatusCode {
+    let req = Request::builder()
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .body(AxumBody::empty())
+        .unwrap_or_default();
+    app.clone().oneshot(req).await.unwrap_or_else(|e| match e {}).status()
+}
+
+fn reviews(fake: &Fake) -> usize {
+    fake.seen.lock().map(|s| s.iter().filter(|(_, p, _)| p.ends_with("/tokenreviews")).count()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_token_is_reviewed_once_while_its_answer_is_fresh() {
+    let fake = Fake::new(true, true, Some(progressing()));
+    let app = router(ApiState::new(fake.client()));
+    for _ in 0..5 {
+        assert_eq!(call_with(&app, URI, "t0k3n").await, StatusCode::OK);
+    }
+    assert_eq!(reviews(&fake), 1, "one TokenReview for five requests with the same token");
+    let bogus = Fake::new(false, false, Some(progressing()));
+    let app = router(ApiState::new(bogus.client()));
+    for _ in 0..5 {
+        assert_eq!(call_with(&app, URI, "nope").await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(reviews(&bogus), 1, "a rejected token is remembered too");
+}
+
+#[tokio::test]
+async fn a_flood_of_bogus_tokens_is_throttled_instead_of_reviewed() {
+    let fake = Fake::new(false, false, Some(progressing()));
+    let app = router(ApiState::new(fake.client()));
+    let mut statuses = Vec::new();
+    for i in 0..200 {
+        statuses.push(call_with(&app, URI, &format!("bogus-{i}")).await);
+    }
+    let throttled = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert!(throttled >= 150, "{throttled} of 200 throttled");
+    assert!(reviews(&fake) <= 50, "{} TokenReviews for 200 bogus tokens", reviews(&fake));
+    assert!(statuses[..10].iter().all(|s| *s == StatusCode::UNAUTHORIZED), "the first ones are reviewed");
 }

@@ -1,0 +1,229 @@
+//! Writing the objects a Rollout owns, and only those.
+//!
+//! rollgate never adopts: an object it did not create (no controller ownerReference naming this
+//! Rollout's uid) is refused as a name conflict, whoever owns it. An object that does not exist
+//! is created with a create request, which the API server refuses when someone else's object
+//! appeared meanwhile; an object that is ours is changed only when what rollgate wants differs
+//! from what is there (server-side apply, field manager `rollgate`), and deleted only with the
+//! uid it was observed with as a precondition.
+
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub const FIELD_MANAGER: &str = "rollgate";
+
+/// Why an owned object could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The name is taken by an object this Rollout does not own.
+    #[error(
+        "{object} exists and is not owned by this Rollout (controller: {owner}); rename the Rollout or remove the object"
+    )]
+    Conflict { object: String, owner: String },
+    /// The API server refused the object itself (400, 422): retrying will not help.
+    #[error("{object} was rejected by the API server: {message}")]
+    Rejected { object: String, message: String },
+    /// Anything else (connection, 5xx, 429, 403…): worth retrying.
+    #[error("writing {object}: {source}")]
+    Failed {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl WriteError {
+    pub fn object(&self) -> &str {
+        match self {
+            WriteError::Conflict { object, .. }
+            | WriteError::Rejected { object, .. }
+            | WriteError::Failed { object, .. } => object,
+        }
+    }
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Unchanged,
+    Created,
+    Updated,
+    Deleted,
+}
+
+/// `Kind namespace/name`, for messages.
+pub fn describe<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!("{} {}/{}", K::kind(&()), obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// The controller ownerReference of `obj`, in words (`none` when it has none).
+pub fn controller_of<K: Resource>(obj: &K) -> String {
+    obj.meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map_or_else(|| "none".to_string(), |o| format!("{} {} (uid {})", o.kind, o.name, o.uid))
+}
+
+/// Whether `obj` is controlled by the object with `uid`.
+pub fn is_ours<K: Resource>(obj: &K, uid: &str) -> bool {
+    obj.meta().owner_references.iter().flatten().any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+/// Refuses an observed object this Rollout does not own.
+pub fn check_owned<K: Resource<DynamicType = ()>>(obj: &K, uid: &str) -> Result<(), WriteError> {
+    if is_ours(obj, uid) {
+        Ok(())
+    } else {
+        Err(WriteError::Conflict { object: describe(obj), owner: controller_of(obj) })
+    }
+}
+
+/// Whether `observed` already holds every field `desired` sets, with the same value: objects
+/// are compared as maps (extra keys in `observed`, such as defaults, do not count), lists
+/// element by element and of the same length.
+pub fn contains(observed: &Value, desired: &Value) -> bool {
+    match (observed, desired) {
+        (_, Value::Null) => true,
+        (Value::Object(o), Value::Object(d)) => {
+            d.iter().all(|(k, dv)| o.get(k).map_or(dv.is_null(), |ov| contains(ov, dv)))
+        }
+        (Value::Array(o), Value::Array(d)) => {
+            o.len() == d.len() && o.iter().zip(d).all(|(a, b)| contains(a, b))
+        }
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        (a, b) => a == b,
+    }
+}
+
+fn classify(object: String, e: kube::Error) -> WriteError {
+    match e {
+        kube::Error::Api(s) if s.code == 400 || s.code == 422 => {
+            WriteError::Rejected { object, message: s.message }
+        }
+        source => WriteError::Failed { object, source },
+    }
+}
+
+/// Makes `desired` exist as this Rollout's object: created when absent, changed when it
+/// differs, refused when the name belongs to someone else. `observed` is what was read this
+/// pass (`None`: absent).
+pub async fn ensure<K>(
+    api: &Api<K>,
+    uid: &str,
+    observed: Option<&K>,
+    desired: &K,
+) -> Result<Written, WriteError>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let name = desired.name_any();
+    let object = describe(desired);
+    let observed = match observed {
+        Some(o) => o.clone(),
+        None => match api
+            .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, desired)
+            .await
+        {
+            Ok(_) => return Ok(Written::Created),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                // Created meanwhile: by us in a pass the cache has not shown yet, or by someone else.
+                match api.get_opt(&name).await.map_err(|e| classify(object.clone(), e))? {
+                    Some(o) => o,
+                    None => return Err(WriteError::Failed { object, source: kube::Error::Api(s) }),
+                }
+            }
+            Err(e) => return Err(classify(object, e)),
+        },
+    };
+    check_owned(&observed, uid)?;
+    let (have, want) = (serde_json::to_value(&observed), serde_json::to_value(desired));
+    if let (Ok(have), Ok(want)) = (&have, &want)
+        && contains(have, want)
+    {
+        return Ok(Written::Unchanged);
+    }
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired))
+        .await
+        .map_err(|e| classify(object, e))?;
+    Ok(Written::Updated)
+}
+
+/// Deletes `observed` if this Rollout owns it, with its uid as a precondition (an object of
+/// the same name made since is left alone).
+pub async fn delete_owned<K>(api: &Api<K>, uid: &str, observed: &K) -> Result<Written, WriteError>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    check_owned(observed, uid)?;
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions { uid: observed.meta().uid.clone(), resource_version: None }),
+        ..DeleteParams::background()
+    };
+    match api.delete(&observed.name_any(), &dp).await {
+        Ok(_) => Ok(Written::Deleted),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Written::Unchanged),
+        Err(e) => Err(classify(describe(observed), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_added_by_the_api_server_do_not_count_as_a_difference() {
+        let desired = json!({"spec": {"ports": [{"name": "http", "port": 80}], "selector": {"a": "b"}}});
+        let observed = json!({"spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+            "selector": {"a": "b"}, "clusterIP": "10.0.0.1", "type": "ClusterIP"}});
+        assert!(contains(&observed, &desired));
+    }
+
+    #[test]
+    fn a_changed_value_or_a_list_of_another_length_is_a_difference() {
+        let desired = json!({"spec": {"replicas": 2, "ports": [{"port": 80}]}});
+        assert!(!contains(&json!({"spec": {"replicas": 3, "ports": [{"port": 80}]}}), &desired));
+        assert!(!contains(
+            &json!({"spec": {"replicas": 2, "ports": [{"port": 80}, {"port": 81}]}}),
+            &desired
+        ));
+        assert!(!contains(&json!({"spec": {"ports": [{"port": 80}]}}), &desired), "a missing field");
+        assert!(contains(&json!({"spec": {"replicas": 2.0, "ports": [{"port": 80}]}}), &desired));
+    }
+
+    fn service(owner_uid: Option<&str>) -> Service {
+        let mut s = Service::default();
+        s.metadata.name = Some("web-stable".into());
+        s.metadata.namespace = Some("shop".into());
+        s.metadata.owner_references = owner_uid.map(|uid| {
+            vec![OwnerReference {
+                api_version: "rollgate.dev/v1alpha1".into(),
+                kind: "Rollout".into(),
+                name: "other".into(),
+                uid: uid.into(),
+                controller: Some(true),
+                ..Default::default()
+            }]
+        });
+        s
+    }
+
+    #[test]
+    fn only_an_object_controlled_by_this_uid_is_ours() {
+        assert!(check_owned(&service(Some("uid-1")), "uid-1").is_ok());
+        let e = check_owned(&service(None), "uid-1").expect_err("a user's Service");
+        assert_eq!(
+            e.to_string(),
+            "Service shop/web-stable exists and is not owned by this Rollout (controller: none); rename the Rollout or remove the object"
+        );
+        let e = check_owned(&service(Some("uid-2")), "uid-1").expect_err("another Rollout's");
+        assert!(e.to_string().contains("controller: Rollout other (uid uid-2)"), "{e}");
+    }
+}

@@ -1,0 +1,130 @@
+//! Observe and act: the objects a Rollout owns as read this pass, and the writes that carry a
+//! plan out. Every write goes through `owned` (no adoption, no write when nothing differs).
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::{Api, Client, ResourceExt};
+use rollgate_crds::Rollout;
+use rollgate_crds::conditions as cond;
+
+use crate::error::Result;
+use crate::owned::{self, WriteError, Written};
+use crate::plan::{CanaryIntent, Plan, SpecProblem, StableIntent};
+use crate::workload::{self, Role};
+
+/// The objects a Rollout needs, as read this pass (`None`: absent).
+#[derive(Debug, Default)]
+pub struct World {
+    pub stable: Option<Deployment>,
+    pub canary: Option<Deployment>,
+    /// `<name>-stable`, `<name>-canary` and, with `replicaRatio`, `<name>` (role `None`: the
+    /// Service selecting both).
+    pub services: Vec<(Option<Role>, Option<Service>)>,
+}
+
+impl World {
+    /// Reads the Rollout's Deployments and Services.
+    pub async fn observe(client: &Client, ro: &Rollout) -> Result<World> {
+        let ns = ro.namespace().unwrap_or_default();
+        let name = ro.name_any();
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+        let stable = deployments.get_opt(&workload::name(&name, Role::Stable)).await?;
+        let canary = deployments.get_opt(&workload::name(&name, Role::Canary)).await?;
+        let mut roles = vec![Some(Role::Stable), Some(Role::Canary)];
+        if ro.spec.traffic.replica_ratio.is_some() {
+            roles.push(None);
+        }
+        let mut seen = Vec::with_capacity(roles.len());
+        for role in roles {
+            let n = role.map_or_else(|| name.clone(), |r| workload::name(&name, r));
+            seen.push((role, services.get_opt(&n).await?));
+        }
+        Ok(World { stable, canary, services: seen })
+    }
+
+    /// The first object that exists under a name this Rollout needs but is not its own.
+    pub fn conflict(&self, uid: &str) -> Option<SpecProblem> {
+        let deployments =
+            [&self.stable, &self.canary].into_iter().flatten().map(|d| owned::check_owned(d, uid));
+        let services =
+            self.services.iter().filter_map(|(_, s)| s.as_ref()).map(|s| owned::check_owned(s, uid));
+        deployments.chain(services).find_map(|r| r.err()).map(|e| problem_of(&e))
+    }
+}
+
+/// A write error that no retry fixes, as the spec problem the status shows.
+pub fn problem_of(e: &WriteError) -> SpecProblem {
+    let reason = match e {
+        WriteError::Conflict { .. } => cond::invalid::NAME_CONFLICT,
+        WriteError::Rejected { .. } | WriteError::Failed { .. } => cond::invalid::REJECTED_BY_API,
+    };
+    SpecProblem::with_reason(reason, e.to_string())
+}
+
+/// Carries out the workload part of `plan`: Services, then Deployments.
+pub async fn workload(
+    client: &Client,
+    ro: &Rollout,
+    plan: &Plan,
+    world: &World,
+    revision: &str,
+) -> Result<()> {
+    let ns = ro.namespace().unwrap_or_default();
+    let uid = ro.uid().unwrap_or_default();
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    for (role, observed) in &world.services {
+        let desired = workload::service(ro, *role);
+        log(owned::ensure(&services, &uid, observed.as_ref(), &desired).await?, &desired);
+    }
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let ensure = |observed: Option<&Deployment>, desired: Deployment| {
+        let deployments = deployments.clone();
+        let uid = uid.clone();
+        let observed = observed.cloned();
+        async move {
+            let w = owned::ensure(&deployments, &uid, observed.as_ref(), &desired).await?;
+            log(w, &desired);
+            Ok::<(), WriteError>(())
+        }
+    };
+    let stable = world.stable.as_ref();
+    match &plan.stable {
+        StableIntent::Adopt { replicas } => {
+            ensure(stable, workload::deployment(ro, Role::Stable, &ro.spec.template, revision, *replicas))
+                .await?;
+        }
+        StableIntent::Keep { replicas } => match stable.and_then(workload::existing_template) {
+            Some((template, rev)) => {
+                ensure(stable, workload::deployment(ro, Role::Stable, &template, &rev, *replicas)).await?
+            }
+            None => tracing::warn!("the stable Deployment is missing or unlabelled; leaving it alone"),
+        },
+    }
+    let canary = world.canary.as_ref();
+    match &plan.canary {
+        CanaryIntent::Present { replicas } => {
+            ensure(canary, workload::deployment(ro, Role::Canary, &ro.spec.template, revision, *replicas))
+                .await?;
+        }
+        CanaryIntent::ScaledDown => {
+            if let Some((template, rev)) = canary.and_then(workload::existing_template) {
+                ensure(canary, workload::deployment(ro, Role::Canary, &template, &rev, 0)).await?;
+            }
+        }
+        CanaryIntent::Absent => {
+            if let Some(c) = canary {
+                log(owned::delete_owned(&deployments, &uid, c).await?, c);
+            }
+        }
+        CanaryIntent::Keep => {}
+    }
+    Ok(())
+}
+
+fn log<K: kube::Resource<DynamicType = ()>>(w: Written, obj: &K) {
+    if w != Written::Unchanged {
+        tracing::info!(object = %owned::describe(obj), written = ?w, "owned object written");
+    }
+}
