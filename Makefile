@@ -51,6 +51,10 @@ demo-refserver: deps ## refserver alone: traffic, metrics, faults by hot reload,
 bench: deps ## refserver vs a bare hyper server under wrk (a report, not a test)
 	bash scripts/bench-refserver.sh
 
+.PHONY: bench-scale
+bench-scale: deps ## the controller at 1 000 Rollouts on the local control plane: latency, CPU, memory (root; a report)
+	bash scripts/bench-scale.sh $(ROLLOUTS)
+
 BENCH_GATE = $(CARGO) run -q --release --locked -p rollgate -- gate bench --runs 1000 --seed 20261127
 
 .PHONY: bench-gate

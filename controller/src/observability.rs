@@ -37,6 +37,14 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KubeRequestLabels {
+    /// The HTTP method (GET also for lists and watches, PATCH for applies).
+    pub method: String,
+    /// The HTTP status, or `error` when no response came.
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeliveryLabels {
     /// delivered, failed (after every retry) or dropped (queue full).
     pub result: String,
@@ -53,6 +61,10 @@ pub struct Metrics {
     pub check_value: Family<CheckLabels, Gauge<f64, AtomicU64>>,
     pub check_passing: Family<CheckLabels, Gauge>,
     pub leader: Gauge,
+    pub kube_requests: Family<KubeRequestLabels, Counter>,
+    pub reconciles_in_flight: Gauge,
+    /// The Rollouts with series, and their checks' names (to remove them when it goes).
+    known: std::sync::Mutex<std::collections::HashMap<RolloutLabels, Vec<String>>>,
 }
 
 impl Default for Metrics {
@@ -93,6 +105,18 @@ impl Default for Metrics {
         );
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
+        let kube_requests = Family::<KubeRequestLabels, Counter>::default();
+        registry.register(
+            "kube_requests",
+            "Requests to the Kubernetes API server by method and status code",
+            kube_requests.clone(),
+        );
+        let reconciles_in_flight = Gauge::default();
+        registry.register(
+            "reconciles_in_flight",
+            "Reconcile passes running now; at --concurrency, further Rollouts wait in the queue",
+            reconciles_in_flight.clone(),
+        );
         Self {
             registry,
             webhook_deliveries,
@@ -104,6 +128,9 @@ impl Default for Metrics {
             check_value,
             check_passing,
             leader,
+            kube_requests,
+            reconciles_in_flight,
+            known: Default::default(),
         }
     }
 }
@@ -119,6 +146,14 @@ impl Metrics {
     pub fn observe(&self, namespace: &str, name: &str, status: &RolloutStatus) {
         let labels = RolloutLabels { namespace: namespace.into(), name: name.into() };
         self.weight.get_or_create(&labels).set(i64::from(status.canary_weight));
+        if let Ok(mut k) = self.known.lock() {
+            let checks = k.entry(labels.clone()).or_default();
+            for c in &status.checks {
+                if !checks.contains(&c.name) {
+                    checks.push(c.name.clone());
+                }
+            }
+        }
         for phase in ["Progressing", "Paused", "Promoted", "RolledBack", "Failed"] {
             let l = PhaseLabels { namespace: namespace.into(), name: name.into(), phase: phase.into() };
             let current = status.phase.map(|p| format!("{p:?}")).is_some_and(|p| p == phase);
@@ -139,7 +174,30 @@ impl Metrics {
     }
 
     /// Forgets a deleted Rollout.
+    /// Forgets the series of every Rollout for which `exists` is false.
+    pub fn retain(&self, exists: impl Fn(&str, &str) -> bool) {
+        let gone: Vec<RolloutLabels> = {
+            let mut v = Vec::new();
+            if let Ok(k) = self.known.lock() {
+                v.extend(k.keys().filter(|l| !exists(&l.namespace, &l.name)).cloned());
+            }
+            v
+        };
+        for l in gone {
+            self.forget(&l.namespace, &l.name);
+        }
+    }
+
     pub fn forget(&self, namespace: &str, name: &str) {
+        let checks = match self.known.lock() {
+            Ok(mut k) => k.remove(&RolloutLabels { namespace: namespace.into(), name: name.into() }),
+            Err(_) => None,
+        };
+        for check in checks.unwrap_or_default() {
+            let l = CheckLabels { namespace: namespace.into(), name: name.into(), check };
+            self.check_value.remove(&l);
+            self.check_passing.remove(&l);
+        }
         self.weight.remove(&RolloutLabels { namespace: namespace.into(), name: name.into() });
         for phase in ["Progressing", "Paused", "Promoted", "RolledBack", "Failed"] {
             self.phase.remove(&PhaseLabels {
@@ -209,5 +267,123 @@ impl Drop for TelemetryGuard {
         {
             eprintln!("rollgate: flushing traces: {e}");
         }
+    }
+}
+
+// === impl CountRequests ===
+
+/// A tower layer for the kube client that counts every request by method and status code
+/// (`rollgate_kube_requests_total`).
+#[derive(Clone)]
+pub struct CountRequests {
+    family: Family<KubeRequestLabels, Counter>,
+}
+
+impl CountRequests {
+    pub fn new(family: Family<KubeRequestLabels, Counter>) -> Self {
+        Self { family }
+    }
+}
+
+impl<S> tower::Layer<S> for CountRequests {
+    type Service = Counted<S>;
+
+    fn layer(&self, inner: S) -> Counted<S> {
+        Counted { inner, family: self.family.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct Counted<S> {
+    inner: S,
+    family: Family<KubeRequestLabels, Counter>,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for Counted<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = request.method().to_string();
+        let family = self.family.clone();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let result = response.await;
+            let code = match &result {
+                Ok(r) => r.status().as_u16().to_string(),
+                Err(_) => "error".to_string(),
+            };
+            family.get_or_create(&KubeRequestLabels { method, code }).inc();
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rollgate_crds::rollout::{CheckResult, CheckStatus, Phase};
+
+    fn status() -> RolloutStatus {
+        RolloutStatus {
+            phase: Some(Phase::Progressing),
+            canary_weight: 5,
+            checks: vec![CheckStatus {
+                name: "error-rate".into(),
+                result: CheckResult::Pass,
+                value: Some(0.0),
+                threshold: 0.01,
+                bad: 0,
+                total: 10,
+                needed: None,
+                statistic: None,
+                reason: String::new(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_series_of_a_deleted_rollout_are_dropped() {
+        let m = Metrics::default();
+        m.observe("shop", "web", &status());
+        m.observe("shop", "gone", &status());
+        let before = m.encode().expect("encode");
+        assert!(before.contains("name=\"gone\""), "{before}");
+        m.retain(|_, name| name == "web");
+        let after = m.encode().expect("encode");
+        assert!(!after.contains("name=\"gone\""), "{after}");
+        assert!(
+            after.contains("rollgate_check_result{namespace=\"shop\",name=\"web\",check=\"error-rate\"} 1"),
+            "{after}"
+        );
+    }
+
+    #[test]
+    fn kube_requests_are_counted_by_method_and_code() {
+        use tower::{Layer, Service, ServiceExt};
+        let m = Metrics::default();
+        let inner = tower::service_fn(|_: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(
+                http::Response::builder().status(404).body(()).unwrap_or_default(),
+            )
+        });
+        let mut svc = CountRequests::new(m.kube_requests.clone()).layer(inner);
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        rt.block_on(async {
+            let req = http::Request::builder().method("PATCH").body(()).unwrap_or_default();
+            let _ = svc.ready().await.expect("ready").call(req).await;
+        });
+        let text = m.encode().expect("encode");
+        assert!(text.contains("rollgate_kube_requests_total{method=\"PATCH\",code=\"404\"} 1"), "{text}");
     }
 }

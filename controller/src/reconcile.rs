@@ -117,6 +117,23 @@ impl Context {
         }
     }
 
+    /// Drops what is remembered of Rollouts that no longer exist (a deleted Rollout without a
+    /// finalizer is never reconciled again, so nothing else would).
+    pub fn retain(&self, exists: impl Fn(&str, &str) -> bool) {
+        let mut gone = Vec::new();
+        if let Ok(w) = self.written.lock() {
+            gone.extend(w.keys().filter(|(ns, n)| !exists(ns, n)).cloned());
+        }
+        if let Ok(f) = self.failures.lock() {
+            gone.extend(f.keys().filter(|(ns, n)| !exists(ns, n)).cloned());
+        }
+        for (ns, name) in gone {
+            self.metrics.forget(&ns, &name);
+            self.forget(&ns, &name);
+        }
+        self.metrics.retain(exists);
+    }
+
     fn forget(&self, ns: &str, name: &str) {
         let key = (ns.to_string(), name.to_string());
         if let Ok(mut f) = self.failures.lock() {
@@ -154,6 +171,7 @@ pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action> {
         ctx.forget(&ns, &name);
         return Ok(Action::await_change());
     }
+    ctx.metrics.reconciles_in_flight.inc();
     let span = tracing::info_span!("reconcile", namespace = %ns, rollout = %name);
     let result = async {
         let ro = fresh(ro, &ctx, &ns, &name).await?;
@@ -162,6 +180,7 @@ pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action> {
     .instrument(span)
     .await;
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+    ctx.metrics.reconciles_in_flight.dec();
     if result.is_ok()
         && let Ok(mut f) = ctx.failures.lock()
     {

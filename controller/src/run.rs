@@ -31,7 +31,7 @@ use rollgate_crds::{ReleaseGate, Rollout};
 
 use crate::metrics_provider::MetricProvider;
 use crate::metrics_provider::prometheus::Prometheus;
-use crate::observability::{Metrics, SharedMetrics};
+use crate::observability::{CountRequests, Metrics, SharedMetrics};
 use crate::reconcile::{Context, ProviderFactory, error_policy, reconcile};
 use crate::router::gateway_api::http_route_resource;
 use crate::verdict_api;
@@ -53,6 +53,9 @@ pub struct ControllerArgs {
     /// Log as JSON (default) or text.
     #[arg(long, default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,
+    /// Rollouts reconciled at once; the others wait in the controller's queue.
+    #[arg(long, default_value_t = 16, env = "ROLLGATE_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
     /// OTLP/HTTP traces endpoint (e.g. `http://collector:4318/v1/traces`); traces are exported
     /// only when set.
     #[arg(long, env = "ROLLGATE_OTLP_ENDPOINT")]
@@ -63,6 +66,8 @@ pub struct ControllerArgs {
 pub enum RunError {
     #[error("connecting to Kubernetes: {0}")]
     Client(#[source] kube::Error),
+    #[error("Kubernetes configuration (in-cluster or KUBECONFIG): {0}")]
+    Config(String),
     #[error("leader election: {0}")]
     Lease(String),
     #[error("{0}")]
@@ -78,12 +83,18 @@ struct Health {
 }
 
 pub async fn run(args: ControllerArgs) -> Result<(), RunError> {
-    let client = Client::try_default().await.map_err(RunError::Client)?;
     let metrics: SharedMetrics = Arc::new(Metrics::default());
+    let config = kube::Config::infer().await.map_err(|e| RunError::Config(e.to_string()))?;
+    let client = kube::client::ClientBuilder::try_from(config)
+        .map_err(RunError::Client)?
+        .with_layer(&CountRequests::new(metrics.kube_requests.clone()))
+        .build();
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .map_err(|source| RunError::Serve { addr: args.metrics_addr, source })?;
+    // With port 0 the system picks one: log the address actually bound.
+    let metrics_addr = listener.local_addr().unwrap_or(args.metrics_addr);
     let health = Health { metrics: metrics.clone(), ready: ready.clone() };
     let api = verdict_api::router(verdict_api::ApiState::new(client.clone()));
     let (main_router, api_server) = match args.api_addr {
@@ -118,7 +129,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), RunError> {
         .map_err(|e| RunError::Lease(e.to_string()))?;
     let (mut leader, lease_task) = manager.watch().await;
     ready.store(true, Ordering::Release);
-    tracing::info!(%identity, metrics = %args.metrics_addr, "rollgate controller started; waiting for leadership");
+    tracing::info!(%identity, metrics = %metrics_addr, "rollgate controller started; waiting for leadership");
 
     let providers: ProviderFactory =
         Arc::new(|address: &str| Prometheus::new(address).map(|p| Arc::new(p) as Arc<dyn MetricProvider>));
@@ -138,7 +149,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), RunError> {
             }
             metrics.leader.set(1);
             tracing::info!("leadership acquired; reconciling");
-            let controller = controller(client.clone(), ctx.clone(), has_routes);
+            let controller = controller(client.clone(), ctx.clone(), has_routes, args.concurrency);
             tokio::select! {
                 () = controller => {
                     tracing::info!("controller stopped");
@@ -173,10 +184,16 @@ pub async fn run(args: ControllerArgs) -> Result<(), RunError> {
 }
 
 /// Runs the kube-runtime Controller until a shutdown signal.
-async fn controller(client: Client, ctx: Arc<Context>, watch_routes: bool) {
+async fn controller(client: Client, ctx: Arc<Context>, watch_routes: bool, concurrency: u16) {
     let rollouts: Api<Rollout> = Api::all(client.clone());
     let owned = watcher::Config::default().labels(ROLLOUT);
+    // A short debounce folds the burst of events one write causes (status, Deployment, route)
+    // into one pass.
+    let config = kube::runtime::controller::Config::default()
+        .concurrency(concurrency)
+        .debounce(std::time::Duration::from_millis(200));
     let mut c = Controller::new(rollouts, watcher::Config::default())
+        .with_config(config)
         .owns(Api::<Deployment>::all(client.clone()), owned.clone())
         .owns(Api::<Service>::all(client.clone()), owned);
     let store = c.store();
@@ -212,6 +229,21 @@ async fn controller(client: Client, ctx: Arc<Context>, watch_routes: bool) {
     } else {
         tracing::info!("the HTTPRoute API is not served; gatewayAPI Rollouts will report it");
     }
+    // Deleted Rollouts are not reconciled again: sweep what is remembered of them.
+    let store = c.store();
+    let swept = ctx.clone();
+    let sweeper = tokio::spawn(async move {
+        if store.wait_until_ready().await.is_err() {
+            return;
+        }
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            let live: std::collections::HashSet<(String, String)> =
+                store.state().iter().map(|r| (r.namespace().unwrap_or_default(), r.name_any())).collect();
+            swept.retain(|ns, name| live.contains(&(ns.to_string(), name.to_string())));
+        }
+    });
     c.shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -221,6 +253,7 @@ async fn controller(client: Client, ctx: Arc<Context>, watch_routes: bool) {
             }
         })
         .await;
+    sweeper.abort();
 }
 
 async fn http_routes_served(client: &Client) -> bool {

@@ -2,6 +2,7 @@
 //! traffic through Traefik, judged on real Prometheus data. Run with `make e2e`.
 
 mod common;
+mod safety;
 
 use std::time::Duration;
 
@@ -469,29 +470,54 @@ async fn scenario_3_slow_responses_and_runtime_pauses_are_rolled_back() {
 }
 
 #[tokio::test]
-async fn scenario_4_a_controller_killed_mid_step_resumes_the_same_rollout() {
+async fn scenario_4_a_controller_killed_right_after_a_route_write_resumes_forward() {
     let Stage { c, ns, mut guard, ctl, load } = stage("e2e-restart", 8).await;
     let name = NAME;
     apply_version(&c, &ns, "v2", &[]).await;
-    wait_until("the first step under way", Duration::from_secs(120), || async {
-        let st = c.status(&ns, name).await;
-        st.step_started_at.is_some() && st.canary_weight == 1
+    // SIGKILL within milliseconds of the controller's log of the 5 % route write: the next
+    // controller must resume from the recorded decision, not put the weight back to 1 %.
+    wait_for_log(&ctl.log, Duration::from_secs(180), |line| {
+        line.contains("canary weight applied") && line.contains("\"weight\":5")
     })
     .await;
     ctl.kill().await;
     let ctl = Controller::start(&c, &format!("{ns}-2")).await;
     guard.watch(&ctl);
+    let seen = std::sync::Mutex::new(Vec::new());
     wait_until("promoted after the restart", Duration::from_secs(300), || async {
         let st = c.status(&ns, name).await;
+        if let Ok(mut w) = seen.lock()
+            && st.step_started_at.is_some()
+            && w.last() != Some(&st.canary_weight)
+        {
+            w.push(st.canary_weight);
+        }
         st.phase == Some(Phase::Promoted) && st.stable_revision == st.canary_revision
     })
     .await;
     let st = c.status(&ns, name).await;
     let starts = st.history.iter().filter(|d| d.action == "Start").count();
     assert_eq!(starts, 1, "the same rollout resumed: {:?}", st.history);
+    let step_ups: Vec<i32> = st.history.iter().filter(|d| d.action == "StepUp").map(|d| d.weight).collect();
+    assert_eq!(step_ups, [1, 5, 100], "each step recorded once: {:?}", st.history);
+    let weights = seen.lock().map(|w| w.clone()).unwrap_or_default();
+    assert!(weights.windows(2).all(|w| w[0] < w[1]), "weights went back after the restart: {weights:?}");
     assert_eq!(st.verdict, Some(Verdict::Pass));
     load.stop().await;
     ctl.kill().await;
+}
+
+/// Waits until a line of the log at `path` satisfies `found`, reading it every few ms.
+async fn wait_for_log(path: &std::path::Path, limit: Duration, found: impl Fn(&str) -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().any(&found) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no such line in {} after {limit:?}", path.display());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test]

@@ -280,6 +280,8 @@ async fn eval(a: EvalArgs) -> Exit {
         let exit = match &evaluation.decision {
             Decision::StepUp { .. } => Some(Exit::Pass),
             Decision::Rollback { .. } => Some(Exit::Fail),
+            // The gate cannot be computed from this source: a configuration error.
+            Decision::Misconfigured { .. } => Some(Exit::Usage),
             _ if last && unreadable => Some(Exit::Usage),
             Decision::Pause { .. } => Some(Exit::Inconclusive),
             _ if last => Some(Exit::Inconclusive),
@@ -427,6 +429,7 @@ pub fn word(d: &Decision) -> &'static str {
         Decision::MetricsUnavailable { .. } => "metrics-unavailable",
         Decision::StableBreaching { .. } => "stable-breaching",
         Decision::Rollback { .. } => "fail",
+        Decision::Misconfigured { .. } => "misconfigured",
         Decision::Pause { .. } => "inconclusive",
     }
 }
@@ -438,6 +441,7 @@ pub fn reason(d: &Decision) -> &str {
         | Decision::MetricsUnavailable { reason }
         | Decision::StableBreaching { reason, .. }
         | Decision::Rollback { reason, .. }
+        | Decision::Misconfigured { reason, .. }
         | Decision::Pause { reason } => reason,
     }
 }

@@ -91,6 +91,9 @@ pub enum Decision {
     StableBreaching { check: String, reason: String },
     /// Roll back.
     Rollback { check: String, reason: String },
+    /// A check cannot be computed from what the source has (e.g. a latency limit that is not a
+    /// bucket boundary): it would never pass, so the canary must not stay exposed.
+    Misconfigured { check: String, reason: String },
     /// Stop and wait for a person.
     Pause { reason: String },
 }
@@ -120,6 +123,7 @@ pub fn evaluate(evidence: &[CheckEvidence], clock: StepClock, policy: Policy) ->
     let mut breaches: Vec<(String, String)> = Vec::new();
     let mut stable_breaches: Vec<(String, String)> = Vec::new();
     let mut unavailable: Vec<String> = Vec::new();
+    let mut misconfigured: Vec<(String, String)> = Vec::new();
     let mut waiting: Vec<String> = Vec::new();
     let mut within: Vec<String> = Vec::new();
     let mut all_within = !evidence.is_empty();
@@ -128,9 +132,13 @@ pub fn evaluate(evidence: &[CheckEvidence], clock: StepClock, policy: Policy) ->
         let spec = &e.spec;
         let counts = match &e.canary {
             Ok(c) => *c,
-            Err(Missing::Unavailable(why) | Missing::Misconfigured(why)) => {
+            Err(missing @ (Missing::Unavailable(why) | Missing::Misconfigured(why))) => {
                 all_within = false;
-                unavailable.push(format!("{}: {why}", spec.name));
+                if matches!(missing, Missing::Misconfigured(_)) {
+                    misconfigured.push((spec.name.clone(), why.clone()));
+                } else {
+                    unavailable.push(format!("{}: {why}", spec.name));
+                }
                 reports.push(CheckReport {
                     name: spec.name.clone(),
                     result: CheckResult::NoData,
@@ -140,7 +148,11 @@ pub fn evaluate(evidence: &[CheckEvidence], clock: StepClock, policy: Policy) ->
                     total: 0,
                     needed: None,
                     statistic: None,
-                    reason: format!("metrics unavailable: {why}"),
+                    reason: if matches!(missing, Missing::Misconfigured(_)) {
+                        format!("cannot be computed: {why}")
+                    } else {
+                        format!("metrics unavailable: {why}")
+                    },
                 });
                 continue;
             }
@@ -218,6 +230,13 @@ pub fn evaluate(evidence: &[CheckEvidence], clock: StepClock, policy: Policy) ->
         clock,
         policy,
     );
+    // A real breach still wins; otherwise a check that cannot be computed ends the step.
+    let decision = match (decision, misconfigured.into_iter().next()) {
+        (d @ Decision::Rollback { .. }, _) | (d, None) => d,
+        (_, Some((check, why))) => {
+            Decision::Misconfigured { reason: format!("{check} cannot be computed: {why}"), check }
+        }
+    };
     Evaluation { decision, checks: reports }
 }
 

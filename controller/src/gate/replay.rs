@@ -194,7 +194,9 @@ pub fn replay(series: &Series, setup: &Setup) -> Result<Replay, SeriesError> {
                 step += 1;
                 start = sample;
             }
-            Decision::Rollback { .. } => return Ok(Replay { lines, end: End::RolledBack }),
+            Decision::Rollback { .. } | Decision::Misconfigured { .. } => {
+                return Ok(Replay { lines, end: End::RolledBack });
+            }
             Decision::Pause { .. } => return Ok(Replay { lines, end: End::Paused }),
             Decision::Hold { .. }
             | Decision::MetricsUnavailable { .. }

@@ -52,8 +52,35 @@ fn kind(d: &Decision) -> &'static str {
         Decision::MetricsUnavailable { .. } => "metrics-unavailable",
         Decision::StableBreaching { .. } => "stable-breaching",
         Decision::Rollback { .. } => "rollback",
+        Decision::Misconfigured { .. } => "misconfigured",
         Decision::Pause { .. } => "pause",
     }
+}
+
+fn not_a_bucket(name: &str) -> CheckEvidence {
+    CheckEvidence {
+        spec: CheckSpec { name: name.into(), budget: 0.05, tolerance: 3.0, unit: "requests" },
+        canary: Err(Missing::Misconfigured("0.25 s is not a bucket boundary (buckets: 0.1, 0.5)".into())),
+        stable: None,
+    }
+}
+
+#[test]
+fn a_check_that_cannot_be_computed_ends_the_step_unless_another_breaches() {
+    let d =
+        evaluate(&[errors(0, 10_000), not_a_bucket("latency")], clock(60), policy(InconclusivePolicy::Pause));
+    match &d.decision {
+        Decision::Misconfigured { check, reason } => {
+            assert_eq!(check, "latency");
+            assert!(reason.contains("not a bucket boundary"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(d.checks[1].result, CheckResult::NoData);
+    assert!(d.checks[1].reason.starts_with("cannot be computed"), "{}", d.checks[1].reason);
+    let d =
+        evaluate(&[errors(50, 1000), not_a_bucket("latency")], clock(60), policy(InconclusivePolicy::Pause));
+    assert_eq!(kind(&d.decision), "rollback", "a real breach is named first");
 }
 
 #[test]

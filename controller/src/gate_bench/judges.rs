@@ -129,7 +129,7 @@ fn rollgate(step: &Step<'_>, interval: u64, min_healthy: u64, max_hold: u64, rat
         };
         let verdict = match gate::evaluate(&evidence, clock, policy).decision {
             Decision::StepUp { .. } => Some(Verdict::Promote),
-            Decision::Rollback { .. } => Some(Verdict::Rollback),
+            Decision::Rollback { .. } | Decision::Misconfigured { .. } => Some(Verdict::Rollback),
             Decision::Pause { .. } => Some(Verdict::Inconclusive),
             Decision::Hold { .. }
             | Decision::MetricsUnavailable { .. }

@@ -453,6 +453,10 @@ impl<'a, 'o> Planner<'a, 'o> {
         }
         match &eval.decision {
             Decision::Rollback { check, reason } => self.rollback(reason, Some(check)),
+            Decision::Misconfigured { reason, .. } => {
+                // Holding would keep the canary exposed for as long as nobody notices.
+                self.rollback(&format!("{reason}; fix the gate, then retry"), None);
+            }
             Decision::StableBreaching { reason, .. } => {
                 if !self.was_on(cond::STABLE_BREACHING) {
                     self.event(

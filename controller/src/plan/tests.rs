@@ -297,6 +297,35 @@ fn no_data_holds_and_never_promotes() {
     assert_eq!(w.status.verdict, None);
 }
 
+fn latency_not_a_bucket(window: Duration) -> Evaluation {
+    evaluate(
+        &[CheckEvidence {
+            spec: CheckSpec { name: "latency".into(), budget: 0.05, tolerance: 3.0, unit: "requests" },
+            canary: Err(Missing::Misconfigured("0.25 s is not a bucket boundary".into())),
+            stable: None,
+        }],
+        StepClock {
+            elapsed: window,
+            min_healthy: Duration::from_secs(30),
+            max_hold: Duration::from_secs(600),
+        },
+        Policy { rates: RATES, on_inconclusive: InconclusivePolicy::Pause, compare_with_stable: true },
+    )
+}
+
+#[test]
+fn a_replica_ratio_canary_is_not_left_exposed_by_a_check_that_cannot_be_computed() {
+    let mut w = World::new(RolloutSpec::test().with_replica_ratio().with_replicas(4));
+    w.run_until(10, &judge(0, 50), |w| w.status.phase == Some(Phase::Promoted));
+    w.new_version("v2");
+    w.run_until(20, &latency_not_a_bucket, |w| w.status.phase == Some(Phase::RolledBack));
+    let msg = w.status.message.clone().unwrap_or_default();
+    assert!(msg.contains("latency cannot be computed") && msg.contains("fix the gate"), "{msg}");
+    assert_eq!(w.status.canary_weight, 0);
+    w.run_until(20, &latency_not_a_bucket, |w| w.canary.as_ref().is_some_and(|c| c.replicas == 0));
+    assert_eq!(w.stable.as_ref().map(|s| s.replicas), Some(4), "stable takes every replica back");
+}
+
 #[test]
 fn a_metrics_outage_holds_with_a_condition_and_the_rollout_continues_after() {
     let mut w = deployed();

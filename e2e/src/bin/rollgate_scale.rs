@@ -1,0 +1,228 @@
+//! `rollgate-scale`: the controller at many Rollouts, on the local control plane (`make
+//! bench-scale`). Creates N Rollouts whose pods can never be scheduled (they wait for their first
+//! deploy, as a large cluster's quiet Rollouts do), measures spec → status latency, then the
+//! controller's and the API server's CPU and the controller's memory at steady state, deletes
+//! them all and measures the memory again. Prints a JSON report; a report, not a test.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use rollgate_crds::Rollout;
+use serde_json::json;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Rollouts to create.
+    #[arg(long, default_value_t = 1000)]
+    rollouts: usize,
+    /// Namespace to create them in (made fresh).
+    #[arg(long, default_value = "scale")]
+    namespace: String,
+    /// The controller's pid (CPU and memory are read from /proc).
+    #[arg(long)]
+    controller_pid: u32,
+    /// The API server's pid.
+    #[arg(long)]
+    apiserver_pid: u32,
+    /// The controller's metrics URL (`rollgate_kube_requests_total` before and after).
+    #[arg(long)]
+    metrics_url: String,
+    /// Seconds to let things settle before measuring the steady state.
+    #[arg(long, default_value_t = 30)]
+    settle: u64,
+    /// Seconds the steady state is measured over.
+    #[arg(long, default_value_t = 60)]
+    measure: u64,
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat: 11 and 12 after the state field.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn kube_requests(url: &str) -> f64 {
+    let text = match reqwest::get(url).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => return 0.0,
+    };
+    text.lines()
+        .filter(|l| l.starts_with("rollgate_kube_requests_total{"))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn rollout(ns: &str, i: usize) -> Rollout {
+    let value = json!({
+        "apiVersion": "rollgate.dev/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": format!("r{i:04}"), "namespace": ns},
+        "spec": {
+            "replicas": 1,
+            "template": {"spec": {
+                // No node has this label: the pods stay Pending and the Rollout waits.
+                "nodeSelector": {"rollgate.dev/bench": "nowhere"},
+                "containers": [{"name": "app", "image": "registry.local/refserver:v1"}]
+            }},
+            "traffic": {"replicaRatio": {}},
+            "gate": {"prometheus": {"address": "http://127.0.0.1:9"}, "checks": [{"name": "error-rate", "errorRate": {"maxRatio": 0.01}}]}
+        }
+    });
+    serde_json::from_value(value).unwrap_or_else(|e| panic!("the bench Rollout: {e}"))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let client = Client::try_default().await?;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns = args.namespace.clone();
+    if namespaces.get_opt(&ns).await?.is_some() {
+        namespaces.delete(&ns, &DeleteParams::default()).await?;
+        while namespaces.get_opt(&ns).await?.is_some() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    namespaces
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}}))?)
+        .await?;
+    let api: Api<Rollout> = Api::namespaced(client.clone(), &ns);
+
+    // When each Rollout was created, and when its status first described its generation.
+    let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let answered: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let seen = answered.clone();
+    let watch =
+        tokio::spawn(watcher(api.clone(), watcher::Config::default()).applied_objects().try_for_each(
+            move |ro: Rollout| {
+                let seen = seen.clone();
+                async move {
+                    let current =
+                        ro.status.as_ref().and_then(|s| s.observed_generation) == ro.metadata.generation;
+                    if current && let Ok(mut a) = seen.lock() {
+                        a.entry(ro.name_any()).or_insert_with(Instant::now);
+                    }
+                    Ok(())
+                }
+            },
+        ));
+
+    let started = Instant::now();
+    let cpu_ctl0 = cpu_seconds(args.controller_pid);
+    let cpu_api0 = cpu_seconds(args.apiserver_pid);
+    futures::stream::iter(0..args.rollouts)
+        .for_each_concurrent(8, |i| {
+            let api = api.clone();
+            let ns = ns.clone();
+            let created = created.clone();
+            async move {
+                let ro = rollout(&ns, i);
+                let at = Instant::now();
+                match api.create(&PostParams::default(), &ro).await {
+                    Ok(_) => {
+                        if let Ok(mut c) = created.lock() {
+                            c.insert(ro.name_any(), at);
+                        }
+                    }
+                    Err(e) => eprintln!("creating {}: {e}", ro.name_any()),
+                }
+            }
+        })
+        .await;
+    let create_secs = started.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while answered.lock().map(|a| a.len()).unwrap_or(0) < args.rollouts && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all_answered_secs = started.elapsed().as_secs_f64();
+    let cpu_ramp = (cpu_seconds(args.controller_pid) - cpu_ctl0, cpu_seconds(args.apiserver_pid) - cpu_api0);
+    let mut latencies: Vec<f64> = {
+        let c = created.lock().map(|c| c.clone()).unwrap_or_default();
+        let a = answered.lock().map(|a| a.clone()).unwrap_or_default();
+        c.iter()
+            .filter_map(|(n, t)| a.get(n).map(|s| s.saturating_duration_since(*t).as_secs_f64()))
+            .collect()
+    };
+    latencies.sort_by(|a, b| a.total_cmp(b));
+
+    tokio::time::sleep(Duration::from_secs(args.settle)).await;
+    let (ctl0, api0, req0) = (
+        cpu_seconds(args.controller_pid),
+        cpu_seconds(args.apiserver_pid),
+        kube_requests(&args.metrics_url).await,
+    );
+    let mut rss_peak: f64 = 0.0;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(args.measure) {
+        rss_peak = rss_peak.max(rss_mib(args.controller_pid));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let steady_ctl = (cpu_seconds(args.controller_pid) - ctl0) / secs;
+    let steady_api = (cpu_seconds(args.apiserver_pid) - api0) / secs;
+    let steady_requests = (kube_requests(&args.metrics_url).await - req0) / secs;
+    let rss_steady = rss_mib(args.controller_pid);
+
+    api.delete_collection(&DeleteParams::default(), &ListParams::default()).await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !api.list(&ListParams::default().limit(1)).await?.items.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // The controller sweeps what it remembers of deleted Rollouts once a minute.
+    tokio::time::sleep(Duration::from_secs(75)).await;
+    let rss_after = rss_mib(args.controller_pid);
+    watch.abort();
+    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+
+    let report = json!({
+        "rollouts": args.rollouts,
+        "answered": latencies.len(),
+        "create_seconds": create_secs,
+        "all_answered_seconds": all_answered_secs,
+        "spec_to_status_seconds": {
+            "p50": percentile(&latencies, 0.5), "p90": percentile(&latencies, 0.9),
+            "p99": percentile(&latencies, 0.99), "max": latencies.last().copied().unwrap_or(f64::NAN),
+        },
+        "ramp_cpu_seconds": {"controller": cpu_ramp.0, "apiserver": cpu_ramp.1},
+        "steady": {
+            "seconds": secs,
+            "controller_cpu_cores": steady_ctl,
+            "apiserver_cpu_cores": steady_api,
+            "controller_kube_requests_per_second": steady_requests,
+            "controller_rss_mib": rss_steady,
+            "controller_rss_peak_mib": rss_peak,
+        },
+        "controller_rss_mib_after_deleting_all": rss_after,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
