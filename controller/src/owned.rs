@@ -87,17 +87,45 @@ pub fn check_owned<K: Resource<DynamicType = ()>>(obj: &K, uid: &str) -> Result<
 /// are compared as maps (extra keys in `observed`, such as defaults, do not count), lists
 /// element by element and of the same length.
 pub fn contains(observed: &Value, desired: &Value) -> bool {
-    match (observed, desired) {
-        (_, Value::Null) => true,
-        (Value::Object(o), Value::Object(d)) => {
-            d.iter().all(|(k, dv)| o.get(k).map_or(dv.is_null(), |ov| contains(ov, dv)))
+    first_difference(observed, desired).is_none()
+}
+
+/// The path of the first field `desired` sets that `observed` does not hold (see `contains`).
+pub fn first_difference(observed: &Value, desired: &Value) -> Option<String> {
+    fn walk(path: &mut String, observed: Option<&Value>, desired: &Value) -> bool {
+        match (observed, desired) {
+            (_, Value::Null) => true,
+            // An empty map or list is what the API server drops: absent is the same.
+            (None, Value::Object(d)) if d.is_empty() => true,
+            (None, Value::Array(d)) if d.is_empty() => true,
+            (Some(Value::Object(o)), Value::Object(d)) => d.iter().all(|(k, dv)| {
+                let len = path.len();
+                path.push('.');
+                path.push_str(k);
+                let same = walk(path, o.get(k), dv);
+                if same {
+                    path.truncate(len);
+                }
+                same
+            }),
+            (Some(Value::Array(o)), Value::Array(d)) if o.len() == d.len() => {
+                o.iter().zip(d).enumerate().all(|(i, (a, b))| {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    let same = walk(path, Some(a), b);
+                    if same {
+                        path.truncate(len);
+                    }
+                    same
+                })
+            }
+            (Some(Value::Number(a)), Value::Number(b)) => a.as_f64() == b.as_f64(),
+            (Some(a), b) => a == b,
+            (None, _) => false,
         }
-        (Value::Array(o), Value::Array(d)) => {
-            o.len() == d.len() && o.iter().zip(d).all(|(a, b)| contains(a, b))
-        }
-        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
-        (a, b) => a == b,
     }
+    let mut path = String::new();
+    if walk(&mut path, Some(observed), desired) { None } else { Some(path) }
 }
 
 fn classify(object: String, e: kube::Error) -> WriteError {
@@ -142,10 +170,11 @@ where
     };
     check_owned(&observed, uid)?;
     let (have, want) = (serde_json::to_value(&observed), serde_json::to_value(desired));
-    if let (Ok(have), Ok(want)) = (&have, &want)
-        && contains(have, want)
-    {
-        return Ok(Written::Unchanged);
+    if let (Ok(have), Ok(want)) = (&have, &want) {
+        match first_difference(have, want) {
+            None => return Ok(Written::Unchanged),
+            Some(path) => tracing::info!(object = %object, differs_at = %path, "updating an owned object"),
+        }
     }
     api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired))
         .await
@@ -196,6 +225,17 @@ mod tests {
         ));
         assert!(!contains(&json!({"spec": {"ports": [{"port": 80}]}}), &desired), "a missing field");
         assert!(contains(&json!({"spec": {"replicas": 2.0, "ports": [{"port": 80}]}}), &desired));
+        assert_eq!(
+            first_difference(&json!({"spec": {"replicas": 2, "ports": [{"port": 81}]}}), &desired).as_deref(),
+            Some(".spec.ports[0].port")
+        );
+        assert!(
+            contains(
+                &json!({"spec": {"replicas": 2, "ports": [{"port": 80}]}}),
+                &json!({"spec": {"replicas": 2, "ports": [{"port": 80}], "meta": {}, "env": []}})
+            ),
+            "empty maps and lists the server drops"
+        );
     }
 
     fn service(owner_uid: Option<&str>) -> Service {

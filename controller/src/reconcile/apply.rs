@@ -124,7 +124,8 @@ pub async fn workload(
 }
 
 fn log<K: kube::Resource<DynamicType = ()>>(w: Written, obj: &K) {
-    if w != Written::Unchanged {
+    // Updates are logged by `owned::ensure`, with the field that differed.
+    if matches!(w, Written::Created | Written::Deleted) {
         tracing::info!(object = %owned::describe(obj), written = ?w, "owned object written");
     }
 }
