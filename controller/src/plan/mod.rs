@@ -33,8 +33,9 @@ pub const STEADY: Duration = Duration::from_secs(300);
 /// Requeue after a name conflict: the other object is not watched, so look again now and then.
 pub const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
 /// Longest requeue while waiting for Deployments: their changes are watched and wake the
-/// Rollout at once; this only bounds how late a deadline can be noticed.
-pub const WAIT_FOR_DEPLOYMENT: Duration = Duration::from_secs(30);
+/// Rollout at once, so a waiting Rollout is not polled; it is woken at its deadline (or after
+/// this long, whichever is sooner) to check it.
+pub const WAIT_FOR_DEPLOYMENT: Duration = Duration::from_secs(300);
 
 /// One of the two Deployments, as observed.
 #[derive(Debug, Clone, PartialEq)]
