@@ -321,16 +321,20 @@ fn rejected_before(ro: &Rollout) -> Option<SpecProblem> {
 /// A write the API server did not take for a passing reason: a Warning Event naming the
 /// object and the API's message (the pass is retried with backoff).
 async fn publish_write_failure(ctx: &Context, ro: &Rollout, e: &Error) {
-    let Error::Owned(w) = e else { return };
+    // Owned-object errors name the object; the route's are the router's.
+    let note = match e {
+        Error::Owned(w) => w.to_string(),
+        other => format!("traffic router: {other}"),
+    };
     let event = KubeEvent {
         type_: EventType::Warning,
         reason: WRITE_FAILED.into(),
-        note: Some(w.to_string().chars().take(1024).collect()),
+        note: Some(note.chars().take(1024).collect()),
         action: WRITE_FAILED.into(),
         secondary: None,
     };
     if let Err(err) = ctx.recorder.publish(&event, &ro.object_ref(&())).await {
-        tracing::warn!(error = %err, object = w.object(), "publishing an event failed");
+        tracing::warn!(error = %err, "publishing an event failed");
     }
 }
 

@@ -313,9 +313,11 @@ impl<'a, 'o> Planner<'a, 'o> {
             return;
         }
         self.status.phase = Some(Phase::Progressing);
+        // No elapsed time in the message: it would change the status, and so write it and wake
+        // the Rollout again, on every pass.
+        let since_at = self.status.stable_waiting_since.as_ref().map(|t| t.0).unwrap_or(self.o.now);
         self.status.message = Some(format!(
-            "deploying the first version {rev} as stable ({} of {} progressDeadline){}",
-            human(since),
+            "deploying the first version {rev} as stable (progressDeadline {} from {since_at}){}",
             human(deadline),
             problem.map(|p| format!(": {p}")).unwrap_or_default()
         ));
@@ -566,9 +568,9 @@ impl<'a, 'o> Planner<'a, 'o> {
             return;
         }
         let problem = self.o.canary.as_ref().and_then(|c| c.problem.clone());
+        let since_at = self.status.canary_waiting_since.as_ref().map(|t| t.0).unwrap_or(self.o.now);
         self.status.message = Some(format!(
-            "waiting for the canary to be available ({} of {} progressDeadline){}",
-            human(since),
+            "waiting for the canary to be available (progressDeadline {} from {since_at}){}",
             human(deadline),
             problem.map(|p| format!(": {p}")).unwrap_or_default()
         ));

@@ -385,6 +385,30 @@ fn a_first_version_that_never_becomes_available_fails_after_the_deadline() {
 }
 
 #[test]
+fn a_waiting_rollout_is_not_written_to_on_every_pass() {
+    let mut spec = RolloutSpec::test();
+    spec.progress_deadline = rollgate_crds::PositiveDuration::from(Duration::from_secs(7200));
+    let mut w = World::new(spec.clone());
+    w.stable_starts = false;
+    w.step(&judge(0, 50));
+    w.step(&judge(0, 50));
+    let first = w.status.clone();
+    w.now += SignedDuration::from_secs(7);
+    w.step(&judge(0, 50));
+    assert_eq!(w.status, first, "the same status: nothing to write, no watch event to wake it again");
+    let mut w = deployed();
+    w.spec.progress_deadline = spec.progress_deadline;
+    w.new_version("v2-slow-start");
+    w.canary_starts = false;
+    w.step(&judge(0, 50));
+    w.step(&judge(0, 50));
+    let waiting = w.status.clone();
+    w.now += SignedDuration::from_secs(7);
+    w.step(&judge(0, 50));
+    assert_eq!(w.status, waiting);
+}
+
+#[test]
 fn spec_paused_holds_at_the_current_weight_and_resumes() {
     let mut w = deployed();
     w.spec.paused = true;

@@ -36,8 +36,8 @@ struct State {
     crash_after: Option<usize>,
     /// Objects that appear (someone else creates them) just before rollgate's create.
     appear: BTreeMap<String, Value>,
-    /// Writes to these paths are refused with 422 and this message.
-    reject: BTreeMap<String, String>,
+    /// Writes to these paths are refused with this code and message.
+    reject: BTreeMap<String, (u16, String)>,
     next: u64,
 }
 
@@ -48,6 +48,11 @@ pub struct FakeApi {
 
 fn status(code: u16, reason: &str, message: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": message})
+}
+
+fn refused(code: u16, message: &str) -> (StatusCode, Value) {
+    let reason = if code == 422 { "Invalid" } else { "InternalError" };
+    (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), status(code, reason, message))
 }
 
 /// Objects merge key by key; lists and scalars are replaced (enough for apply patches here).
@@ -133,7 +138,11 @@ impl FakeApi {
     }
 
     pub fn reject_writes(&self, path: &str, message: &str) {
-        self.with(|s| s.reject.insert(path.to_string(), message.to_string()));
+        self.fail_writes(path, 422, message);
+    }
+
+    pub fn fail_writes(&self, path: &str, code: u16, message: &str) {
+        self.with(|s| s.reject.insert(path.to_string(), (code, message.to_string())));
     }
 
     pub fn forget_rejections(&self) {
@@ -158,8 +167,10 @@ impl FakeApi {
         if path.contains("/events") {
             return (StatusCode::CREATED, body);
         }
-        if let Some(message) = self.with(|s| s.reject.get(&path).cloned()).filter(|_| method != Method::GET) {
-            return (StatusCode::UNPROCESSABLE_ENTITY, status(422, "Invalid", &message));
+        if let Some((code, message)) =
+            self.with(|s| s.reject.get(&path).cloned()).filter(|_| method != Method::GET)
+        {
+            return refused(code, &message);
         }
         match method {
             Method::GET => match self.get(&path) {
@@ -169,8 +180,8 @@ impl FakeApi {
             Method::POST => {
                 let name = body["metadata"]["name"].as_str().unwrap_or_default();
                 let item = format!("{path}/{name}");
-                if let Some(message) = self.with(|s| s.reject.get(&item).cloned()) {
-                    return (StatusCode::UNPROCESSABLE_ENTITY, status(422, "Invalid", &message));
+                if let Some((code, message)) = self.with(|s| s.reject.get(&item).cloned()) {
+                    return refused(code, &message);
                 }
                 if let Some(theirs) = self.with(|s| s.appear.remove(&item)) {
                     self.put(&item, theirs);

@@ -1,8 +1,9 @@
 //! `rollgate-scale`: the controller at many Rollouts, on the local control plane (`make
 //! bench-scale`). Creates N Rollouts whose pods can never be scheduled (they wait for their first
-//! deploy, as a large cluster's quiet Rollouts do), measures spec → status latency, then the
-//! controller's and the API server's CPU and the controller's memory at steady state, deletes
-//! them all and measures the memory again. Prints a JSON report; a report, not a test.
+//! deploy, as a large cluster's quiet Rollouts do), measures spec → status latency of the burst,
+//! then the controller's and the API server's CPU and the controller's memory at steady state,
+//! then the latency of single changes made one at a time among them, deletes them all and
+//! measures the memory again. Prints a JSON report; a report, not a test.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -192,6 +193,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let steady_requests = (kube_requests(&args.metrics_url).await - req0) / secs;
     let rss_steady = rss_mib(args.controller_pid);
 
+    // One change at a time among the many: how long until its status describes it.
+    let mut change_latencies = Vec::new();
+    for i in (0..args.rollouts).step_by((args.rollouts / 20).max(1)) {
+        let name = format!("r{i:04}");
+        let patch = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "app", "image": "registry.local/refserver:v1", "env": [{"name": "CHANGE", "value": "1"}]}
+        ]}}}});
+        let at = Instant::now();
+        let Ok(patched) =
+            api.patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await
+        else {
+            continue;
+        };
+        let generation = patched.metadata.generation;
+        let limit = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < limit {
+            let ro = api.get(&name).await?;
+            if ro.status.as_ref().and_then(|s| s.observed_generation) >= generation {
+                change_latencies.push(at.elapsed().as_secs_f64());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    change_latencies.sort_by(|a, b| a.total_cmp(b));
+
     api.delete_collection(&DeleteParams::default(), &ListParams::default()).await?;
     let deadline = Instant::now() + Duration::from_secs(300);
     while !api.list(&ListParams::default().limit(1)).await?.items.is_empty() && Instant::now() < deadline {
@@ -213,6 +240,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "p99": percentile(&latencies, 0.99), "max": latencies.last().copied().unwrap_or(f64::NAN),
         },
         "ramp_cpu_seconds": {"controller": cpu_ramp.0, "apiserver": cpu_ramp.1},
+        "one_change_at_steady_state_seconds": {
+            "changes": change_latencies.len(),
+            "p50": percentile(&change_latencies, 0.5), "p99": percentile(&change_latencies, 0.99),
+            "max": change_latencies.last().copied().unwrap_or(f64::NAN),
+        },
         "steady": {
             "seconds": secs,
             "controller_cpu_cores": steady_ctl,

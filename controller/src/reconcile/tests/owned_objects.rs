@@ -280,3 +280,28 @@ async fn a_rollout_name_that_would_collide_or_be_invalid_is_refused_before_anyth
         assert!(on == "True" && message.starts_with("metadata.name: "), "{name}: {message}");
     }
 }
+
+#[tokio::test]
+async fn a_write_that_fails_for_a_passing_reason_is_an_event_naming_the_object_and_a_retry() {
+    let ro = rollout(RolloutSpec::test().with_replica_ratio(), None);
+    let h = Harness::new(&ro, 0.0, 0.0);
+    h.fake.fail_writes(SVC_STABLE, 503, "etcdserver: request timed out");
+    let ctl = h.controller();
+    let err = h.pass(&ctl, 5).await.expect_err("retried with backoff");
+    assert_eq!(err.metric_label(), "write");
+    let event = h.writes_since(0).into_iter().find(|w| w.path.contains("/events")).expect("an Event");
+    assert_eq!(event.body["reason"], "WriteFailed");
+    let note = event.body["note"].as_str().unwrap_or_default().to_string();
+    assert!(note.contains("Service shop/web-stable") && note.contains("request timed out"), "{note}");
+    assert_eq!(h.status().phase, Some(Phase::Progressing), "not an invalid spec");
+
+    let (h, _, _) = Harness::mid_rollout(0, 600, 0.0, 50_000.0);
+    h.fake.fail_writes(ROUTE, 500, "the route store is down");
+    let ctl = h.controller();
+    h.pass(&ctl, 5).await.expect_err("retried with backoff");
+    let event = h
+        .writes_since(0)
+        .into_iter()
+        .find(|w| w.path.contains("/events") && w.body["reason"] == "WriteFailed");
+    assert!(event.is_some_and(|e| e.body["note"].as_str().is_some_and(|n| n.starts_with("traffic router:"))));
+}
