@@ -28,14 +28,15 @@ use crate::gate::{CheckReport, Decision, Evaluation, human};
 
 /// Requeue while waiting for Kubernetes to converge (Deployments, routes).
 pub const CONVERGE: Duration = Duration::from_secs(2);
-/// Requeue in a steady state (watches bring changes sooner).
-pub const STEADY: Duration = Duration::from_secs(300);
+/// Requeue in a steady state: a safety net only, since every object a Rollout depends on is
+/// watched (its Deployments, Services, HTTPRoute and ReleaseGate wake it when they change).
+pub const STEADY: Duration = Duration::from_secs(600);
 /// Requeue after a name conflict: the other object is not watched, so look again now and then.
 pub const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
 /// Longest requeue while waiting for Deployments: their changes are watched and wake the
 /// Rollout at once, so a waiting Rollout is not polled; it is woken at its deadline (or after
 /// this long, whichever is sooner) to check it.
-pub const WAIT_FOR_DEPLOYMENT: Duration = Duration::from_secs(300);
+pub const WAIT_FOR_DEPLOYMENT: Duration = STEADY;
 
 /// One of the two Deployments, as observed.
 #[derive(Debug, Clone, PartialEq)]

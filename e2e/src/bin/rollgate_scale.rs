@@ -35,11 +35,12 @@ struct Args {
     /// The controller's metrics URL (`rollgate_kube_requests_total` before and after).
     #[arg(long)]
     metrics_url: String,
-    /// Seconds to let things settle before measuring the steady state.
-    #[arg(long, default_value_t = 30)]
+    /// Seconds to let things settle before measuring the steady state (the passes the burst's
+    /// own writes and the Deployments' first status changes trigger).
+    #[arg(long, default_value_t = 90)]
     settle: u64,
     /// Seconds the steady state is measured over.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 120)]
     measure: u64,
 }
 
