@@ -35,10 +35,13 @@ struct Args {
     /// The controller's metrics URL (`rollgate_kube_requests_total` before and after).
     #[arg(long)]
     metrics_url: String,
-    /// Seconds to let things settle before measuring the steady state (the passes the burst's
-    /// own writes and the Deployments' first status changes trigger).
-    #[arg(long, default_value_t = 90)]
+    /// Longest wait for the burst's aftermath (the passes the Rollouts' own writes and the
+    /// Deployments' first status changes trigger) to end before the steady state is measured:
+    /// it ends when the controller sends fewer than `quiet_rps` requests a second over 10 s.
+    #[arg(long, default_value_t = 600)]
     settle: u64,
+    #[arg(long, default_value_t = 2.0)]
+    quiet_rps: f64,
     /// Seconds the steady state is measured over.
     #[arg(long, default_value_t = 120)]
     measure: u64,
@@ -176,7 +179,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     latencies.sort_by(|a, b| a.total_cmp(b));
 
-    tokio::time::sleep(Duration::from_secs(args.settle)).await;
+    let settle_started = Instant::now();
+    let mut last = kube_requests(&args.metrics_url).await;
+    while settle_started.elapsed() < Duration::from_secs(args.settle) {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let now = kube_requests(&args.metrics_url).await;
+        let rate = (now - last) / 10.0;
+        last = now;
+        if rate < args.quiet_rps {
+            break;
+        }
+    }
+    let settled_secs = settle_started.elapsed().as_secs_f64();
     let (ctl0, api0, req0) = (
         cpu_seconds(args.controller_pid),
         cpu_seconds(args.apiserver_pid),
@@ -247,6 +261,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "max": change_latencies.last().copied().unwrap_or(f64::NAN),
         },
         "steady": {
+            "settled_after_seconds": settled_secs,
             "seconds": secs,
             "controller_cpu_cores": steady_ctl,
             "apiserver_cpu_cores": steady_api,
