@@ -4,9 +4,17 @@
 //! Rollout's uid) is refused as a name conflict, whoever owns it. An object that does not exist
 //! is created with a create request, which the API server refuses when someone else's object
 //! appeared meanwhile; an object that is ours is changed only when what rollgate wants differs
-//! from what is there (server-side apply, field manager `rollgate`), and deleted only with the
-//! uid it was observed with as a precondition.
+//! from what is there, and deleted only with the uid it was observed with as a precondition.
+//!
+//! Changes are strategic-merge patches (field manager `rollgate`, like the create) that carry the
+//! observed uid (immutable: a replaced object refuses the patch) and *replace* the parts rollgate
+//! owns (`Owned::replaced`): a Deployment's template, a Service's selector and ports. A merge
+//! would keep what an older template had (an env var the new version dropped), and a server-side
+//! apply after a create splits ownership between an Update and an Apply entry of the same
+//! manager, which keeps such fields too.
 
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
@@ -43,6 +51,47 @@ impl WriteError {
             | WriteError::Failed { object, .. } => object,
         }
     }
+}
+
+/// An object kind rollgate owns: which of its parts a change replaces wholesale.
+pub trait Owned: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug {
+    /// JSON pointers (below the object) whose value rollgate sets whole; the rest of the desired
+    /// object is merged.
+    fn replaced() -> &'static [&'static str];
+}
+
+impl Owned for Deployment {
+    fn replaced() -> &'static [&'static str] {
+        &["/spec/template"]
+    }
+}
+
+impl Owned for Service {
+    fn replaced() -> &'static [&'static str] {
+        &["/spec/selector", "/spec/ports"]
+    }
+}
+
+/// The strategic-merge patch that makes `observed` hold `desired`: `desired` itself, with the
+/// observed uid and a `$patch: replace` directive on each of `replaced`.
+pub fn change_patch(desired: &Value, uid: Option<&str>, replaced: &[&str]) -> Value {
+    let mut patch = desired.clone();
+    if let Some(obj) = patch.as_object_mut() {
+        obj.remove("status");
+    }
+    if let Some(uid) = uid {
+        patch["metadata"]["uid"] = Value::String(uid.to_string());
+    }
+    for pointer in replaced {
+        match patch.pointer_mut(pointer) {
+            Some(Value::Object(map)) => {
+                map.insert("$patch".into(), Value::String("replace".into()));
+            }
+            Some(Value::Array(items)) => items.insert(0, serde_json::json!({"$patch": "replace"})),
+            _ => {}
+        }
+    }
+    patch
 }
 
 /// What a write did.
@@ -140,15 +189,12 @@ fn classify(object: String, e: kube::Error) -> WriteError {
 /// Makes `desired` exist as this Rollout's object: created when absent, changed when it
 /// differs, refused when the name belongs to someone else. `observed` is what was read this
 /// pass (`None`: absent).
-pub async fn ensure<K>(
+pub async fn ensure<K: Owned>(
     api: &Api<K>,
     uid: &str,
     observed: Option<&K>,
     desired: &K,
-) -> Result<Written, WriteError>
-where
-    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
-{
+) -> Result<Written, WriteError> {
     let name = desired.name_any();
     let object = describe(desired);
     let observed = match observed {
@@ -176,9 +222,10 @@ where
             Some(path) => tracing::info!(object = %object, differs_at = %path, "updating an owned object"),
         }
     }
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired))
-        .await
-        .map_err(|e| classify(object, e))?;
+    let want = want.map_err(|e| WriteError::Rejected { object: object.clone(), message: e.to_string() })?;
+    let patch = change_patch(&want, observed.meta().uid.as_deref(), K::replaced());
+    let pp = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    api.patch(&name, &pp, &Patch::Strategic(&patch)).await.map_err(|e| classify(object, e))?;
     Ok(Written::Updated)
 }
 
@@ -206,6 +253,25 @@ mod tests {
     use k8s_openapi::api::core::v1::Service;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
     use serde_json::json;
+
+    #[test]
+    fn a_change_replaces_the_owned_parts_and_carries_the_observed_uid() {
+        let desired = json!({
+            "metadata": {"name": "web-canary", "labels": {"a": "b"}},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "app", "env": [{"name": "X"}]}]}}},
+            "status": {"replicas": 9}
+        });
+        let p = change_patch(&desired, Some("uid-7"), Deployment::replaced());
+        assert_eq!(p["metadata"]["uid"], "uid-7");
+        assert_eq!(p["spec"]["template"]["$patch"], "replace", "an env var the old template had goes");
+        assert_eq!(p["spec"]["template"]["spec"]["containers"][0]["env"][0]["name"], "X");
+        assert_eq!(p["spec"]["replicas"], 2);
+        assert!(p.get("status").is_none());
+        let svc = json!({"spec": {"selector": {"r": "web"}, "ports": [{"port": 80}]}});
+        let p = change_patch(&svc, None, Service::replaced());
+        assert_eq!(p["spec"]["selector"]["$patch"], "replace");
+        assert_eq!(p["spec"]["ports"], json!([{"$patch": "replace"}, {"port": 80}]));
+    }
 
     #[test]
     fn defaults_added_by_the_api_server_do_not_count_as_a_difference() {

@@ -156,11 +156,12 @@ fn judge(bad_per_mille: u64, rps: u64) -> impl Fn(Duration) -> Evaluation {
     }
 }
 
-fn metrics_down(window: Duration) -> Evaluation {
+/// One check whose canary evidence is `canary`, judged over `window`.
+fn single(name: &str, canary: Result<Counts, Missing>, window: Duration) -> Evaluation {
     evaluate(
         &[CheckEvidence {
-            spec: CheckSpec { name: "error-rate".into(), budget: 0.01, tolerance: 10.0, unit: "requests" },
-            canary: Err(Missing::Unavailable("connection refused".into())),
+            spec: CheckSpec { name: name.into(), budget: 0.01, tolerance: 10.0, unit: "requests" },
+            canary,
             stable: None,
         }],
         StepClock {
@@ -170,6 +171,14 @@ fn metrics_down(window: Duration) -> Evaluation {
         },
         Policy { rates: RATES, on_inconclusive: InconclusivePolicy::Pause, compare_with_stable: true },
     )
+}
+
+fn metrics_down(window: Duration) -> Evaluation {
+    single("error-rate", Err(Missing::Unavailable("connection refused".into())), window)
+}
+
+fn latency_not_a_bucket(window: Duration) -> Evaluation {
+    single("latency", Err(Missing::Misconfigured("0.25 s is not a bucket boundary".into())), window)
 }
 
 fn deployed() -> World {
@@ -295,22 +304,6 @@ fn no_data_holds_and_never_promotes() {
     w.run_until(200, &silent, |w| w.status.phase == Some(Phase::Paused));
     assert_eq!(w.router_weight, Some(1), "paused at the current weight");
     assert_eq!(w.status.verdict, None);
-}
-
-fn latency_not_a_bucket(window: Duration) -> Evaluation {
-    evaluate(
-        &[CheckEvidence {
-            spec: CheckSpec { name: "latency".into(), budget: 0.05, tolerance: 3.0, unit: "requests" },
-            canary: Err(Missing::Misconfigured("0.25 s is not a bucket boundary".into())),
-            stable: None,
-        }],
-        StepClock {
-            elapsed: window,
-            min_healthy: Duration::from_secs(30),
-            max_hold: Duration::from_secs(600),
-        },
-        Policy { rates: RATES, on_inconclusive: InconclusivePolicy::Pause, compare_with_stable: true },
-    )
 }
 
 #[test]

@@ -55,18 +55,31 @@ fn refused(code: u16, message: &str) -> (StatusCode, Value) {
     (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), status(code, reason, message))
 }
 
-/// Objects merge key by key; lists and scalars are replaced (enough for apply patches here).
+/// A strategic merge as far as rollgate uses it: objects merge key by key unless they carry
+/// `$patch: replace`; lists and scalars are replaced (a leading `{"$patch": "replace"}` element
+/// is dropped).
 fn merge(into: &mut Value, patch: &Value) {
     match (into, patch) {
+        (slot, Value::Object(b)) if b.get("$patch").and_then(Value::as_str) == Some("replace") => {
+            let mut replacement = b.clone();
+            replacement.remove("$patch");
+            *slot = Value::Object(replacement);
+        }
         (Value::Object(a), Value::Object(b)) => {
             for (k, v) in b {
                 match a.get_mut(k) {
                     Some(existing) if v.is_object() => merge(existing, v),
                     _ => {
-                        a.insert(k.clone(), v.clone());
+                        let mut fresh = Value::Null;
+                        merge(&mut fresh, v);
+                        a.insert(k.clone(), fresh);
                     }
                 }
             }
+        }
+        (slot, Value::Array(items)) => {
+            let directive = items.first().and_then(|i| i.get("$patch")).is_some();
+            *slot = Value::Array(items.iter().skip(usize::from(directive)).cloned().collect());
         }
         (slot, v) => *slot = v.clone(),
     }
@@ -204,6 +217,13 @@ impl FakeApi {
                     return (StatusCode::OK, self.get(parent).unwrap_or_default());
                 }
                 let mut object = self.get(&path).unwrap_or_else(|| json!({"metadata": {"generation": 0}}));
+                let uid = &body["metadata"]["uid"];
+                if !uid.is_null() && *uid != object["metadata"]["uid"] {
+                    return (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        status(422, "Invalid", "metadata.uid: field is immutable"),
+                    );
+                }
                 let before = object.get("spec").cloned();
                 merge(&mut object, &body);
                 if object.get("spec").cloned() != before {
