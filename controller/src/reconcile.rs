@@ -1,11 +1,12 @@
-//! The reconcile loop: observe, plan (pure), apply.
+//! The reconcile loop: observe, plan (pure), record, act.
 //!
-//! `reconcile` reads the Rollout's world (its gate, Deployments, the router's weight, requested
-//! actions), asks `plan::evaluation_window` whether the gate must be evaluated and, if so,
-//! gathers evidence from the metric provider; then `plan::plan` decides, and the result is
-//! applied: the weight first (so traffic leaves a canary before it changes), then the
-//! Deployments and Services (server-side apply, field manager `rollgate`), then the status (only
-//! when it differs) and the events. Errors back off per object, exponentially.
+//! `reconcile` reads the Rollout's world (its gate, Deployments, Services, the router's weight,
+//! requested actions), asks `plan::evaluation_window` whether the gate must be evaluated and,
+//! if so, gathers evidence from the metric provider; then `plan::plan` decides. The new status
+//! is written first (only when it differs), so a crash never undoes a decision; then the plan
+//! is acted on: the weight first (so traffic leaves a canary before it changes), then the
+//! Services and Deployments through `owned` (only objects this Rollout owns, only when they
+//! differ); then the events. Errors back off per object, exponentially.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
