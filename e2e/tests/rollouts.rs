@@ -507,6 +507,48 @@ async fn scenario_4_a_controller_killed_right_after_a_route_write_resumes_forwar
     ctl.kill().await;
 }
 
+#[tokio::test]
+async fn scenario_12_a_controller_killed_right_after_a_rollback_never_sends_traffic_back() {
+    let Stage { c, ns, mut guard, ctl, load } = stage("e2e-rollback-kill", 8).await;
+    let name = NAME;
+    apply_version(&c, &ns, "v3", &[("REFSERVER_FAULT_ERROR_RATIO", "0.1")]).await;
+    // SIGKILL within milliseconds of the log of the rollback's route write (the only weight-0
+    // write of this controller: the route started at 0).
+    wait_for_log(&ctl.log, Duration::from_secs(300), |line| {
+        line.contains("canary weight applied") && line.contains("\"weight\":0")
+    })
+    .await;
+    ctl.kill().await;
+    let killed = std::time::Instant::now();
+    let ctl = Controller::start(&c, &format!("{ns}-2")).await;
+    guard.watch(&ctl);
+    wait_for_log(&ctl.log, Duration::from_secs(60), |line| line.contains("leadership acquired")).await;
+    // Watch the new controller's first 15 s: the route's canary weight stays 0.
+    let routes: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        c.client.clone(),
+        &ns,
+        &rollgate::router::gateway_api::http_route_resource(),
+    );
+    let watched = std::time::Instant::now();
+    while watched.elapsed() < Duration::from_secs(15) {
+        let route = routes.get(name).await.expect("the HTTPRoute");
+        let value = serde_json::to_value(&route).unwrap_or_default();
+        let weight = rollgate::router::gateway_api::weight_of(&value, "web-stable", "web-canary");
+        assert_eq!(weight, Some(0), "the rolled-back canary got traffic again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let st = c.status(&ns, name).await;
+    assert_eq!(st.phase, Some(Phase::RolledBack));
+    assert_eq!(st.verdict, Some(Verdict::Fail));
+    let rollbacks = st.history.iter().filter(|d| d.action == "Rollback").count();
+    assert_eq!(rollbacks, 1, "recorded once: {:?}", st.history);
+    let seen = load.stop().await;
+    // The data plane takes the route change a moment later: after 3 s no v3 response at all.
+    let late_v3 = seen.iter().filter(|s| s.at > killed + Duration::from_secs(3) && s.version == "v3").count();
+    assert_eq!(late_v3, 0, "v3 answered {late_v3} requests after the rollback");
+    ctl.kill().await;
+}
+
 /// Waits until a line of the log at `path` satisfies `found`, reading it every few ms.
 async fn wait_for_log(path: &std::path::Path, limit: Duration, found: impl Fn(&str) -> bool) {
     let deadline = std::time::Instant::now() + limit;
