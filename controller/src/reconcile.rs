@@ -8,143 +8,39 @@
 //! Services and Deployments through `owned` (only objects this Rollout owns, only when they
 //! differ); then the events. Errors back off per object, exponentially.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Api, Client, Resource, ResourceExt};
 use rollgate_crds::conditions as cond;
 use rollgate_crds::gate::GatePolicy;
 use rollgate_crds::labels::{ACTION_ABORT, ACTION_PROMOTE, ACTION_RETRY};
-use rollgate_crds::notifications::{NotificationEvent, Notifications, Webhook};
+use rollgate_crds::notifications::Notifications;
 use rollgate_crds::{GateSpec, ReleaseGate, Rollout, RolloutStatus};
 use serde_json::json;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::gate::{Evaluation, Policy, StepClock, evaluate};
-use crate::metrics_provider::{self, MetricProvider, Selector};
-use crate::notify::{Delivery, Notifier};
-use crate::observability::{ErrorLabels, SharedMetrics};
+use crate::metrics_provider::{self, Selector};
+use crate::observability::ErrorLabels;
 use crate::owned::WriteError;
 use crate::plan::{self, Actions, Observed, Plan, SpecProblem, revision_of};
 use crate::router::{self, RouterError};
 use crate::workload;
 
 mod apply;
+mod context;
+mod notifications;
 use apply::World;
+pub use context::{Clock, Context, ProviderFactory};
+use notifications::notify;
+pub use notifications::{notification_kind, notification_payload};
 
 pub use crate::owned::FIELD_MANAGER;
-
-/// Makes a metric provider for a Prometheus address.
-pub type ProviderFactory = Arc<dyn Fn(&str) -> Result<Arc<dyn MetricProvider>, String> + Send + Sync>;
-
-/// What time it is (a parameter so tests can move it).
-pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
-
-pub struct Context {
-    pub client: Client,
-    pub recorder: Recorder,
-    pub metrics: SharedMetrics,
-    providers: ProviderFactory,
-    provider_cache: Mutex<HashMap<String, Arc<dyn MetricProvider>>>,
-    failures: Mutex<HashMap<(String, String), u32>>,
-    /// The resourceVersion of each Rollout as this controller last wrote or read it fresh: a
-    /// cached copy with another version may predate our own status write (see `fresh`).
-    written: Mutex<HashMap<(String, String), String>>,
-    notifier: Option<Notifier>,
-    clock: Clock,
-}
-
-impl Context {
-    pub fn new(
-        client: Client,
-        recorder: Recorder,
-        metrics: SharedMetrics,
-        providers: ProviderFactory,
-    ) -> Self {
-        Self {
-            client,
-            recorder,
-            metrics,
-            providers,
-            provider_cache: Mutex::default(),
-            failures: Mutex::default(),
-            written: Mutex::default(),
-            notifier: None,
-            clock: Arc::new(Timestamp::now),
-        }
-    }
-
-    /// The same context, sending webhook notifications through `notifier`.
-    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
-        self.notifier = Some(notifier);
-        self
-    }
-
-    /// The same context with another clock (tests).
-    pub fn with_clock(mut self, clock: impl Fn() -> Timestamp + Send + Sync + 'static) -> Self {
-        self.clock = Arc::new(clock);
-        self
-    }
-
-    fn provider(&self, address: &str) -> Result<Arc<dyn MetricProvider>, String> {
-        let mut cache = self.provider_cache.lock().map_err(|_| "provider cache poisoned".to_string())?;
-        if let Some(p) = cache.get(address) {
-            return Ok(p.clone());
-        }
-        let p = (self.providers)(address)?;
-        cache.insert(address.to_string(), p.clone());
-        Ok(p)
-    }
-
-    fn remember_version(&self, ns: &str, name: &str, version: Option<String>) {
-        if let (Some(v), Ok(mut w)) = (version, self.written.lock()) {
-            w.insert((ns.to_string(), name.to_string()), v);
-        }
-    }
-
-    fn is_current(&self, ns: &str, name: &str, version: Option<&str>) -> bool {
-        match self.written.lock() {
-            Ok(w) => match w.get(&(ns.to_string(), name.to_string())) {
-                Some(known) => version == Some(known.as_str()),
-                None => true,
-            },
-            Err(_) => false,
-        }
-    }
-
-    /// Drops what is remembered of Rollouts that no longer exist (a deleted Rollout without a
-    /// finalizer is never reconciled again, so nothing else would).
-    pub fn retain(&self, exists: impl Fn(&str, &str) -> bool) {
-        let mut gone = Vec::new();
-        if let Ok(w) = self.written.lock() {
-            gone.extend(w.keys().filter(|(ns, n)| !exists(ns, n)).cloned());
-        }
-        if let Ok(f) = self.failures.lock() {
-            gone.extend(f.keys().filter(|(ns, n)| !exists(ns, n)).cloned());
-        }
-        for (ns, name) in gone {
-            self.metrics.forget(&ns, &name);
-            self.forget(&ns, &name);
-        }
-        self.metrics.retain(exists);
-    }
-
-    fn forget(&self, ns: &str, name: &str) {
-        let key = (ns.to_string(), name.to_string());
-        if let Ok(mut f) = self.failures.lock() {
-            f.remove(&key);
-        }
-        if let Ok(mut w) = self.written.lock() {
-            w.remove(&key);
-        }
-    }
-}
 
 /// The Rollout to plan from. The watch cache can lag behind this controller's own status write
 /// (a Deployment or route event may trigger the next pass first); planning from the older
@@ -460,55 +356,6 @@ async fn publish_events(ctx: &Context, ro: &Rollout, events: &[plan::Event]) {
             tracing::warn!(error = %err, reason = e.reason, "publishing an event failed");
         }
     }
-}
-
-/// Queues a webhook delivery per transition of this pass (never waits; see `notify`).
-fn notify(ctx: &Context, ro: &Rollout, plan: &Plan, gate_hooks: Option<&Notifications>) {
-    let Some(notifier) = &ctx.notifier else { return };
-    let hooks: Vec<&Webhook> =
-        ro.spec.notifications.iter().chain(gate_hooks).flat_map(|n| n.webhooks.iter()).collect();
-    if hooks.is_empty() {
-        return;
-    }
-    for e in &plan.events {
-        let Some(kind) = notification_kind(e.reason) else { continue };
-        let payload = notification_payload(ro, &plan.status, kind, &e.note, (ctx.clock)());
-        for d in Delivery::for_hooks(hooks.iter().copied(), kind, &payload) {
-            notifier.send(d);
-        }
-    }
-}
-
-pub fn notification_kind(event_reason: &str) -> Option<NotificationEvent> {
-    match event_reason {
-        "WeightApplied" => Some(NotificationEvent::Step),
-        "Promoted" => Some(NotificationEvent::Promotion),
-        "RolledBack" => Some(NotificationEvent::Rollback),
-        _ => None,
-    }
-}
-
-/// The JSON a webhook receives (documented in docs/cli.md).
-pub fn notification_payload(
-    ro: &Rollout,
-    status: &RolloutStatus,
-    kind: NotificationEvent,
-    reason: &str,
-    now: Timestamp,
-) -> serde_json::Value {
-    json!({
-        "kind": kind,
-        "rollout": { "namespace": ro.namespace(), "name": ro.name_any() },
-        "reason": reason,
-        "phase": status.phase,
-        "verdict": status.verdict,
-        "canaryWeight": status.canary_weight,
-        "step": status.current_step.filter(|s| *s >= 0).map(|s| s + 1),
-        "steps": ro.spec.steps.len(),
-        "canaryRevision": status.canary_revision,
-        "stableRevision": status.stable_revision,
-        "time": now.to_string(),
-    })
 }
 
 /// Per-object exponential backoff: 1 s, 2 s, 4 s … up to 5 minutes.

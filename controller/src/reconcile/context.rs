@@ -1,0 +1,120 @@
+//! What every reconcile pass shares: the client, the event recorder, the metrics, the metric
+//! providers (one per Prometheus address), and what this controller remembers of each Rollout
+//! (its failures for backoff, the resourceVersion it last wrote).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::runtime::events::Recorder;
+
+use crate::metrics_provider::MetricProvider;
+use crate::notify::Notifier;
+use crate::observability::SharedMetrics;
+
+/// Makes a metric provider for a Prometheus address.
+pub type ProviderFactory = Arc<dyn Fn(&str) -> Result<Arc<dyn MetricProvider>, String> + Send + Sync>;
+
+/// What time it is (a parameter so tests can move it).
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: SharedMetrics,
+    providers: ProviderFactory,
+    provider_cache: Mutex<HashMap<String, Arc<dyn MetricProvider>>>,
+    pub(super) failures: Mutex<HashMap<(String, String), u32>>,
+    /// The resourceVersion of each Rollout as this controller last wrote or read it fresh: a
+    /// cached copy with another version may predate our own status write (see `fresh`).
+    written: Mutex<HashMap<(String, String), String>>,
+    pub(super) notifier: Option<Notifier>,
+    pub(super) clock: Clock,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        metrics: SharedMetrics,
+        providers: ProviderFactory,
+    ) -> Self {
+        Self {
+            client,
+            recorder,
+            metrics,
+            providers,
+            provider_cache: Mutex::default(),
+            failures: Mutex::default(),
+            written: Mutex::default(),
+            notifier: None,
+            clock: Arc::new(Timestamp::now),
+        }
+    }
+
+    /// The same context, sending webhook notifications through `notifier`.
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    /// The same context with another clock (tests).
+    pub fn with_clock(mut self, clock: impl Fn() -> Timestamp + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    pub(super) fn provider(&self, address: &str) -> Result<Arc<dyn MetricProvider>, String> {
+        let mut cache = self.provider_cache.lock().map_err(|_| "provider cache poisoned".to_string())?;
+        if let Some(p) = cache.get(address) {
+            return Ok(p.clone());
+        }
+        let p = (self.providers)(address)?;
+        cache.insert(address.to_string(), p.clone());
+        Ok(p)
+    }
+
+    pub(super) fn remember_version(&self, ns: &str, name: &str, version: Option<String>) {
+        if let (Some(v), Ok(mut w)) = (version, self.written.lock()) {
+            w.insert((ns.to_string(), name.to_string()), v);
+        }
+    }
+
+    pub(super) fn is_current(&self, ns: &str, name: &str, version: Option<&str>) -> bool {
+        match self.written.lock() {
+            Ok(w) => match w.get(&(ns.to_string(), name.to_string())) {
+                Some(known) => version == Some(known.as_str()),
+                None => true,
+            },
+            Err(_) => false,
+        }
+    }
+
+    /// Drops what is remembered of Rollouts that no longer exist (a deleted Rollout without a
+    /// finalizer is never reconciled again, so nothing else would).
+    pub fn retain(&self, exists: impl Fn(&str, &str) -> bool) {
+        let mut gone = Vec::new();
+        if let Ok(w) = self.written.lock() {
+            gone.extend(w.keys().filter(|(ns, n)| !exists(ns, n)).cloned());
+        }
+        if let Ok(f) = self.failures.lock() {
+            gone.extend(f.keys().filter(|(ns, n)| !exists(ns, n)).cloned());
+        }
+        for (ns, name) in gone {
+            self.metrics.forget(&ns, &name);
+            self.forget(&ns, &name);
+        }
+        self.metrics.retain(exists);
+    }
+
+    pub(super) fn forget(&self, ns: &str, name: &str) {
+        let key = (ns.to_string(), name.to_string());
+        if let Ok(mut f) = self.failures.lock() {
+            f.remove(&key);
+        }
+        if let Ok(mut w) = self.written.lock() {
+            w.remove(&key);
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Webhook notifications for a pass's transitions: which Event reasons notify, and the JSON a
+//! receiver gets (documented in docs/cli.md).
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use rollgate_crds::notifications::{NotificationEvent, Notifications, Webhook};
+use rollgate_crds::{Rollout, RolloutStatus};
+use serde_json::json;
+
+use super::Context;
+use crate::notify::Delivery;
+use crate::plan::Plan;
+
+/// Queues a webhook delivery per transition of this pass (never waits; see `notify`).
+pub(super) fn notify(ctx: &Context, ro: &Rollout, plan: &Plan, gate_hooks: Option<&Notifications>) {
+    let Some(notifier) = &ctx.notifier else { return };
+    let hooks: Vec<&Webhook> =
+        ro.spec.notifications.iter().chain(gate_hooks).flat_map(|n| n.webhooks.iter()).collect();
+    if hooks.is_empty() {
+        return;
+    }
+    for e in &plan.events {
+        let Some(kind) = notification_kind(e.reason) else { continue };
+        let payload = notification_payload(ro, &plan.status, kind, &e.note, (ctx.clock)());
+        for d in Delivery::for_hooks(hooks.iter().copied(), kind, &payload) {
+            notifier.send(d);
+        }
+    }
+}
+
+pub fn notification_kind(event_reason: &str) -> Option<NotificationEvent> {
+    match event_reason {
+        "WeightApplied" => Some(NotificationEvent::Step),
+        "Promoted" => Some(NotificationEvent::Promotion),
+        "RolledBack" => Some(NotificationEvent::Rollback),
+        _ => None,
+    }
+}
+
+/// The JSON a webhook receives (documented in docs/cli.md).
+pub fn notification_payload(
+    ro: &Rollout,
+    status: &RolloutStatus,
+    kind: NotificationEvent,
+    reason: &str,
+    now: Timestamp,
+) -> serde_json::Value {
+    json!({
+        "kind": kind,
+        "rollout": { "namespace": ro.namespace(), "name": ro.name_any() },
+        "reason": reason,
+        "phase": status.phase,
+        "verdict": status.verdict,
+        "canaryWeight": status.canary_weight,
+        "step": status.current_step.filter(|s| *s >= 0).map(|s| s + 1),
+        "steps": ro.spec.steps.len(),
+        "canaryRevision": status.canary_revision,
+        "stableRevision": status.stable_revision,
+        "time": now.to_string(),
+    })
+}
