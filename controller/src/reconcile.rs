@@ -15,7 +15,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Api, Client, Resource, ResourceExt};
-use rollgate_crds::conditions as cond;
+use rollgate_crds::conditions::{self as cond, EventReason};
 use rollgate_crds::gate::GatePolicy;
 use rollgate_crds::labels::{ACTION_ABORT, ACTION_PROMOTE, ACTION_RETRY};
 use rollgate_crds::notifications::Notifications;
@@ -209,10 +209,10 @@ fn rejected_before(ro: &Rollout) -> Option<SpecProblem> {
         .find(|c| {
             c.type_ == cond::INVALID_SPEC
                 && c.status == "True"
-                && c.reason == cond::invalid::REJECTED_BY_API
+                && EventReason::RejectedByApi == c.reason.as_str()
                 && c.observed_generation == ro.metadata.generation
         })
-        .map(|c| SpecProblem::with_reason(cond::invalid::REJECTED_BY_API, c.message.clone()))
+        .map(|c| SpecProblem::with_reason(EventReason::RejectedByApi, c.message.clone()))
 }
 
 /// A write the API server did not take for a passing reason: a Warning Event naming the
@@ -225,18 +225,15 @@ async fn publish_write_failure(ctx: &Context, ro: &Rollout, e: &Error) {
     };
     let event = KubeEvent {
         type_: EventType::Warning,
-        reason: WRITE_FAILED.into(),
+        reason: EventReason::WriteFailed.to_string(),
         note: Some(note.chars().take(1024).collect()),
-        action: WRITE_FAILED.into(),
+        action: EventReason::WriteFailed.to_string(),
         secondary: None,
     };
     if let Err(err) = ctx.recorder.publish(&event, &ro.object_ref(&())).await {
         tracing::warn!(error = %err, "publishing an event failed");
     }
 }
-
-/// Event reason for a write that failed and will be retried.
-pub const WRITE_FAILED: &str = "WriteFailed";
 
 /// The gate and the ReleaseGate's webhooks: inline, or the referenced ReleaseGate (a missing
 /// one is a spec problem).
@@ -353,7 +350,7 @@ async fn publish_events(ctx: &Context, ro: &Rollout, events: &[plan::Event]) {
         };
         if let Err(err) = ctx.recorder.publish(&event, &reference).await {
             // An event that cannot be written must not stop a rollback.
-            tracing::warn!(error = %err, reason = e.reason, "publishing an event failed");
+            tracing::warn!(error = %err, reason = %e.reason, "publishing an event failed");
         }
     }
 }

@@ -24,3 +24,59 @@ pub mod invalid {
 
 /// Reason of `Progressing=False` when a first version never became available.
 pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+
+/// Reason of `Paused=True` when `spec.paused` holds the rollout (a person resumes it).
+pub const SPEC_PAUSED: &str = "SpecPaused";
+
+/// The reasons of the Events rollgate publishes on a Rollout (the Event's `reason` and
+/// `action`); notifications and documentation are derived from these, never from strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventReason {
+    RolloutStarted,
+    Superseded,
+    WeightApplied,
+    StepPassed,
+    Promoted,
+    RolledBack,
+    Paused,
+    Held,
+    ActionIgnored,
+    InvalidSpec,
+    NameConflict,
+    RejectedByApi,
+    ProgressDeadlineExceeded,
+    WriteFailed,
+}
+
+impl EventReason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventReason::RolloutStarted => "RolloutStarted",
+            EventReason::Superseded => "Superseded",
+            EventReason::WeightApplied => "WeightApplied",
+            EventReason::StepPassed => "StepPassed",
+            EventReason::Promoted => "Promoted",
+            EventReason::RolledBack => "RolledBack",
+            EventReason::Paused => "Paused",
+            EventReason::Held => "Held",
+            EventReason::ActionIgnored => "ActionIgnored",
+            EventReason::InvalidSpec => invalid::INVALID_SPEC,
+            EventReason::NameConflict => invalid::NAME_CONFLICT,
+            EventReason::RejectedByApi => invalid::REJECTED_BY_API,
+            EventReason::ProgressDeadlineExceeded => PROGRESS_DEADLINE_EXCEEDED,
+            EventReason::WriteFailed => "WriteFailed",
+        }
+    }
+}
+
+impl std::fmt::Display for EventReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for EventReason {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use rollgate_crds::conditions as cond;
+use rollgate_crds::conditions::{self as cond, EventReason};
 use rollgate_crds::defaults::HISTORY_LIMIT;
 use rollgate_crds::rollout::{CheckStatus, Decision as DecisionRecord, HandledActions, Phase, Verdict};
 use rollgate_crds::{RolloutSpec, RolloutStatus};
@@ -63,18 +63,19 @@ pub struct Actions {
 /// Why the spec cannot be acted on (a permanent error, until the spec or the cluster changes).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpecProblem {
-    /// One of `conditions::invalid`: the `InvalidSpec` condition's reason.
-    pub reason: &'static str,
+    /// `InvalidSpec`, `NameConflict` or `RejectedByApi`: the `InvalidSpec` condition's reason and
+    /// the Event's.
+    pub reason: EventReason,
     pub message: String,
 }
 
 impl SpecProblem {
     /// The spec itself is wrong.
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self { reason: cond::invalid::INVALID_SPEC, message: message.into() }
+        Self { reason: EventReason::InvalidSpec, message: message.into() }
     }
 
-    pub fn with_reason(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn with_reason(reason: EventReason, message: impl Into<String>) -> Self {
         Self { reason, message: message.into() }
     }
 }
@@ -124,7 +125,7 @@ pub enum CanaryIntent {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub warning: bool,
-    pub reason: &'static str,
+    pub reason: EventReason,
     pub note: String,
 }
 
@@ -231,7 +232,7 @@ impl<'a, 'o> Planner<'a, 'o> {
         Time(self.o.now)
     }
 
-    fn event(&mut self, warning: bool, reason: &'static str, note: String) {
+    fn event(&mut self, warning: bool, reason: EventReason, note: String) {
         self.events.push(Event { warning, reason, note });
     }
 
@@ -255,13 +256,13 @@ impl<'a, 'o> Planner<'a, 'o> {
         self.status.message = Some(format!("invalid spec: {}", problem.message));
         let was =
             self.o.status.conditions.iter().find(|c| c.type_ == cond::INVALID_SPEC && c.status == "True");
-        let new = was.is_none_or(|c| c.reason != problem.reason || c.message != problem.message);
-        self.set_condition(cond::INVALID_SPEC, true, problem.reason, &problem.message);
+        let new = was.is_none_or(|c| problem.reason != c.reason.as_str() || c.message != problem.message);
+        self.set_condition(cond::INVALID_SPEC, true, problem.reason.as_str(), &problem.message);
         if new {
             self.event(true, problem.reason, problem.message.clone());
         }
         // Nothing changes in the cluster while the spec is invalid.
-        self.requeue = if problem.reason == cond::invalid::NAME_CONFLICT { CONFLICT_RECHECK } else { STEADY };
+        self.requeue = if problem.reason == EventReason::NameConflict { CONFLICT_RECHECK } else { STEADY };
     }
 
     fn valid(&mut self) {
@@ -304,7 +305,7 @@ impl<'a, 'o> Planner<'a, 'o> {
             });
             if !already {
                 self.record("Fail", 0, &why);
-                self.event(true, cond::PROGRESS_DEADLINE_EXCEEDED, why.clone());
+                self.event(true, EventReason::ProgressDeadlineExceeded, why.clone());
             }
             self.status.phase = Some(Phase::Failed);
             self.status.verdict = Some(Verdict::Fail);
@@ -359,7 +360,7 @@ impl<'a, 'o> Planner<'a, 'o> {
         self.set_condition(cond::STABLE_BREACHING, false, "Promoted", why);
         if first_time {
             self.record("Promote", 0, why);
-            self.event(false, "Promoted", why.to_string());
+            self.event(false, EventReason::Promoted, why.to_string());
         }
     }
 
@@ -414,7 +415,7 @@ impl<'a, 'o> Planner<'a, 'o> {
             self.record("StepUp", target, &format!("weight {target}% applied (step {}/{steps})", step + 1));
             self.event(
                 false,
-                "WeightApplied",
+                EventReason::WeightApplied,
                 format!("canary weight {target}% (step {}/{steps})", step + 1),
             );
         }
@@ -446,7 +447,7 @@ impl<'a, 'o> Planner<'a, 'o> {
         let metrics_down = matches!(eval.decision, Decision::MetricsUnavailable { .. });
         if let Decision::MetricsUnavailable { reason } = &eval.decision {
             if !self.was_on(cond::METRICS_UNAVAILABLE) {
-                self.event(true, "Held", format!("step {}/{steps} held: {reason}", step + 1));
+                self.event(true, EventReason::Held, format!("step {}/{steps} held: {reason}", step + 1));
             }
             self.set_condition(cond::METRICS_UNAVAILABLE, true, "QueryFailed", reason);
         } else {
@@ -465,7 +466,7 @@ impl<'a, 'o> Planner<'a, 'o> {
                 if !self.was_on(cond::STABLE_BREACHING) {
                     self.event(
                         true,
-                        "Held",
+                        EventReason::Held,
                         format!("step {}/{steps} held, not rolled back: {reason}", step + 1),
                     );
                 }
@@ -485,7 +486,7 @@ impl<'a, 'o> Planner<'a, 'o> {
         }
         if paused_by_spec && self.status.phase == Some(Phase::Progressing) {
             self.status.phase = Some(Phase::Paused);
-            self.set_condition(cond::PAUSED, true, "SpecPaused", "spec.paused is true");
+            self.set_condition(cond::PAUSED, true, cond::SPEC_PAUSED, "spec.paused is true");
         } else if !paused_by_spec && self.status.phase == Some(Phase::Paused) && self.paused_by_spec_only() {
             self.status.phase = Some(Phase::Progressing);
             self.set_condition(cond::PAUSED, false, "Resumed", "spec.paused is false");
@@ -498,7 +499,7 @@ impl<'a, 'o> Planner<'a, 'o> {
     }
 
     fn paused_by_spec_only(&self) -> bool {
-        self.status.conditions.iter().any(|c| c.type_ == cond::PAUSED && c.reason == "SpecPaused")
+        self.status.conditions.iter().any(|c| c.type_ == cond::PAUSED && c.reason == cond::SPEC_PAUSED)
     }
 
     /// Marks requested actions that make no sense now as handled, with a Warning Event, so that
@@ -519,7 +520,11 @@ impl<'a, 'o> Planner<'a, 'o> {
             ignored.push("retry");
         }
         if !ignored.is_empty() {
-            self.event(true, "ActionIgnored", format!("{} request ignored: {why}", ignored.join(" and ")));
+            self.event(
+                true,
+                EventReason::ActionIgnored,
+                format!("{} request ignored: {why}", ignored.join(" and ")),
+            );
         }
     }
 
@@ -554,7 +559,11 @@ impl<'a, 'o> Planner<'a, 'o> {
         self.set_condition(cond::ROLLED_BACK, false, action, &why);
         self.set_condition(cond::PAUSED, false, action, &why);
         self.record(action, 0, &why);
-        self.event(false, if superseded.is_some() { "Superseded" } else { "RolloutStarted" }, why);
+        self.event(
+            false,
+            if superseded.is_some() { EventReason::Superseded } else { EventReason::RolloutStarted },
+            why,
+        );
         // The canary gets the new template; no traffic until it is available.
         self.weight = Some(0);
     }
@@ -598,7 +607,7 @@ impl<'a, 'o> Planner<'a, 'o> {
     fn pause(&mut self, reason: &str) {
         if self.status.phase != Some(Phase::Paused) {
             self.record("Pause", self.status.canary_weight, reason);
-            self.event(true, "Paused", reason.to_string());
+            self.event(true, EventReason::Paused, reason.to_string());
         }
         self.status.phase = Some(Phase::Paused);
         self.set_condition(cond::PAUSED, true, "Inconclusive", reason);
@@ -612,7 +621,7 @@ impl<'a, 'o> Planner<'a, 'o> {
         self.status.last_evaluated_at = None;
         self.status.phase = Some(Phase::Progressing);
         self.set_condition(cond::PAUSED, false, "Advanced", reason);
-        self.event(false, "StepPassed", format!("step {next}/{steps} passed: {reason}"));
+        self.event(false, EventReason::StepPassed, format!("step {next}/{steps} passed: {reason}"));
         if next >= steps {
             self.record("PromoteStart", self.status.canary_weight, reason);
             self.status.message = Some(format!("promoting: {reason}"));
@@ -684,7 +693,7 @@ impl<'a, 'o> Planner<'a, 'o> {
         self.set_condition(cond::PAUSED, false, "RolledBack", reason);
         self.set_condition(cond::PROMOTED, false, "RolledBack", reason);
         self.record("Rollback", 0, reason);
-        self.event(true, "RolledBack", msg);
+        self.event(true, EventReason::RolledBack, msg);
         self.rolled_back();
     }
 

@@ -5,7 +5,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::{Api, Client, ResourceExt};
 use rollgate_crds::Rollout;
-use rollgate_crds::conditions as cond;
+use rollgate_crds::conditions::EventReason;
 
 use crate::error::Result;
 use crate::owned::{self, WriteError, Written};
@@ -56,8 +56,8 @@ impl World {
 /// A write error that no retry fixes, as the spec problem the status shows.
 pub fn problem_of(e: &WriteError) -> SpecProblem {
     let reason = match e {
-        WriteError::Conflict { .. } => cond::invalid::NAME_CONFLICT,
-        WriteError::Rejected { .. } | WriteError::Failed { .. } => cond::invalid::REJECTED_BY_API,
+        WriteError::Conflict { .. } => EventReason::NameConflict,
+        WriteError::Rejected { .. } | WriteError::Failed { .. } => EventReason::RejectedByApi,
     };
     SpecProblem::with_reason(reason, e.to_string())
 }

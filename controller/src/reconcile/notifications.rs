@@ -3,6 +3,7 @@
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
+use rollgate_crds::conditions::EventReason;
 use rollgate_crds::notifications::{NotificationEvent, Notifications, Webhook};
 use rollgate_crds::{Rollout, RolloutStatus};
 use serde_json::json;
@@ -28,12 +29,23 @@ pub(super) fn notify(ctx: &Context, ro: &Rollout, plan: &Plan, gate_hooks: Optio
     }
 }
 
-pub fn notification_kind(event_reason: &str) -> Option<NotificationEvent> {
-    match event_reason {
-        "WeightApplied" => Some(NotificationEvent::Step),
-        "Promoted" => Some(NotificationEvent::Promotion),
-        "RolledBack" => Some(NotificationEvent::Rollback),
-        _ => None,
+/// The webhook kind an Event reason notifies, if any (exhaustive: a new reason must say).
+pub fn notification_kind(reason: EventReason) -> Option<NotificationEvent> {
+    match reason {
+        EventReason::WeightApplied => Some(NotificationEvent::Step),
+        EventReason::Promoted => Some(NotificationEvent::Promotion),
+        EventReason::RolledBack => Some(NotificationEvent::Rollback),
+        EventReason::RolloutStarted
+        | EventReason::Superseded
+        | EventReason::StepPassed
+        | EventReason::Paused
+        | EventReason::Held
+        | EventReason::ActionIgnored
+        | EventReason::InvalidSpec
+        | EventReason::NameConflict
+        | EventReason::RejectedByApi
+        | EventReason::ProgressDeadlineExceeded
+        | EventReason::WriteFailed => None,
     }
 }
 

@@ -221,11 +221,12 @@ async fn a_cached_copy_older_than_our_status_write_is_read_again() {
 
 #[test]
 fn transitions_map_to_webhook_kinds_and_the_payload_names_the_rollout() {
+    use rollgate_crds::conditions::EventReason;
     use rollgate_crds::notifications::NotificationEvent;
-    assert_eq!(notification_kind("WeightApplied"), Some(NotificationEvent::Step));
-    assert_eq!(notification_kind("Promoted"), Some(NotificationEvent::Promotion));
-    assert_eq!(notification_kind("RolledBack"), Some(NotificationEvent::Rollback));
-    assert_eq!(notification_kind("Held"), None);
+    assert_eq!(notification_kind(EventReason::WeightApplied), Some(NotificationEvent::Step));
+    assert_eq!(notification_kind(EventReason::Promoted), Some(NotificationEvent::Promotion));
+    assert_eq!(notification_kind(EventReason::RolledBack), Some(NotificationEvent::Rollback));
+    assert_eq!(notification_kind(EventReason::Held), None);
     let (ro, s, c) = mid_rollout(1, 30);
     let status = ro.status.clone().unwrap_or_default();
     let p = notification_payload(&ro, &status, NotificationEvent::Step, "canary weight 5%", now());
