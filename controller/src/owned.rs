@@ -197,36 +197,43 @@ pub async fn ensure<K: Owned>(
 ) -> Result<Written, WriteError> {
     let name = desired.name_any();
     let object = describe(desired);
+    let fetched;
     let observed = match observed {
-        Some(o) => o.clone(),
-        None => match api
-            .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, desired)
-            .await
-        {
-            Ok(_) => return Ok(Written::Created),
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                // Created meanwhile: by us in a pass the cache has not shown yet, or by someone else.
-                match api.get_opt(&name).await.map_err(|e| classify(object.clone(), e))? {
-                    Some(o) => o,
-                    None => return Err(WriteError::Failed { object, source: kube::Error::Api(s) }),
+        Some(o) => o,
+        None => {
+            let pp = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+            match api.create(&pp, desired).await {
+                Ok(_) => {
+                    tracing::info!(object = %object, "owned object created");
+                    return Ok(Written::Created);
                 }
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    // Created meanwhile: by us in a pass not yet seen, or by someone else.
+                    fetched = match api.get_opt(&name).await.map_err(|e| classify(object.clone(), e))? {
+                        Some(o) => o,
+                        None => return Err(WriteError::Failed { object, source: kube::Error::Api(s) }),
+                    };
+                    &fetched
+                }
+                Err(e) => return Err(classify(object, e)),
             }
-            Err(e) => return Err(classify(object, e)),
-        },
-    };
-    check_owned(&observed, uid)?;
-    let (have, want) = (serde_json::to_value(&observed), serde_json::to_value(desired));
-    if let (Ok(have), Ok(want)) = (&have, &want) {
-        match first_difference(have, want) {
-            None => return Ok(Written::Unchanged),
-            Some(path) => tracing::info!(object = %object, differs_at = %path, "updating an owned object"),
         }
-    }
-    let want = want.map_err(|e| WriteError::Rejected { object: object.clone(), message: e.to_string() })?;
+    };
+    check_owned(observed, uid)?;
+    let (have, want) = (to_json(observed, &object)?, to_json(desired, &object)?);
+    let Some(path) = first_difference(&have, &want) else {
+        return Ok(Written::Unchanged);
+    };
+    tracing::info!(object = %object, differs_at = %path, "updating an owned object");
     let patch = change_patch(&want, observed.meta().uid.as_deref(), K::replaced());
     let pp = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
     api.patch(&name, &pp, &Patch::Strategic(&patch)).await.map_err(|e| classify(object, e))?;
     Ok(Written::Updated)
+}
+
+fn to_json<K: Serialize>(obj: &K, object: &str) -> Result<Value, WriteError> {
+    serde_json::to_value(obj)
+        .map_err(|e| WriteError::Rejected { object: object.to_string(), message: format!("encoding: {e}") })
 }
 
 /// Deletes `observed` if this Rollout owns it, with its uid as a precondition (an object of
@@ -241,7 +248,10 @@ where
         ..DeleteParams::background()
     };
     match api.delete(&observed.name_any(), &dp).await {
-        Ok(_) => Ok(Written::Deleted),
+        Ok(_) => {
+            tracing::info!(object = %describe(observed), "owned object deleted");
+            Ok(Written::Deleted)
+        }
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(Written::Unchanged),
         Err(e) => Err(classify(describe(observed), e)),
     }

@@ -133,8 +133,7 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
 
     // The decision is recorded before it is acted on: a crash after this write resumes from
     // it (acting is idempotent), never from the state before it.
-    write_status(ctx, ro, ns, name, &plan.status).await?;
-    let mut events = std::mem::take(&mut plan.events);
+    write_status(ctx, ns, name, ro.status.as_ref(), &plan.status).await?;
     if problem.is_none() {
         match act(&client, ro, &plan, &world, router.as_ref(), router_weight, &revision).await {
             Ok(()) => {}
@@ -144,33 +143,42 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
                 observed.status = plan.status.clone();
                 observed.spec_problem = Some(apply::problem_of(&e));
                 let mut refused = plan::plan(&observed, None);
-                write_status(ctx, ro, ns, name, &refused.status).await?;
-                events.append(&mut refused.events);
+                write_status(ctx, ns, name, Some(&plan.status), &refused.status).await?;
+                plan.events.append(&mut refused.events);
+                refused.events = std::mem::take(&mut plan.events);
                 plan = refused;
             }
             Err(e) => {
-                publish_events(ctx, ro, &events).await;
-                publish_write_failure(ctx, ro, &e).await;
+                let failed = plan::Event {
+                    warning: true,
+                    reason: EventReason::WriteFailed,
+                    note: match &e {
+                        // Owned-object errors name the object; the route's are the router's.
+                        Error::Owned(w) => w.to_string(),
+                        other => format!("traffic router: {other}"),
+                    },
+                };
+                plan.events.push(failed);
+                publish_events(ctx, ro, &plan.events).await;
                 return Err(e);
             }
         }
     }
-    publish_events(ctx, ro, &events).await;
-    plan.events = events;
+    publish_events(ctx, ro, &plan.events).await;
     notify(ctx, ro, &plan, gate_hooks.as_ref());
     ctx.metrics.observe(ns, name, &plan.status);
     Ok(Action::requeue(plan.requeue))
 }
 
-/// Writes `status` when it differs from the Rollout's.
+/// Writes `status` when it differs from `current`, the status the API server holds.
 async fn write_status(
     ctx: &Context,
-    ro: &Rollout,
     ns: &str,
     name: &str,
+    current: Option<&RolloutStatus>,
     status: &RolloutStatus,
 ) -> Result<()> {
-    if ro.status.as_ref() != Some(status) {
+    if current != Some(status) {
         let written = patch_status(&ctx.client, ns, name, status).await?;
         ctx.remember_version(ns, name, written.metadata.resource_version);
     }
@@ -213,26 +221,6 @@ fn rejected_before(ro: &Rollout) -> Option<SpecProblem> {
                 && c.observed_generation == ro.metadata.generation
         })
         .map(|c| SpecProblem::with_reason(EventReason::RejectedByApi, c.message.clone()))
-}
-
-/// A write the API server did not take for a passing reason: a Warning Event naming the
-/// object and the API's message (the pass is retried with backoff).
-async fn publish_write_failure(ctx: &Context, ro: &Rollout, e: &Error) {
-    // Owned-object errors name the object; the route's are the router's.
-    let note = match e {
-        Error::Owned(w) => w.to_string(),
-        other => format!("traffic router: {other}"),
-    };
-    let event = KubeEvent {
-        type_: EventType::Warning,
-        reason: EventReason::WriteFailed.to_string(),
-        note: Some(note.chars().take(1024).collect()),
-        action: EventReason::WriteFailed.to_string(),
-        secondary: None,
-    };
-    if let Err(err) = ctx.recorder.publish(&event, &ro.object_ref(&())).await {
-        tracing::warn!(error = %err, "publishing an event failed");
-    }
 }
 
 /// The gate and the ReleaseGate's webhooks: inline, or the referenced ReleaseGate (a missing

@@ -315,13 +315,12 @@ impl<'a, 'o> Planner<'a, 'o> {
             return;
         }
         self.status.phase = Some(Phase::Progressing);
-        // No elapsed time in the message: it would change the status, and so write it and wake
-        // the Rollout again, on every pass.
-        let since_at = self.status.stable_waiting_since.as_ref().map(|t| t.0).unwrap_or(self.o.now);
-        self.status.message = Some(format!(
-            "deploying the first version {rev} as stable (progressDeadline {} from {since_at}){}",
-            human(deadline),
-            problem.map(|p| format!(": {p}")).unwrap_or_default()
+        let since_at = self.status.stable_waiting_since.as_ref().map_or(self.o.now, |t| t.0);
+        self.status.message = Some(waiting(
+            &format!("deploying the first version {rev} as stable"),
+            since_at,
+            deadline,
+            problem,
         ));
         self.set_condition(cond::PROGRESSING, true, "FirstDeploy", "deploying the first version");
         self.requeue = WAIT_FOR_DEPLOYMENT.min(deadline.saturating_sub(since) + Duration::from_secs(1));
@@ -578,12 +577,9 @@ impl<'a, 'o> Planner<'a, 'o> {
             return;
         }
         let problem = self.o.canary.as_ref().and_then(|c| c.problem.clone());
-        let since_at = self.status.canary_waiting_since.as_ref().map(|t| t.0).unwrap_or(self.o.now);
-        self.status.message = Some(format!(
-            "waiting for the canary to be available (progressDeadline {} from {since_at}){}",
-            human(deadline),
-            problem.map(|p| format!(": {p}")).unwrap_or_default()
-        ));
+        let since_at = self.status.canary_waiting_since.as_ref().map_or(self.o.now, |t| t.0);
+        self.status.message =
+            Some(waiting("waiting for the canary to be available", since_at, deadline, problem));
         self.requeue = WAIT_FOR_DEPLOYMENT.min(deadline.saturating_sub(since) + Duration::from_secs(1));
     }
 
@@ -710,6 +706,13 @@ impl<'a, 'o> Planner<'a, 'o> {
             self.requeue = CONVERGE.max(drain.saturating_sub(since)).min(drain.max(CONVERGE));
         }
     }
+}
+
+/// What a Rollout waiting for a Deployment says. No elapsed time: it would change the status,
+/// and so write it and wake the Rollout again, on every pass.
+fn waiting(what: &str, since: Timestamp, deadline: Duration, problem: Option<String>) -> String {
+    let problem = problem.map(|p| format!(": {p}")).unwrap_or_default();
+    format!("{what} (progressDeadline {} from {since}){problem}", human(deadline))
 }
 
 fn canary_available(o: &Observed<'_>) -> bool {

@@ -8,7 +8,7 @@ use rollgate_crds::Rollout;
 use rollgate_crds::conditions::EventReason;
 
 use crate::error::Result;
-use crate::owned::{self, WriteError, Written};
+use crate::owned::{self, WriteError};
 use crate::plan::{CanaryIntent, Plan, SpecProblem, StableIntent};
 use crate::workload::{self, Role};
 
@@ -74,58 +74,44 @@ pub async fn workload(
     let uid = ro.uid().unwrap_or_default();
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     for (role, observed) in &world.services {
-        let desired = workload::service(ro, *role);
-        log(owned::ensure(&services, &uid, observed.as_ref(), &desired).await?, &desired);
+        owned::ensure(&services, &uid, observed.as_ref(), &workload::service(ro, *role)).await?;
     }
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let ensure = |observed: Option<&Deployment>, desired: Deployment| {
-        let deployments = deployments.clone();
-        let uid = uid.clone();
-        let observed = observed.cloned();
-        async move {
-            let w = owned::ensure(&deployments, &uid, observed.as_ref(), &desired).await?;
-            log(w, &desired);
-            Ok::<(), WriteError>(())
+    let stable = world.stable.as_ref();
+    let stable_wanted = match &plan.stable {
+        StableIntent::Adopt { replicas } => {
+            Some(workload::deployment(ro, Role::Stable, &ro.spec.template, revision, *replicas))
+        }
+        StableIntent::Keep { replicas } => {
+            let kept = stable.and_then(workload::existing_template);
+            if kept.is_none() {
+                tracing::warn!("the stable Deployment is missing or unlabelled; leaving it alone");
+            }
+            kept.map(|(template, rev)| workload::deployment(ro, Role::Stable, &template, &rev, *replicas))
         }
     };
-    let stable = world.stable.as_ref();
-    match &plan.stable {
-        StableIntent::Adopt { replicas } => {
-            ensure(stable, workload::deployment(ro, Role::Stable, &ro.spec.template, revision, *replicas))
-                .await?;
-        }
-        StableIntent::Keep { replicas } => match stable.and_then(workload::existing_template) {
-            Some((template, rev)) => {
-                ensure(stable, workload::deployment(ro, Role::Stable, &template, &rev, *replicas)).await?
-            }
-            None => tracing::warn!("the stable Deployment is missing or unlabelled; leaving it alone"),
-        },
+    if let Some(d) = stable_wanted {
+        owned::ensure(&deployments, &uid, stable, &d).await?;
     }
     let canary = world.canary.as_ref();
-    match &plan.canary {
+    let canary_wanted = match &plan.canary {
         CanaryIntent::Present { replicas } => {
-            ensure(canary, workload::deployment(ro, Role::Canary, &ro.spec.template, revision, *replicas))
-                .await?;
+            Some(workload::deployment(ro, Role::Canary, &ro.spec.template, revision, *replicas))
         }
-        CanaryIntent::ScaledDown => {
-            if let Some((template, rev)) = canary.and_then(workload::existing_template) {
-                ensure(canary, workload::deployment(ro, Role::Canary, &template, &rev, 0)).await?;
-            }
-        }
+        CanaryIntent::ScaledDown => canary
+            .and_then(workload::existing_template)
+            .map(|(template, rev)| workload::deployment(ro, Role::Canary, &template, &rev, 0)),
         CanaryIntent::Absent => {
             if let Some(c) = canary {
-                log(owned::delete_owned(&deployments, &uid, c).await?, c);
+                owned::delete_owned(&deployments, &uid, c).await?;
             }
+            None
         }
-        CanaryIntent::Keep => {}
+        CanaryIntent::Keep => None,
+    };
+    if let Some(d) = canary_wanted {
+        owned::ensure(&deployments, &uid, canary, &d).await?;
     }
     Ok(())
-}
-
-fn log<K: kube::Resource<DynamicType = ()>>(w: Written, obj: &K) {
-    // Updates are logged by `owned::ensure`, with the field that differed.
-    if matches!(w, Written::Created | Written::Deleted) {
-        tracing::info!(object = %owned::describe(obj), written = ?w, "owned object written");
-    }
 }

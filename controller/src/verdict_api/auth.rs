@@ -78,6 +78,20 @@ impl<K: std::hash::Hash + Eq, V: Clone> Expiring<K, V> {
     }
 }
 
+/// Keeps an answer for `REVIEW_TTL`, unless the review could not be made at all.
+fn remember<K: std::hash::Hash + Eq, T: Clone>(
+    cache: &Mutex<Expiring<K, Result<T, Denied>>>,
+    key: K,
+    answer: &Result<T, Denied>,
+    now: Instant,
+) {
+    if !matches!(answer, Err(Denied::Unavailable(_)))
+        && let Ok(mut c) = cache.lock()
+    {
+        c.insert(key, answer.clone(), now);
+    }
+}
+
 /// A token bucket.
 struct Bucket {
     tokens: f64,
@@ -151,23 +165,12 @@ impl Reviews {
                 {
                     b.spend();
                 }
-                if !matches!(r, Err(Denied::Unavailable(_)))
-                    && let Ok(mut c) = self.tokens.lock()
-                {
-                    c.insert(hash, r.clone(), now);
-                }
+                remember(&self.tokens, hash, &r, now);
                 r
             }
         };
-        let answer = match reviewed {
-            Ok(r) => review_access(client, r.user, namespace, name).await,
-            Err(e) => return Err(e),
-        };
-        if !matches!(answer, Err(Denied::Unavailable(_)))
-            && let Ok(mut c) = self.access.lock()
-        {
-            c.insert(key, answer.clone(), now);
-        }
+        let answer = review_access(client, reviewed?.user, namespace, name).await;
+        remember(&self.access, key, &answer, now);
         answer
     }
 }

@@ -68,12 +68,18 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-async fn kube_requests(url: &str) -> f64 {
-    let text = match reqwest::get(url).await {
+/// The controller's metrics page (empty when it cannot be read).
+async fn metrics_text(url: &str) -> String {
+    match reqwest::get(url).await {
         Ok(r) => r.text().await.unwrap_or_default(),
-        Err(_) => return 0.0,
-    };
-    text.lines()
+        Err(_) => String::new(),
+    }
+}
+
+async fn kube_requests(url: &str) -> f64 {
+    metrics_text(url)
+        .await
+        .lines()
         .filter(|l| l.starts_with("rollgate_kube_requests_total{"))
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
         .sum()
@@ -239,8 +245,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while !api.list(&ListParams::default().limit(1)).await?.items.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    // The controller sweeps what it remembers of deleted Rollouts once a minute.
-    tokio::time::sleep(Duration::from_secs(75)).await;
+    // The controller sweeps what it remembers of deleted Rollouts once a minute: wait until its
+    // metrics no longer name the namespace.
+    let label = format!("namespace=\"{ns}\"");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut swept = false;
+    while Instant::now() < deadline {
+        let text = metrics_text(&args.metrics_url).await;
+        if !text.is_empty() && !text.contains(&label) {
+            swept = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let rss_after = rss_mib(args.controller_pid);
     watch.abort();
     let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
@@ -270,6 +287,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "controller_rss_peak_mib": rss_peak,
         },
         "controller_rss_mib_after_deleting_all": rss_after,
+        "deleted_rollouts_swept": swept,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
