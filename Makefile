@@ -55,7 +55,7 @@ bench: deps ## refserver vs a bare hyper server under wrk (a report, not a test)
 bench-scale: deps ## the controller at 1 000 Rollouts on the local control plane: latency, CPU, memory (root; a report)
 	bash scripts/bench-scale.sh $(ROLLOUTS)
 
-BENCH_GATE = $(CARGO) run -q --release --locked -p rollgate -- gate bench --runs 1000 --seed 20261127
+BENCH_GATE = $(CARGO) run -q --release --locked -p rollgate-gate-bench -- --runs 1000 --seed 20261127
 
 .PHONY: bench-gate
 bench-gate: ## verdict quality of the gate vs Flagger/Argo-style rules; writes the table into docs/gate.md

@@ -1,10 +1,9 @@
-//! rollgate's operator and CLI. The decision code (`gate`, `plan`) is pure; the edges
-//! (`kube` API calls, Prometheus, HTTP) implement small traits around it.
+//! rollgate's operator and CLI. The decision code is pure: the gate in its own crate
+//! (`rollgate-gate`, no kube), `plan` here; the edges (`kube` API calls, Prometheus, HTTP)
+//! implement small traits around it.
 
 pub mod cli;
 pub mod error;
-pub mod gate;
-pub mod gate_bench;
 pub mod metrics_provider;
 pub mod notify;
 pub mod observability;
@@ -14,6 +13,7 @@ pub mod reconcile;
 pub mod rollout_watch;
 pub mod router;
 pub mod run;
+pub mod status_view;
 pub mod verdict_api;
 pub mod workload;
 

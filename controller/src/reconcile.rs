@@ -24,13 +24,13 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
-use crate::gate::{Evaluation, Policy, StepClock, evaluate};
 use crate::metrics_provider::{self, Selector};
 use crate::observability::ErrorLabels;
 use crate::owned::WriteError;
 use crate::plan::{self, Actions, Observed, Plan, SpecProblem, revision_of};
 use crate::router::{self, RouterError};
 use crate::workload;
+use rollgate_gate::{Evaluation, Policy, StepClock, evaluate};
 
 mod apply;
 mod context;

@@ -153,22 +153,3 @@ fn the_help_documents_the_exit_codes() {
         "{out}"
     );
 }
-
-#[test]
-fn the_benchmark_report_is_the_same_for_a_seed_and_goes_between_the_markers() {
-    let dir = std::env::temp_dir().join(format!("rollgate-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let doc = dir.join("gate.md");
-    std::fs::write(&doc, "# Gate\n<!-- bench-gate:begin -->\n<!-- bench-gate:end -->\nafter\n")
-        .expect("write");
-    let path = doc.display().to_string();
-    let (code, _, err) = rollgate(&["gate", "bench", "--runs", "3", "--seed", "9", "--update", &path]);
-    assert_eq!(code, 0, "{err}");
-    let first = std::fs::read_to_string(&doc).expect("read");
-    assert!(first.contains("| 100 | 5 % | bad 100× | rollgate |"), "{first}");
-    assert!(first.contains("#### Targets") && first.ends_with("<!-- bench-gate:end -->\nafter\n"));
-    let (code, out, _) = rollgate(&["gate", "bench", "--runs", "3", "--seed", "9", "--threads", "1"]);
-    assert_eq!(code, 0);
-    assert!(first.contains(&out), "the printed report is the one written, whatever the threads");
-    let _ = std::fs::remove_dir_all(&dir);
-}

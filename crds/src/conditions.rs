@@ -28,6 +28,35 @@ pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
 /// Reason of `Paused=True` when `spec.paused` holds the rollout (a person resumes it).
 pub const SPEC_PAUSED: &str = "SpecPaused";
 
+/// The other reasons of the conditions, by the transition they record.
+pub mod reason {
+    pub use super::{PROGRESS_DEADLINE_EXCEEDED, SPEC_PAUSED};
+    /// `InvalidSpec=False`.
+    pub const VALID: &str = "Valid";
+    /// `Progressing=True` while the first version is deployed.
+    pub const FIRST_DEPLOY: &str = "FirstDeploy";
+    /// `Progressing=True` while traffic is stepped to a canary.
+    pub const STEPPING: &str = "Stepping";
+    /// The canary was promoted (`Promoted=True`, the others False).
+    pub const PROMOTED: &str = "Promoted";
+    /// The canary was rolled back for another reason than a failed check.
+    pub const ROLLED_BACK: &str = "RolledBack";
+    /// `RolledBack=True` because a check failed.
+    pub const GATE_FAILED: &str = "GateFailed";
+    /// `Paused=True`: no verdict within `maxHold`.
+    pub const INCONCLUSIVE: &str = "Inconclusive";
+    /// `Paused=False`: a step passed.
+    pub const ADVANCED: &str = "Advanced";
+    /// `Paused=False`: `spec.paused` was cleared.
+    pub const RESUMED: &str = "Resumed";
+    /// `MetricsUnavailable=True` / `False`.
+    pub const QUERY_FAILED: &str = "QueryFailed";
+    pub const QUERIES_SUCCEEDED: &str = "QueriesSucceeded";
+    /// `StableBreaching=True` / `False`.
+    pub const STABLE_BREACHING: &str = super::STABLE_BREACHING;
+    pub const STABLE_HEALTHY: &str = "StableHealthy";
+}
+
 /// The reasons of the Events rollgate publishes on a Rollout (the Event's `reason` and
 /// `action`); notifications and documentation are derived from these, never from strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

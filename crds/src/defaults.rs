@@ -8,10 +8,14 @@ use std::time::Duration;
 
 use crate::duration::PositiveDuration;
 
+/// How evidence is judged: the gate's own defaults.
+pub use rollgate_gate::defaults::{
+    ERROR_TOLERANCE, FALSE_ROLLBACK_RATE, INTERVAL, MAX_HOLD, MIN_HEALTHY, MISSED_DETECTION_RATE,
+    SHARE_TOLERANCE,
+};
+
 /// Canary weights, in percent.
 pub const STEPS: [i32; 3] = [1, 5, 100];
-/// How long a step must stay healthy before its weight is raised.
-pub const MIN_HEALTHY: Duration = Duration::from_secs(180);
 /// Error budget: share of 5xx among requests.
 pub const ERROR_RATIO: f64 = 0.0002;
 /// Latency objective: this quantile …
@@ -22,20 +26,6 @@ pub const LATENCY_MAX: Duration = Duration::from_millis(300);
 pub const PAUSE_QUANTILE: f64 = 0.99;
 /// … below this limit.
 pub const PAUSE_MAX: Duration = Duration::from_millis(50);
-/// How often the gate evaluates.
-pub const INTERVAL: Duration = Duration::from_secs(10);
-/// Longest a step may wait for enough evidence before the inconclusive policy applies.
-pub const MAX_HOLD: Duration = Duration::from_secs(30 * 60);
-/// Largest accepted probability of rolling back a canary that is within budget.
-pub const FALSE_ROLLBACK_RATE: f64 = 0.01;
-/// Largest accepted probability of promoting a canary `tolerance` times over budget. Half of
-/// the 1 % target: Wald's bound on it is nearly reached at the tolerance (measured 1.2 % at
-/// β = 1 % in `make bench-gate`), so the default leaves room for it.
-pub const MISSED_DETECTION_RATE: f64 = 0.005;
-/// How many times over budget a canary must be for promotion to be ruled out (error checks).
-pub const ERROR_TOLERANCE: f64 = 10.0;
-/// The same, for latency and pause checks, whose budgets are larger shares.
-pub const SHARE_TOLERANCE: f64 = 3.0;
 /// A canary that is not fully available within this time is rolled back.
 pub const PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
 /// After a rollback moves traffic away, how long before the canary is scaled to zero.

@@ -9,8 +9,12 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::bounds::*;
 use crate::defaults;
 use crate::duration::PositiveDuration;
+
+/// What a step does when `maxHold` passes without a conclusive verdict (the gate's type).
+pub use rollgate_gate::InconclusivePolicy;
 
 /// A reusable SLO policy that Rollouts reference with `spec.gateRef`.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -42,7 +46,7 @@ pub struct GateSpec {
     /// The checks; every one must hold. Default: the playbook's error rate (< 0.02 %),
     /// p95 latency (< 300 ms) and runtime pause (p99 < 50 ms).
     #[serde(default = "defaults::checks")]
-    #[schemars(length(min = 1, max = 16))]
+    #[schemars(length(min = CHECKS_MIN, max = CHECKS_MAX))]
     pub checks: Vec<Check>,
     /// How evidence is gathered and judged.
     #[serde(default)]
@@ -55,7 +59,7 @@ pub struct GateSpec {
 pub struct PrometheusSource {
     /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`.
     #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("must be an http:// or https:// URL"))]
-    #[schemars(length(min = 1, max = 2048))]
+    #[schemars(length(min = 1, max = ADDRESS_MAX_LEN))]
     pub address: String,
 }
 
@@ -65,7 +69,7 @@ pub struct PrometheusSource {
 #[x_kube(validation = Rule::new("[has(self.errorRate), has(self.latency), has(self.pause), has(self.promql)].filter(x, x).size() == 1").message("exactly one of errorRate, latency, pause, promql must be set"))]
 pub struct Check {
     /// Name shown in status and events; unique within the gate.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(length(min = 1, max = CHECK_NAME_MAX_LEN), regex(pattern = CHECK_NAME_PATTERN))]
     pub name: String,
     /// Share of 5xx among the canary's requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,7 +88,7 @@ pub struct Check {
     /// probability `policy.missedDetectionRate`). Smaller values catch smaller regressions and
     /// need more traffic to pass a step. Default 10 for `errorRate`, 3 for the others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1.01, max = 1000.0))]
+    #[schemars(range(min = TOLERANCE_MIN, max = TOLERANCE_MAX))]
     pub tolerance: Option<f64>,
 }
 
@@ -107,7 +111,7 @@ impl Check {
 pub struct ErrorRateCheck {
     /// Largest acceptable share of 5xx responses, e.g. 0.0002 for 0.02 %.
     #[serde(default = "defaults::error_ratio")]
-    #[schemars(range(min = 0.0000001, max = 0.5))]
+    #[schemars(range(min = RATIO_MIN, max = RATIO_MAX))]
     pub max_ratio: f64,
 }
 
@@ -122,7 +126,7 @@ impl Default for ErrorRateCheck {
 pub struct LatencyCheck {
     /// The quantile, e.g. 0.95 for p95.
     #[serde(default = "defaults::latency_quantile")]
-    #[schemars(range(min = 0.5, max = 0.9999))]
+    #[schemars(range(min = QUANTILE_MIN, max = QUANTILE_MAX))]
     pub quantile: f64,
     /// The limit; must be a bucket boundary of the request-duration histogram (refserver has
     /// 300ms).
@@ -144,7 +148,7 @@ pub struct PauseCheck {
     pub preset: PausePreset,
     /// The quantile of pauses that must stay under `max`.
     #[serde(default = "defaults::pause_quantile")]
-    #[schemars(range(min = 0.5, max = 0.9999))]
+    #[schemars(range(min = QUANTILE_MIN, max = QUANTILE_MAX))]
     pub quantile: f64,
     /// The pause limit; must be a bucket boundary of the preset's histogram.
     #[serde(default = "defaults::pause_max")]
@@ -184,13 +188,13 @@ pub enum PausePreset {
 #[serde(rename_all = "camelCase")]
 pub struct PromqlCheck {
     /// Count of bad events over `$window`.
-    #[schemars(length(min = 1, max = 4096))]
+    #[schemars(length(min = 1, max = PROMQL_MAX_LEN))]
     pub bad: String,
     /// Count of all events over `$window`.
-    #[schemars(length(min = 1, max = 4096))]
+    #[schemars(length(min = 1, max = PROMQL_MAX_LEN))]
     pub total: String,
     /// Largest acceptable share of bad events.
-    #[schemars(range(min = 0.0000001, max = 0.5))]
+    #[schemars(range(min = RATIO_MIN, max = RATIO_MAX))]
     pub max_ratio: f64,
 }
 
@@ -212,12 +216,12 @@ pub struct GatePolicy {
     pub on_inconclusive: InconclusivePolicy,
     /// Largest accepted probability of rolling back a canary that is within budget.
     #[serde(default = "defaults::false_rollback_rate")]
-    #[schemars(range(min = 0.0001, max = 0.2))]
+    #[schemars(range(min = ERROR_RATE_MIN, max = ERROR_RATE_MAX))]
     pub false_rollback_rate: f64,
     /// Largest accepted probability of promoting a canary `tolerance` times over budget
     /// (default 0.005).
     #[serde(default = "defaults::missed_detection_rate")]
-    #[schemars(range(min = 0.0001, max = 0.2))]
+    #[schemars(range(min = ERROR_RATE_MIN, max = ERROR_RATE_MAX))]
     pub missed_detection_rate: f64,
     /// Judge the stable version over the same interval too: when it breaches as well, the
     /// problem is not the canary, so the step holds (condition `StableBreaching`) instead of
@@ -240,15 +244,45 @@ impl Default for GatePolicy {
     }
 }
 
-/// What a step does when `maxHold` passes without a conclusive verdict.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum InconclusivePolicy {
-    /// Stay at the current weight, paused, until a person promotes, aborts or retries.
-    #[default]
-    Pause,
-    /// Roll back.
-    Rollback,
-    /// Raise the weight when the canary is no worse than stable over the step (relative
-    /// evidence); otherwise pause.
-    Promote,
+// === the gate's view of this API ===
+
+impl Check {
+    /// What the check measures, in the gate's terms; `None` when no kind is set.
+    pub fn measure(&self) -> Option<rollgate_gate::Measure> {
+        use rollgate_gate::Measure;
+        if let Some(e) = &self.error_rate {
+            return Some(Measure::ErrorRate { max_ratio: e.max_ratio });
+        }
+        if let Some(l) = &self.latency {
+            return Some(Measure::Latency { quantile: l.quantile });
+        }
+        if let Some(p) = &self.pause {
+            return Some(Measure::Pause { quantile: p.quantile });
+        }
+        self.promql.as_ref().map(|q| Measure::Share { max_ratio: q.max_ratio })
+    }
+}
+
+impl TryFrom<&Check> for rollgate_gate::CheckSpec {
+    type Error = rollgate_gate::CheckError;
+
+    fn try_from(check: &Check) -> Result<Self, Self::Error> {
+        let measure = check
+            .measure()
+            .ok_or_else(|| rollgate_gate::CheckError::NoMeasure { check: check.name.clone() })?;
+        Self::new(check.name.clone(), measure, check.tolerance)
+    }
+}
+
+impl From<&GatePolicy> for rollgate_gate::Policy {
+    fn from(p: &GatePolicy) -> Self {
+        Self {
+            rates: rollgate_gate::ErrorRates {
+                false_rollback: p.false_rollback_rate,
+                missed_detection: p.missed_detection_rate,
+            },
+            on_inconclusive: p.on_inconclusive,
+            compare_with_stable: p.compare_with_stable,
+        }
+    }
 }

@@ -2,12 +2,15 @@
 //! custom resources, their defaults (the production playbook, in `defaults`) and their
 //! validation (OpenAPI schema plus CEL rules that the API server enforces). No I/O.
 
+pub mod bounds;
 pub mod conditions;
 pub mod defaults;
 pub mod duration;
 pub mod gate;
 pub mod notifications;
+pub mod revision;
 pub mod rollout;
+pub mod validation;
 
 pub use duration::PositiveDuration;
 pub use gate::{GateSpec, ReleaseGate, ReleaseGateSpec};

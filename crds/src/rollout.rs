@@ -300,24 +300,66 @@ pub struct CheckStatus {
     pub reason: String,
 }
 
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CheckResult {
-    Pass,
-    Fail,
-    Pending,
-    NoData,
-}
+/// A check's state after an evaluation (the gate's type).
+pub use rollgate_gate::CheckResult;
 
 /// One decision of the controller.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Decision {
     pub time: Time,
-    /// What was decided: Start, StepUp, PromoteStart, Promote, Rollback, Pause, Supersede, Fail.
-    pub action: String,
+    /// What was decided.
+    pub action: HistoryAction,
     /// The canary weight after the decision.
     pub weight: i32,
     pub reason: String,
+}
+
+/// The kinds of decision the history records (stored as their names).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistoryAction {
+    /// A first canary revision started.
+    Start,
+    /// A new revision replaced the canary in flight.
+    Supersede,
+    /// A step's weight was applied.
+    StepUp,
+    /// The last step passed: promotion began.
+    PromoteStart,
+    /// The canary became stable.
+    Promote,
+    Rollback,
+    /// No verdict within `maxHold`: waiting for a person.
+    Pause,
+    /// A first version never became available.
+    Fail,
+}
+
+impl HistoryAction {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            HistoryAction::Start => "Start",
+            HistoryAction::Supersede => "Supersede",
+            HistoryAction::StepUp => "StepUp",
+            HistoryAction::PromoteStart => "PromoteStart",
+            HistoryAction::Promote => "Promote",
+            HistoryAction::Rollback => "Rollback",
+            HistoryAction::Pause => "Pause",
+            HistoryAction::Fail => "Fail",
+        }
+    }
+}
+
+impl std::fmt::Display for HistoryAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for HistoryAction {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

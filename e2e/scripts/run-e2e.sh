@@ -12,7 +12,7 @@ env_file=$(bash e2e/scripts/cluster.sh up "$state" | tail -n1)
 . "$env_file"
 rm -rf "$state/reports"
 RUST_BACKTRACE=0 cargo test -q --locked -p rollgate-e2e --features e2e --test rollouts -- --test-threads=1 "$@"
-# The figures of the scenarios that ran, as one JSON array (docs/benchmarks.md quotes them).
+# The figures of the scenarios that ran, as one JSON array (docs/dev/benchmarks.md quotes them).
 if ls "$state"/reports/*.json >/dev/null 2>&1; then
   { printf '[\n'; sep=""; for f in "$state"/reports/*.json; do printf '%s' "$sep"; cat "$f"; sep=$',\n'; done; printf '\n]\n'; } \
     >"$state/e2e-report.json"

@@ -429,7 +429,7 @@ async fn roll(
 /// The revision the controller computes for the Rollout's current template.
 async fn c_revision(c: &Cluster, ns: &str, name: &str) -> Option<String> {
     let ro = c.rollout(ns, name).await;
-    Some(rollgate::plan::revision_of(&ro.spec.template))
+    Some(rollgate_crds::revision::revision_of(&ro.spec.template))
 }
 
 #[tokio::test]
@@ -524,16 +524,13 @@ async fn scenario_12_a_controller_killed_right_after_a_rollback_never_sends_traf
     guard.watch(&ctl);
     wait_for_log(&ctl.log, Duration::from_secs(60), |line| line.contains("leadership acquired")).await;
     // Watch the new controller's first 15 s: the route's canary weight stays 0.
-    let routes: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
-        c.client.clone(),
-        &ns,
-        &rollgate::router::gateway_api::http_route_resource(),
-    );
+    let routes: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(c.client.clone(), &ns, &common::http_route_resource());
     let watched = std::time::Instant::now();
     while watched.elapsed() < Duration::from_secs(15) {
         let route = routes.get(name).await.expect("the HTTPRoute");
         let value = serde_json::to_value(&route).unwrap_or_default();
-        let weight = rollgate::router::gateway_api::weight_of(&value, "web-stable", "web-canary");
+        let weight = common::backend_weight(&value, "web-canary");
         assert_eq!(weight, Some(0), "the rolled-back canary got traffic again");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

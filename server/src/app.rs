@@ -3,7 +3,7 @@
 //!
 //! The routes are a `match`, not axum's `Router`: with six fixed routes a table lookup costs
 //! nothing, while the router and its per-route layers cost more than the whole 10 % budget the
-//! reference server has against a bare hyper server (`docs/benchmarks.md`). axum is still used
+//! reference server has against a bare hyper server (`docs/dev/benchmarks.md`). axum is still used
 //! for what it is good at here: extractors (`Query`), `Json` and `IntoResponse`.
 
 use std::convert::Infallible;

@@ -26,7 +26,7 @@
 //! calls them in order. No boxed future, no state clone and no allocation per step, and a small
 //! future per request: as separate layers (axum `from_fn`, one boxed future and one state clone
 //! each, behind axum's router) the same steps cost a third of the server's throughput
-//! (`docs/benchmarks.md`).
+//! (`docs/dev/benchmarks.md`).
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;

@@ -145,7 +145,7 @@ pub async fn run(
 ///
 /// hyper's HTTP/1 server directly (not an auto-detecting HTTP/1+2 one): the reference server
 /// speaks HTTP/1.1 to gateways and probes, and the auto builder costs about 9 % of throughput
-/// (`docs/benchmarks.md`). Tests serve an `App` with extra routes through it too.
+/// (`docs/dev/benchmarks.md`). Tests serve an `App` with extra routes through it too.
 pub async fn accept_until(
     listener: TcpListener,
     app: App,

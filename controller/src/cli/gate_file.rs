@@ -5,12 +5,12 @@
 use std::path::Path;
 
 use rollgate_crds::GateSpec;
-use rollgate_crds::gate::{Check, GatePolicy, PrometheusSource};
+use rollgate_crds::gate::{GatePolicy, PrometheusSource};
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use crate::gate::CheckSpec;
-use crate::metrics_provider::check_spec;
+use crate::metrics_provider::queries;
+use rollgate_gate::CheckSpec;
 
 /// Stands in for `prometheus.address` when the file has none and none is needed (replay).
 pub const NO_PROMETHEUS: &str = "http://prometheus.not-set.invalid";
@@ -91,82 +91,20 @@ fn pick_document(text: &str) -> Result<Value, String> {
     }
 }
 
-/// The schema's rules that serde does not check.
+/// The schema's rules that serde does not check (`GateSpec::validate`), then what the gate and
+/// the query builder need: a budget and, for custom checks, templates that parse.
 pub fn validate(gate: &GateSpec) -> Result<(), String> {
-    let address = &gate.prometheus.address;
-    if !(address.starts_with("http://") || address.starts_with("https://")) {
-        return Err(format!("prometheus.address: {address:?} must be an http:// or https:// URL"));
-    }
-    if gate.checks.is_empty() {
-        return Err("checks: at least one check is needed".into());
-    }
+    gate.validate().map_err(|e| e.to_string())?;
     for (i, c) in gate.checks.iter().enumerate() {
-        check(c).map_err(|e| format!("checks[{i}].{e}"))?;
-        if gate.checks[..i].iter().any(|d| d.name == c.name) {
-            return Err(format!("checks[{i}].name: {:?} is used twice", c.name));
-        }
-    }
-    let p = &gate.policy;
-    for (field, v) in
-        [("falseRollbackRate", p.false_rollback_rate), ("missedDetectionRate", p.missed_detection_rate)]
-    {
-        if !(0.0001..=0.2).contains(&v) {
-            return Err(format!("policy.{field}: {v} must be in [0.0001, 0.2]"));
-        }
+        queries::for_check(c).map_err(|e| format!("checks[{i}].{}", e.reason))?;
+        CheckSpec::try_from(c).map_err(|e| format!("checks[{i}]: {e}"))?;
     }
     Ok(())
 }
 
-fn check(c: &Check) -> Result<(), String> {
-    let name_ok = !c.name.is_empty()
-        && c.name.len() <= 63
-        && c.name.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
-        && !c.name.starts_with('-')
-        && !c.name.ends_with('-');
-    if !name_ok {
-        return Err(format!("name: {:?} must be a DNS label (lowercase letters, digits, '-')", c.name));
-    }
-    let kinds = [c.error_rate.is_some(), c.latency.is_some(), c.pause.is_some(), c.promql.is_some()];
-    if kinds.iter().filter(|k| **k).count() != 1 {
-        return Err("exactly one of errorRate, latency, pause, promql must be set".into());
-    }
-    let ratio = |field: &str, v: f64| {
-        if (0.000_000_1..=0.5).contains(&v) {
-            Ok(())
-        } else {
-            Err(format!("{field}: {v} must be in [1e-7, 0.5]"))
-        }
-    };
-    let quantile = |field: &str, v: f64| {
-        if (0.5..=0.9999).contains(&v) {
-            Ok(())
-        } else {
-            Err(format!("{field}: {v} must be in [0.5, 0.9999]"))
-        }
-    };
-    if let Some(e) = &c.error_rate {
-        ratio("errorRate.maxRatio", e.max_ratio)?;
-    }
-    if let Some(l) = &c.latency {
-        quantile("latency.quantile", l.quantile)?;
-    }
-    if let Some(p) = &c.pause {
-        quantile("pause.quantile", p.quantile)?;
-    }
-    if let Some(q) = &c.promql {
-        ratio("promql.maxRatio", q.max_ratio)?;
-    }
-    if let Some(t) = c.tolerance
-        && !(1.01..=1000.0).contains(&t)
-    {
-        return Err(format!("tolerance: {t} must be in [1.01, 1000]"));
-    }
-    check_spec(c).map(|_| ()).map_err(|e| e.reason)
-}
-
-/// The gate's checks as the gate module sees them.
+/// The gate's checks as the gate sees them.
 pub fn check_specs(gate: &GateSpec) -> Result<Vec<CheckSpec>, String> {
-    gate.checks.iter().map(|c| check_spec(c).map_err(|e| e.to_string())).collect()
+    gate.checks.iter().map(|c| CheckSpec::try_from(c).map_err(|e| e.to_string())).collect()
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use rollgate_crds::labels::{ACTION_ABORT, ACTION_PROMOTE, ACTION_RETRY};
 use rollgate_crds::rollout::Phase;
 use serde_json::json;
 
-use super::view::{self, WaitFor};
+use super::view::{self, WaitExit, WaitFor};
 use super::{EXIT_CODES, Exit};
 use crate::rollout_watch;
 
@@ -381,7 +381,7 @@ async fn wait(api: &Api<Rollout>, ns: &str, a: WaitArgs) -> Result<Exit, Failure
             if let Ok(Some(ro)) = api.get_opt(&a.name).await {
                 latest = ro;
             }
-            (Exit::Timeout, format!("timed out after {}", crate::gate::human(timeout)))
+            (Exit::Timeout, format!("timed out after {}", rollgate_gate::format::human(timeout)))
         }
     };
     print!("{}", view::render(&view::view(&latest), false, Timestamp::now()));

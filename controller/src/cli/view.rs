@@ -1,127 +1,26 @@
-//! What the CLI shows of a Rollout, and what a pipeline waits for: pure functions of the object,
-//! shared by `rollgate status`, `rollgate wait`, `rollgate get` and the verdict API.
+//! What the CLI shows of a Rollout (`rollgate status`, `rollgate get`) and the exit code of a
+//! wait: pure functions of the object and of `status_view`.
 
 use k8s_openapi::jiff::Timestamp;
-use rollgate_crds::rollout::{CheckResult, CheckStatus, Decision, Phase, Verdict};
-use rollgate_crds::{Rollout, RolloutStatus};
-use serde::Serialize;
+use rollgate_crds::Rollout;
+use rollgate_crds::rollout::{CheckResult, CheckStatus, Phase, Verdict};
 
 use super::Exit;
+pub use crate::status_view::{View, WaitFor, Waited, view, waited};
 
-/// The Rollout as pipelines and people read it (`-o json|yaml`, the verdict API).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct View {
-    pub namespace: String,
-    pub name: String,
-    pub phase: Option<Phase>,
-    pub verdict: Option<Verdict>,
-    /// False while the controller has not yet acted on the latest spec (the phase and verdict
-    /// may describe the previous revision).
-    pub up_to_date: bool,
-    pub canary_weight: i32,
-    /// 1-based; absent before the first step.
-    pub step: Option<usize>,
-    pub steps: Vec<i32>,
-    pub stable_revision: Option<String>,
-    pub canary_revision: Option<String>,
-    pub paused: bool,
-    pub checks: Vec<CheckStatus>,
-    pub history: Vec<Decision>,
-    pub message: Option<String>,
+/// The exit code a wait ends with; `None` while it goes on.
+pub trait WaitExit {
+    fn exit(self) -> Option<Exit>;
 }
 
-pub fn view(ro: &Rollout) -> View {
-    let st = ro.status.clone().unwrap_or_default();
-    View {
-        namespace: ro.metadata.namespace.clone().unwrap_or_default(),
-        name: ro.metadata.name.clone().unwrap_or_default(),
-        phase: st.phase,
-        verdict: st.verdict,
-        up_to_date: up_to_date(ro, &st),
-        canary_weight: st.canary_weight,
-        step: st.current_step.filter(|s| *s >= 0).map(|s| s as usize + 1),
-        steps: ro.spec.steps.iter().map(|s| s.weight).collect(),
-        stable_revision: st.stable_revision,
-        canary_revision: st.canary_revision,
-        paused: ro.spec.paused,
-        checks: st.checks,
-        history: st.history,
-        message: st.message,
-    }
-}
-
-fn up_to_date(ro: &Rollout, st: &RolloutStatus) -> bool {
-    st.observed_generation.is_some() && st.observed_generation == ro.metadata.generation
-}
-
-// === waiting ===
-
-/// What `rollgate wait` waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WaitFor {
-    /// Any verdict: pass or fail.
-    Verdict,
-    /// The new version promoted (fully stable).
-    Promoted,
-    /// The rollout at step N (1-based) or beyond.
-    Step(usize),
-}
-
-impl std::str::FromStr for WaitFor {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "verdict" => Ok(Self::Verdict),
-            "promoted" => Ok(Self::Promoted),
-            _ => match s.strip_prefix("step=").map(str::parse::<usize>) {
-                Some(Ok(n)) if n >= 1 => Ok(Self::Step(n)),
-                _ => Err(format!("{s:?}: expected verdict, promoted or step=N (N ≥ 1)")),
-            },
-        }
-    }
-}
-
-/// Where a wait stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Waited {
-    /// The condition holds: exit 0.
-    Reached,
-    /// Rolled back or failed: exit 1.
-    Failed,
-    /// Held for a person: exit 3 (waiting on would hang).
-    Paused,
-    /// Keep waiting.
-    Pending,
-}
-
-impl Waited {
-    pub fn exit(self) -> Option<Exit> {
+impl WaitExit for Waited {
+    fn exit(self) -> Option<Exit> {
         match self {
             Waited::Reached => Some(Exit::Pass),
             Waited::Failed => Some(Exit::Fail),
             Waited::Paused => Some(Exit::Inconclusive),
             Waited::Pending => None,
         }
-    }
-}
-
-pub fn waited(ro: &Rollout, want: WaitFor) -> Waited {
-    let st = ro.status.clone().unwrap_or_default();
-    if !up_to_date(ro, &st) {
-        return Waited::Pending;
-    }
-    match (st.phase, want) {
-        (Some(Phase::RolledBack | Phase::Failed), _) => Waited::Failed,
-        (Some(Phase::Paused), _) => Waited::Paused,
-        (_, WaitFor::Verdict) if st.verdict == Some(Verdict::Pass) => Waited::Reached,
-        (_, WaitFor::Verdict) if st.verdict == Some(Verdict::Fail) => Waited::Failed,
-        (Some(Phase::Promoted), _) => Waited::Reached,
-        (Some(Phase::Progressing), WaitFor::Step(n)) => {
-            let at = st.current_step.unwrap_or(-1) + 1;
-            if st.step_started_at.is_some() && at >= n as i32 { Waited::Reached } else { Waited::Pending }
-        }
-        _ => Waited::Pending,
     }
 }
 
@@ -229,7 +128,7 @@ pub fn evidence(c: &CheckStatus, tty: bool) -> Option<String> {
 
 fn ago(t: Timestamp, now: Timestamp) -> String {
     let s = now.as_second().saturating_sub(t.as_second()).max(0) as u64;
-    crate::gate::human(std::time::Duration::from_secs(s))
+    rollgate_gate::format::human(std::time::Duration::from_secs(s))
 }
 
 /// One line of `rollgate get`.

@@ -2,7 +2,8 @@
 //!
 //! One small trait; one module per implementation (Prometheus today). `queries` turns each
 //! check of a gate into two PromQL expressions (bad events, all events) over the step's window,
-//! and `gather` runs them for the canary and, when compared, for stable.
+//! and `gather` runs them for the canary and, when compared, for stable. What the counts mean
+//! (budgets, tolerances) is the gate's business (`rollgate_gate::check`), not this module's.
 
 pub mod prometheus;
 pub mod queries;
@@ -11,10 +12,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use rollgate_crds::GateSpec;
-use rollgate_crds::gate::Check;
 
-use crate::gate::{CheckEvidence, CheckSpec, Counts, Missing};
 pub use queries::{LabelMatchers, QueryError, Selector, SeriesSelector};
+use rollgate_gate::{CheckEvidence, CheckSpec, Counts, Missing};
 
 /// A source of instant query results.
 pub trait MetricProvider: Send + Sync {
@@ -37,7 +37,8 @@ pub async fn gather(
     let mut outage: Option<String> = None;
     for check in &gate.checks {
         let plan = queries::for_check(check)?;
-        let spec = check_spec(check)?;
+        let spec = CheckSpec::try_from(check)
+            .map_err(|e| QueryError { check: check.name.clone(), reason: e.to_string() })?;
         if let Some(why) = &outage {
             out.push(CheckEvidence { spec, canary: Err(Missing::Unavailable(why.clone())), stable: None });
             continue;
@@ -53,17 +54,6 @@ pub async fn gather(
         out.push(CheckEvidence { spec, canary: canary_counts, stable: stable_counts });
     }
     Ok(out)
-}
-
-/// What the gate needs to know of a check: its budget, tolerance and unit.
-pub fn check_spec(check: &Check) -> Result<CheckSpec, QueryError> {
-    let plan = queries::for_check(check)?;
-    Ok(CheckSpec {
-        name: check.name.clone(),
-        budget: plan.budget,
-        tolerance: plan.tolerance,
-        unit: plan.unit,
-    })
 }
 
 async fn counts(

@@ -139,9 +139,6 @@ pub enum Bad {
 pub struct CheckQueries {
     pub total: String,
     pub bad: Bad,
-    pub budget: f64,
-    pub tolerance: f64,
-    pub unit: &'static str,
     /// Custom templates use `$namespace` etc. instead of `$selector`.
     custom: bool,
 }
@@ -150,21 +147,17 @@ const REQUESTS: &str = "http_server_request_duration_seconds";
 
 pub fn for_check(check: &Check) -> Result<CheckQueries, QueryError> {
     let err = |reason: String| QueryError { check: check.name.clone(), reason };
-    let tolerance_or = |d: f64| check.tolerance.unwrap_or(d);
-    if let Some(e) = &check.error_rate {
+    if check.error_rate.is_some() {
         return Ok(CheckQueries {
             total: delta(&format!("{REQUESTS}_count{{$selector}}")),
             bad: Bad::Query(delta(&format!(
                 "{REQUESTS}_count{{$selector,http_response_status_code=~\"5..\"}}"
             ))),
-            budget: e.max_ratio,
-            tolerance: tolerance_or(rollgate_crds::defaults::ERROR_TOLERANCE),
-            unit: "requests",
             custom: false,
         });
     }
     if let Some(l) = &check.latency {
-        return Ok(histogram(REQUESTS, l.quantile, l.max.as_secs_f64(), tolerance_or, "requests"));
+        return Ok(histogram(REQUESTS, l.max.as_secs_f64()));
     }
     if let Some(p) = &check.pause {
         let base = match p.preset {
@@ -172,36 +165,21 @@ pub fn for_check(check: &Check) -> Result<CheckQueries, QueryError> {
             PausePreset::Go => "go_sched_pauses_total_gc_seconds",
             PausePreset::Jvm => "jvm_gc_duration_seconds",
         };
-        return Ok(histogram(base, p.quantile, p.max.as_secs_f64(), tolerance_or, "pauses"));
+        return Ok(histogram(base, p.max.as_secs_f64()));
     }
     if let Some(q) = &check.promql {
         validate_template(&q.bad).map_err(|r| err(format!("promql.bad: {r}")))?;
         validate_template(&q.total).map_err(|r| err(format!("promql.total: {r}")))?;
-        return Ok(CheckQueries {
-            total: q.total.clone(),
-            bad: Bad::Query(q.bad.clone()),
-            budget: q.max_ratio,
-            tolerance: tolerance_or(rollgate_crds::defaults::SHARE_TOLERANCE),
-            unit: "events",
-            custom: true,
-        });
+        return Ok(CheckQueries { total: q.total.clone(), bad: Bad::Query(q.bad.clone()), custom: true });
     }
     Err(err("no check kind is set".into()))
 }
 
-fn histogram(
-    base: &str,
-    quantile: f64,
-    limit_s: f64,
-    tolerance_or: impl Fn(f64) -> f64,
-    unit: &'static str,
-) -> CheckQueries {
+/// Bad = all observations minus those in the bucket at the limit.
+fn histogram(base: &str, limit_s: f64) -> CheckQueries {
     CheckQueries {
         total: delta(&format!("{base}_count{{$selector}}")),
         bad: Bad::TotalMinus(format!("{base}_bucket{{$selector,le=~\"{}\"}}", le_regex(limit_s))),
-        budget: 1.0 - quantile,
-        tolerance: tolerance_or(rollgate_crds::defaults::SHARE_TOLERANCE),
-        unit,
         custom: false,
     }
 }
@@ -300,11 +278,26 @@ fn le_regex(limit_s: f64) -> String {
     }
 }
 
+/// What is wrong with a custom query template.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("empty query")]
+    Empty,
+    #[error("unknown variable ${0} (known: $namespace, $name, $role, $revision, $window)")]
+    UnknownVariable(String),
+    #[error("unbalanced {0:?}")]
+    Unbalanced(char),
+    #[error("unterminated string")]
+    UnterminatedString,
+    #[error("unclosed {0:?}")]
+    Unclosed(char),
+}
+
 /// A light syntax check of a custom query template: balanced brackets outside strings,
 /// terminated strings, only known `$variables`. Catches the malformed query before it is sent.
-pub fn validate_template(q: &str) -> Result<(), String> {
+pub fn validate_template(q: &str) -> Result<(), TemplateError> {
     if q.trim().is_empty() {
-        return Err("empty query".into());
+        return Err(TemplateError::Empty);
     }
     let mut stack = Vec::new();
     let mut chars = q.chars().peekable();
@@ -315,9 +308,7 @@ pub fn validate_template(q: &str) -> Result<(), String> {
             let name: String =
                 std::iter::from_fn(|| chars.next_if(|c| c.is_ascii_alphanumeric() || *c == '_')).collect();
             if !matches!(name.as_str(), "namespace" | "name" | "role" | "revision" | "window") {
-                return Err(format!(
-                    "unknown variable ${name} (known: $namespace, $name, $role, $revision, $window)"
-                ));
+                return Err(TemplateError::UnknownVariable(name));
             }
             continue;
         }
@@ -342,17 +333,17 @@ pub fn validate_template(q: &str) -> Result<(), String> {
                     _ => '{',
                 };
                 if open != Some(expected) {
-                    return Err(format!("unbalanced {c:?}"));
+                    return Err(TemplateError::Unbalanced(c));
                 }
             }
             _ => {}
         }
     }
     if in_string.is_some() {
-        return Err("unterminated string".into());
+        return Err(TemplateError::UnterminatedString);
     }
     if let Some(open) = stack.pop() {
-        return Err(format!("unclosed {open:?}"));
+        return Err(TemplateError::Unclosed(open));
     }
     Ok(())
 }

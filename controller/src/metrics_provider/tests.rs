@@ -13,7 +13,7 @@ use serde_json::json;
 use super::prometheus::Prometheus;
 use super::queries::{escape, for_check, validate_template};
 use super::*;
-use crate::gate::{Counts, Missing};
+use rollgate_gate::{Counts, Missing};
 
 fn canary() -> Selector {
     Selector { namespace: "shop".into(), rollout: "web".into(), role: "canary", revision: "abc123".into() }
@@ -28,10 +28,10 @@ fn builtin_queries_select_the_side_and_window() {
         q.bad_query(&canary(), Duration::from_secs(90)),
         format!("clamp_min((sum({c}) or vector(0)) - (sum({c} offset 90s) or vector(0)), 0)")
     );
-    assert_eq!(q.budget, 0.0002);
+    assert_eq!(CheckSpec::try_from(&checks[0]).expect("a budget").budget, 0.0002);
     let q = for_check(&checks[1]).expect("latency");
     assert!(q.bad_query(&canary(), Duration::from_secs(60)).contains("le=~\"0\\\\.30*\""));
-    assert!((q.budget - 0.05).abs() < 1e-12);
+    assert!((CheckSpec::try_from(&checks[1]).expect("a budget").budget - 0.05).abs() < 1e-12);
     let q = for_check(&checks[2]).expect("pause");
     assert!(
         q.total(&canary(), Duration::from_secs(60))
@@ -73,7 +73,7 @@ fn custom_queries_are_templated_and_checked() {
         ("x)", "unbalanced"),
     ] {
         let err = validate_template(bad).expect_err(bad);
-        assert!(err.contains(why), "{bad}: {err}");
+        assert!(err.to_string().contains(why), "{bad}: {err}");
     }
     let broken = Check {
         promql: Some(PromqlCheck { bad: "sum(".into(), total: "x".into(), max_ratio: 0.01 }),

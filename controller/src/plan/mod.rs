@@ -21,10 +21,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use rollgate_crds::conditions::{self as cond, EventReason};
 use rollgate_crds::defaults::HISTORY_LIMIT;
-use rollgate_crds::rollout::{CheckStatus, Decision as DecisionRecord, HandledActions, Phase, Verdict};
+pub use rollgate_crds::revision::revision_of;
+use rollgate_crds::rollout::{
+    CheckStatus, Decision as DecisionRecord, HandledActions, HistoryAction, Phase, Verdict,
+};
 use rollgate_crds::{RolloutSpec, RolloutStatus};
 
-use crate::gate::{CheckReport, Decision, Evaluation, human};
+use rollgate_gate::format::human;
+use rollgate_gate::{CheckReport, Decision, Evaluation};
 
 /// Requeue while waiting for Kubernetes to converge (Deployments, routes).
 pub const CONVERGE: Duration = Duration::from_secs(2);
@@ -236,10 +240,10 @@ impl<'a, 'o> Planner<'a, 'o> {
         self.events.push(Event { warning, reason, note });
     }
 
-    fn record(&mut self, action: &str, weight: i32, reason: &str) {
+    fn record(&mut self, action: HistoryAction, weight: i32, reason: &str) {
         self.status.history.push(DecisionRecord {
             time: self.now(),
-            action: action.to_string(),
+            action,
             weight,
             reason: reason.to_string(),
         });
@@ -266,7 +270,7 @@ impl<'a, 'o> Planner<'a, 'o> {
     }
 
     fn valid(&mut self) {
-        self.set_condition(cond::INVALID_SPEC, false, "Valid", "the spec is valid");
+        self.set_condition(cond::INVALID_SPEC, false, cond::reason::VALID, "the spec is valid");
         if self.status.phase == Some(Phase::Failed) {
             self.status.phase = None;
         }
@@ -304,7 +308,7 @@ impl<'a, 'o> Planner<'a, 'o> {
                     && c.reason == cond::PROGRESS_DEADLINE_EXCEEDED
             });
             if !already {
-                self.record("Fail", 0, &why);
+                self.record(HistoryAction::Fail, 0, &why);
                 self.event(true, EventReason::ProgressDeadlineExceeded, why.clone());
             }
             self.status.phase = Some(Phase::Failed);
@@ -322,7 +326,12 @@ impl<'a, 'o> Planner<'a, 'o> {
             deadline,
             problem,
         ));
-        self.set_condition(cond::PROGRESSING, true, "FirstDeploy", "deploying the first version");
+        self.set_condition(
+            cond::PROGRESSING,
+            true,
+            cond::reason::FIRST_DEPLOY,
+            "deploying the first version",
+        );
         self.requeue = WAIT_FOR_DEPLOYMENT.min(deadline.saturating_sub(since) + Duration::from_secs(1));
     }
 
@@ -351,14 +360,14 @@ impl<'a, 'o> Planner<'a, 'o> {
         self.status.current_step = None;
         self.status.step_started_at = None;
         self.status.message = Some(why.to_string());
-        self.set_condition(cond::PROMOTED, true, "Promoted", why);
-        self.set_condition(cond::PROGRESSING, false, "Promoted", why);
-        self.set_condition(cond::ROLLED_BACK, false, "Promoted", why);
-        self.set_condition(cond::PAUSED, false, "Promoted", why);
-        self.set_condition(cond::METRICS_UNAVAILABLE, false, "Promoted", why);
-        self.set_condition(cond::STABLE_BREACHING, false, "Promoted", why);
+        self.set_condition(cond::PROMOTED, true, cond::reason::PROMOTED, why);
+        self.set_condition(cond::PROGRESSING, false, cond::reason::PROMOTED, why);
+        self.set_condition(cond::ROLLED_BACK, false, cond::reason::PROMOTED, why);
+        self.set_condition(cond::PAUSED, false, cond::reason::PROMOTED, why);
+        self.set_condition(cond::METRICS_UNAVAILABLE, false, cond::reason::PROMOTED, why);
+        self.set_condition(cond::STABLE_BREACHING, false, cond::reason::PROMOTED, why);
         if first_time {
-            self.record("Promote", 0, why);
+            self.record(HistoryAction::Promote, 0, why);
             self.event(false, EventReason::Promoted, why.to_string());
         }
     }
@@ -398,7 +407,7 @@ impl<'a, 'o> Planner<'a, 'o> {
             return;
         }
         self.status.canary_waiting_since = None;
-        self.set_condition(cond::PROGRESSING, true, "Stepping", "stepping traffic to the canary");
+        self.set_condition(cond::PROGRESSING, true, cond::reason::STEPPING, "stepping traffic to the canary");
         let target = self.o.spec.steps[step].weight;
         self.weight = Some(target);
         self.status.canary_weight = target;
@@ -411,7 +420,11 @@ impl<'a, 'o> Planner<'a, 'o> {
         }
         if self.status.step_started_at.is_none() {
             self.status.step_started_at = Some(self.now());
-            self.record("StepUp", target, &format!("weight {target}% applied (step {}/{steps})", step + 1));
+            self.record(
+                HistoryAction::StepUp,
+                target,
+                &format!("weight {target}% applied (step {}/{steps})", step + 1),
+            );
             self.event(
                 false,
                 EventReason::WeightApplied,
@@ -443,25 +456,36 @@ impl<'a, 'o> Planner<'a, 'o> {
         self.status.last_evaluated_at = Some(self.now());
         self.status.checks = eval.checks.iter().map(check_status).collect();
         let paused_by_spec = self.o.spec.paused;
-        let metrics_down = matches!(eval.decision, Decision::MetricsUnavailable { .. });
-        if let Decision::MetricsUnavailable { reason } = &eval.decision {
+        let metrics_down = matches!(eval.decision, Decision::MetricsUnavailable(..));
+        let reason = eval.decision.reason();
+        if metrics_down {
             if !self.was_on(cond::METRICS_UNAVAILABLE) {
                 self.event(true, EventReason::Held, format!("step {}/{steps} held: {reason}", step + 1));
             }
-            self.set_condition(cond::METRICS_UNAVAILABLE, true, "QueryFailed", reason);
+            self.set_condition(cond::METRICS_UNAVAILABLE, true, cond::reason::QUERY_FAILED, &reason);
         } else {
-            self.set_condition(cond::METRICS_UNAVAILABLE, false, "QueriesSucceeded", "metrics were read");
+            self.set_condition(
+                cond::METRICS_UNAVAILABLE,
+                false,
+                cond::reason::QUERIES_SUCCEEDED,
+                "metrics were read",
+            );
         }
-        if !metrics_down && !matches!(eval.decision, Decision::StableBreaching { .. }) {
-            self.set_condition(cond::STABLE_BREACHING, false, "StableHealthy", "stable is within budget");
+        if !metrics_down && !matches!(eval.decision, Decision::StableBreaching(..)) {
+            self.set_condition(
+                cond::STABLE_BREACHING,
+                false,
+                cond::reason::STABLE_HEALTHY,
+                "stable is within budget",
+            );
         }
         match &eval.decision {
-            Decision::Rollback { check, reason } => self.rollback(reason, Some(check)),
-            Decision::Misconfigured { reason, .. } => {
+            Decision::Rollback(cause) => self.rollback(&reason, Some(cause.check())),
+            Decision::Misconfigured(_) => {
                 // Holding would keep the canary exposed for as long as nobody notices.
                 self.rollback(&format!("{reason}; fix the gate, then retry"), None);
             }
-            Decision::StableBreaching { reason, .. } => {
+            Decision::StableBreaching(_) => {
                 if !self.was_on(cond::STABLE_BREACHING) {
                     self.event(
                         true,
@@ -469,26 +493,26 @@ impl<'a, 'o> Planner<'a, 'o> {
                         format!("step {}/{steps} held, not rolled back: {reason}", step + 1),
                     );
                 }
-                self.set_condition(cond::STABLE_BREACHING, true, "StableBreaching", reason);
-                self.hold(reason);
+                self.set_condition(cond::STABLE_BREACHING, true, cond::reason::STABLE_BREACHING, &reason);
+                self.hold(&reason);
             }
-            Decision::MetricsUnavailable { reason } | Decision::Hold { reason } => self.hold(reason),
-            Decision::Pause { reason } => self.pause(reason),
-            Decision::StepUp { reason } if paused_by_spec => {
+            Decision::MetricsUnavailable(_) | Decision::Hold(_) => self.hold(&reason),
+            Decision::Pause(_) => self.pause(&reason),
+            Decision::StepUp(_) if paused_by_spec => {
                 self.hold(&format!("{reason}; paused by spec.paused"));
             }
-            Decision::StepUp { reason } if self.status.phase == Some(Phase::Paused) => {
+            Decision::StepUp(_) if self.status.phase == Some(Phase::Paused) => {
                 // Paused by the inconclusive policy: only a person moves it on.
                 self.hold(&format!("{reason}; paused, waiting for promote, abort or retry"));
             }
-            Decision::StepUp { reason } => self.advance(step + 1, reason),
+            Decision::StepUp(_) => self.advance(step + 1, &reason),
         }
         if paused_by_spec && self.status.phase == Some(Phase::Progressing) {
             self.status.phase = Some(Phase::Paused);
             self.set_condition(cond::PAUSED, true, cond::SPEC_PAUSED, "spec.paused is true");
         } else if !paused_by_spec && self.status.phase == Some(Phase::Paused) && self.paused_by_spec_only() {
             self.status.phase = Some(Phase::Progressing);
-            self.set_condition(cond::PAUSED, false, "Resumed", "spec.paused is false");
+            self.set_condition(cond::PAUSED, false, cond::reason::RESUMED, "spec.paused is false");
         }
     }
 
@@ -538,8 +562,10 @@ impl<'a, 'o> Planner<'a, 'o> {
             old != rev && matches!(self.status.phase, Some(Phase::Progressing | Phase::Paused))
         });
         let (action, why) = match &superseded {
-            Some(old) => ("Supersede", format!("revision {rev} supersedes {old}; restarting at step 1")),
-            None => ("Start", format!("rolling out revision {rev}")),
+            Some(old) => {
+                (HistoryAction::Supersede, format!("revision {rev} supersedes {old}; restarting at step 1"))
+            }
+            None => (HistoryAction::Start, format!("rolling out revision {rev}")),
         };
         self.status.canary_revision = Some(rev.to_string());
         self.status.current_step = Some(0);
@@ -553,10 +579,10 @@ impl<'a, 'o> Planner<'a, 'o> {
         self.status.phase = Some(Phase::Progressing);
         self.status.verdict = None;
         self.status.message = Some(why.clone());
-        self.set_condition(cond::PROGRESSING, true, action, &why);
-        self.set_condition(cond::PROMOTED, false, action, &why);
-        self.set_condition(cond::ROLLED_BACK, false, action, &why);
-        self.set_condition(cond::PAUSED, false, action, &why);
+        self.set_condition(cond::PROGRESSING, true, action.as_str(), &why);
+        self.set_condition(cond::PROMOTED, false, action.as_str(), &why);
+        self.set_condition(cond::ROLLED_BACK, false, action.as_str(), &why);
+        self.set_condition(cond::PAUSED, false, action.as_str(), &why);
         self.record(action, 0, &why);
         self.event(
             false,
@@ -602,11 +628,11 @@ impl<'a, 'o> Planner<'a, 'o> {
 
     fn pause(&mut self, reason: &str) {
         if self.status.phase != Some(Phase::Paused) {
-            self.record("Pause", self.status.canary_weight, reason);
+            self.record(HistoryAction::Pause, self.status.canary_weight, reason);
             self.event(true, EventReason::Paused, reason.to_string());
         }
         self.status.phase = Some(Phase::Paused);
-        self.set_condition(cond::PAUSED, true, "Inconclusive", reason);
+        self.set_condition(cond::PAUSED, true, cond::reason::INCONCLUSIVE, reason);
         self.hold(reason);
     }
 
@@ -616,10 +642,10 @@ impl<'a, 'o> Planner<'a, 'o> {
         self.status.step_started_at = None;
         self.status.last_evaluated_at = None;
         self.status.phase = Some(Phase::Progressing);
-        self.set_condition(cond::PAUSED, false, "Advanced", reason);
+        self.set_condition(cond::PAUSED, false, cond::reason::ADVANCED, reason);
         self.event(false, EventReason::StepPassed, format!("step {next}/{steps} passed: {reason}"));
         if next >= steps {
-            self.record("PromoteStart", self.status.canary_weight, reason);
+            self.record(HistoryAction::PromoteStart, self.status.canary_weight, reason);
             self.status.message = Some(format!("promoting: {reason}"));
             self.promote();
         } else {
@@ -671,7 +697,7 @@ impl<'a, 'o> Planner<'a, 'o> {
         self.promoted(&format!("revision {rev} promoted after {} steps", self.o.spec.steps.len()));
     }
 
-    fn rollback(&mut self, reason: &str, check: Option<&String>) {
+    fn rollback(&mut self, reason: &str, check: Option<&str>) {
         self.status.canary_waiting_since = None;
         self.status.phase = Some(Phase::RolledBack);
         self.status.verdict = Some(Verdict::Fail);
@@ -682,13 +708,13 @@ impl<'a, 'o> Planner<'a, 'o> {
         self.set_condition(
             cond::ROLLED_BACK,
             true,
-            if check.is_some() { "GateFailed" } else { "RolledBack" },
+            if check.is_some() { cond::reason::GATE_FAILED } else { cond::reason::ROLLED_BACK },
             reason,
         );
-        self.set_condition(cond::PROGRESSING, false, "RolledBack", reason);
-        self.set_condition(cond::PAUSED, false, "RolledBack", reason);
-        self.set_condition(cond::PROMOTED, false, "RolledBack", reason);
-        self.record("Rollback", 0, reason);
+        self.set_condition(cond::PROGRESSING, false, cond::reason::ROLLED_BACK, reason);
+        self.set_condition(cond::PAUSED, false, cond::reason::ROLLED_BACK, reason);
+        self.set_condition(cond::PROMOTED, false, cond::reason::ROLLED_BACK, reason);
+        self.record(HistoryAction::Rollback, 0, reason);
         self.event(true, EventReason::RolledBack, msg);
         self.rolled_back();
     }
@@ -744,13 +770,13 @@ fn check_status(r: &CheckReport) -> CheckStatus {
     CheckStatus {
         name: r.name.clone(),
         result: r.result,
-        value: r.value,
+        value: r.value(),
         threshold: r.threshold,
-        bad: r.bad,
-        total: r.total,
-        needed: r.needed,
-        statistic: r.statistic.clone(),
-        reason: r.reason.clone(),
+        bad: r.counts().bad,
+        total: r.counts().total,
+        needed: r.needed(),
+        statistic: r.statistic(),
+        reason: r.reason(),
     }
 }
 
@@ -786,17 +812,6 @@ pub fn set_condition(
         }),
     }
     conditions.sort_by_key(|c| cond::ALL.iter().position(|t| *t == c.type_).unwrap_or(usize::MAX));
-}
-
-/// A stable hash of the pod template (FNV-1a over its JSON): the revision.
-pub fn revision_of(template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> String {
-    let bytes = serde_json::to_vec(template).unwrap_or_default();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{:010x}", h & 0xff_ffff_ffff)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use rollgate_crds::{RolloutSpec, RolloutStatus};
 
 use super::*;
 use crate::fixtures::RolloutSpecExt;
-use crate::gate::{
+use rollgate_gate::{
     CheckEvidence, CheckSpec, Counts, ErrorRates, Evaluation, Missing, Policy, StepClock, evaluate,
 };
 
@@ -140,7 +140,12 @@ fn judge(bad_per_mille: u64, rps: u64) -> impl Fn(Duration) -> Evaluation {
     move |window: Duration| {
         let total = window.as_secs() * rps;
         let evidence = vec![CheckEvidence {
-            spec: CheckSpec { name: "error-rate".into(), budget: 0.01, tolerance: 10.0, unit: "requests" },
+            spec: CheckSpec {
+                name: "error-rate".into(),
+                budget: 0.01,
+                tolerance: 10.0,
+                unit: rollgate_gate::Unit::Requests,
+            },
             canary: Ok(Counts { bad: total * bad_per_mille / 1000, total }),
             stable: Some(Counts { bad: 0, total: total * 10 }),
         }];
@@ -160,7 +165,12 @@ fn judge(bad_per_mille: u64, rps: u64) -> impl Fn(Duration) -> Evaluation {
 fn single(name: &str, canary: Result<Counts, Missing>, window: Duration) -> Evaluation {
     evaluate(
         &[CheckEvidence {
-            spec: CheckSpec { name: name.into(), budget: 0.01, tolerance: 10.0, unit: "requests" },
+            spec: CheckSpec {
+                name: name.into(),
+                budget: 0.01,
+                tolerance: 10.0,
+                unit: rollgate_gate::Unit::Requests,
+            },
             canary,
             stable: None,
         }],

@@ -28,8 +28,8 @@ use rollgate_crds::rollout::Decision;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::cli::view::{self, WaitFor, Waited};
 use crate::rollout_watch;
+use crate::status_view::{self as view, WaitFor, Waited};
 use auth::Denied;
 
 /// Longest long-poll a request may ask for.
@@ -116,7 +116,7 @@ pub fn long_poll(q: &RolloutQuery) -> Result<Option<Duration>, String> {
                 Some(t) => t.parse::<PositiveDuration>().map_err(|e| format!("timeout: {e}"))?.as_std(),
             };
             if timeout > MAX_WAIT {
-                return Err(format!("timeout: at most {}", crate::gate::human(MAX_WAIT)));
+                return Err(format!("timeout: at most {}", rollgate_gate::format::human(MAX_WAIT)));
             }
             Ok(Some(timeout))
         }

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::client::Body;
-use rollgate_crds::rollout::Phase;
+use rollgate_crds::rollout::{HistoryAction, Phase};
 use rollgate_crds::{RolloutSpec, RolloutStatus};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -218,18 +218,18 @@ async fn a_long_poll_on_a_decided_rollout_answers_at_once() {
 
 #[test]
 fn transitions_are_the_decisions_after_the_last_one_seen() {
-    let d = |i: i64, action: &str| Decision {
+    let d = |i: i64, action: HistoryAction| Decision {
         time: Time(Timestamp::from_second(1_800_000_000 + i).unwrap_or(Timestamp::UNIX_EPOCH)),
-        action: action.into(),
+        action,
         weight: 0,
         reason: String::new(),
     };
-    let history = vec![d(1, "Start"), d(2, "StepUp"), d(3, "StepUp")];
+    let history = vec![d(1, HistoryAction::Start), d(2, HistoryAction::StepUp), d(3, HistoryAction::StepUp)];
     assert_eq!(new_decisions(Some(&history[0]), &history), &history[1..]);
     assert_eq!(new_decisions(Some(&history[2]), &history), &[] as &[Decision]);
     assert_eq!(new_decisions(None, &history), &history[..]);
     // Trimmed out of the bounded history: everything there is new.
-    assert_eq!(new_decisions(Some(&d(0, "Promote")), &history), &history[..]);
+    assert_eq!(new_decisions(Some(&d(0, HistoryAction::Promote)), &history), &history[..]);
 }
 
 async fn call_with(app: &Router, uri: &str, token: &str) -> StatusCode {

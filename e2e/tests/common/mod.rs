@@ -502,3 +502,22 @@ impl Drop for EventStream {
         self.task.abort();
     }
 }
+
+/// The HTTPRoute kind, read without the controller's router code (the suite checks the
+/// controller's writes with its own reading of them).
+pub fn http_route_resource() -> kube::core::ApiResource {
+    kube::core::ApiResource::from_gvk_with_plural(
+        &kube::core::GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+        "httproutes",
+    )
+}
+
+/// The weight of the backendRef to Service `service` in an HTTPRoute (1 when unset, as the
+/// Gateway API defines it); `None` when no rule references it.
+pub fn backend_weight(route: &serde_json::Value, service: &str) -> Option<i64> {
+    let rules = route.pointer("/spec/rules")?.as_array()?;
+    rules.iter().filter_map(|r| r.get("backendRefs")?.as_array()).flatten().find_map(|b| {
+        (b.get("name")?.as_str()? == service)
+            .then(|| b.get("weight").and_then(serde_json::Value::as_i64).unwrap_or(1))
+    })
+}

@@ -1,5 +1,6 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use rollgate_crds::RolloutSpec;
+use rollgate_crds::rollout::Decision;
+use rollgate_crds::{RolloutSpec, RolloutStatus};
 
 use super::*;
 use crate::fixtures::RolloutSpecExt;
@@ -106,7 +107,7 @@ fn status_text_marks_the_current_step_and_shows_evidence() {
     status.history = (0..8)
         .map(|i| Decision {
             time: at(80 - i * 10),
-            action: "StepUp".into(),
+            action: rollgate_crds::rollout::HistoryAction::StepUp,
             weight: 1,
             reason: format!("decision {i}"),
         })

@@ -179,6 +179,9 @@ pub fn optimal_pass_size(p0: f64, share: f64, tolerance: f64, rates: ErrorRates)
 
 #[cfg(test)]
 mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
     use super::*;
 
     const RATES: ErrorRates = ErrorRates { false_rollback: 0.01, missed_detection: 0.01 };
@@ -261,16 +264,16 @@ mod tests {
     /// reproduce): the properties the gate relies on.
     #[test]
     fn properties_hold_on_random_inputs() {
-        let mut rng = crate::gate_bench::traffic::Rng::seeded(11);
+        let mut rng = StdRng::seed_from_u64(11);
         for case in 0..20_000 {
-            let p0 = 10f64.powf(-4.0 + 3.0 * rng.uniform()) / 2.0;
-            let tolerance = 1.5 + 20.0 * rng.uniform();
+            let p0 = 10f64.powf(-4.0 + 3.0 * rng.random::<f64>()) / 2.0;
+            let tolerance = 1.5 + 20.0 * rng.random::<f64>();
             let rates = ErrorRates {
-                false_rollback: 0.001 + 0.1 * rng.uniform(),
-                missed_detection: 0.001 + 0.1 * rng.uniform(),
+                false_rollback: 0.001 + 0.1 * rng.random::<f64>(),
+                missed_detection: 0.001 + 0.1 * rng.random::<f64>(),
             };
-            let total = (rng.uniform() * 20_000.0) as u64;
-            let bad = (rng.uniform() * rng.uniform() * total as f64) as u64;
+            let total = (rng.random::<f64>() * 20_000.0) as u64;
+            let bad = (rng.random::<f64>() * rng.random::<f64>() * total as f64) as u64;
             let c = Counts { bad, total };
             let r = test(c, p0, tolerance, rates);
             let why = format!("case {case}: {c:?} p0 {p0} tolerance {tolerance} {rates:?} → {r:?}");

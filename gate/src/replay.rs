@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CheckEvidence, CheckSpec, Counts, Decision, Evaluation, Missing, Policy, StepClock, evaluate};
+use crate::{CheckEvidence, CheckSpec, Counts, Decision, Evaluation, Missing, Policy, StepClock, evaluate};
 
 /// The replay file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -187,20 +187,18 @@ pub fn replay(series: &Series, setup: &Setup) -> Result<Replay, SeriesError> {
         let decision = evaluation.decision.clone();
         lines.push(Line { at: sample.at, step, evaluation });
         match decision {
-            Decision::StepUp { .. } if step >= setup.steps => {
+            Decision::StepUp(..) if step >= setup.steps => {
                 return Ok(Replay { lines, end: End::Promoted });
             }
-            Decision::StepUp { .. } => {
+            Decision::StepUp(..) => {
                 step += 1;
                 start = sample;
             }
-            Decision::Rollback { .. } | Decision::Misconfigured { .. } => {
+            Decision::Rollback(..) | Decision::Misconfigured(..) => {
                 return Ok(Replay { lines, end: End::RolledBack });
             }
-            Decision::Pause { .. } => return Ok(Replay { lines, end: End::Paused }),
-            Decision::Hold { .. }
-            | Decision::MetricsUnavailable { .. }
-            | Decision::StableBreaching { .. } => {}
+            Decision::Pause(..) => return Ok(Replay { lines, end: End::Paused }),
+            Decision::Hold(..) | Decision::MetricsUnavailable(..) | Decision::StableBreaching(..) => {}
         }
     }
     Ok(Replay { lines, end: End::Undecided })
@@ -208,10 +206,8 @@ pub fn replay(series: &Series, setup: &Setup) -> Result<Replay, SeriesError> {
 
 #[cfg(test)]
 mod tests {
-    use rollgate_crds::gate::InconclusivePolicy;
-
     use super::*;
-    use crate::gate::ErrorRates;
+    use crate::{ErrorRates, InconclusivePolicy, Unit};
 
     fn setup(steps: usize) -> Setup {
         Setup {
@@ -219,7 +215,7 @@ mod tests {
                 name: "errors".into(),
                 budget: 0.01,
                 tolerance: 10.0,
-                unit: "requests",
+                unit: Unit::Requests,
             }],
             policy: Policy {
                 rates: ErrorRates { false_rollback: 0.01, missed_detection: 0.01 },
@@ -246,9 +242,13 @@ mod tests {
         let r = replay(&series, &setup(3)).expect("replayed");
         assert_eq!(r.end, End::RolledBack);
         assert_eq!(r.lines.len(), 2);
-        assert!(matches!(r.lines[0].evaluation.decision, Decision::StepUp { .. }));
+        assert!(matches!(r.lines[0].evaluation.decision, Decision::StepUp(..)));
         assert_eq!(
-            (r.lines[1].step, r.lines[1].evaluation.checks[0].bad, r.lines[1].evaluation.checks[0].total),
+            (
+                r.lines[1].step,
+                r.lines[1].evaluation.checks[0].counts().bad,
+                r.lines[1].evaluation.checks[0].counts().total
+            ),
             (2, 40, 500)
         );
     }
@@ -265,7 +265,7 @@ mod tests {
         gap.checks.clear();
         let series = Series { samples: vec![sample(0.0, 0, 0), gap] };
         let r = replay(&series, &setup(3)).expect("replayed");
-        assert!(matches!(r.lines[0].evaluation.decision, Decision::MetricsUnavailable { .. }), "{r:?}");
+        assert!(matches!(r.lines[0].evaluation.decision, Decision::MetricsUnavailable(..)), "{r:?}");
         assert_eq!(r.end, End::Undecided);
     }
 

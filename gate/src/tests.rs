@@ -1,6 +1,8 @@
 //! Table-driven tests of the gate's decisions.
 
-use super::*;
+use std::time::Duration;
+
+use crate::*;
 
 const RATES: ErrorRates = ErrorRates { false_rollback: 0.01, missed_detection: 0.01 };
 
@@ -18,7 +20,7 @@ fn clock(elapsed_s: u64) -> StepClock {
 
 fn errors(bad: u64, total: u64) -> CheckEvidence {
     CheckEvidence {
-        spec: CheckSpec { name: "error-rate".into(), budget: 0.0002, tolerance: 10.0, unit: "requests" },
+        spec: CheckSpec { name: "error-rate".into(), budget: 0.0002, tolerance: 10.0, unit: Unit::Requests },
         canary: Ok(Counts { bad, total }),
         stable: None,
     }
@@ -26,7 +28,7 @@ fn errors(bad: u64, total: u64) -> CheckEvidence {
 
 fn slow(bad: u64, total: u64) -> CheckEvidence {
     CheckEvidence {
-        spec: CheckSpec { name: "latency".into(), budget: 0.05, tolerance: 3.0, unit: "requests" },
+        spec: CheckSpec { name: "latency".into(), budget: 0.05, tolerance: 3.0, unit: Unit::Requests },
         canary: Ok(Counts { bad, total }),
         stable: None,
     }
@@ -39,7 +41,7 @@ fn with_stable(mut e: CheckEvidence, bad: u64, total: u64) -> CheckEvidence {
 
 fn unavailable(name: &str) -> CheckEvidence {
     CheckEvidence {
-        spec: CheckSpec { name: name.into(), budget: 0.05, tolerance: 3.0, unit: "requests" },
+        spec: CheckSpec { name: name.into(), budget: 0.05, tolerance: 3.0, unit: Unit::Requests },
         canary: Err(Missing::Unavailable("connection refused".into())),
         stable: None,
     }
@@ -47,19 +49,19 @@ fn unavailable(name: &str) -> CheckEvidence {
 
 fn kind(d: &Decision) -> &'static str {
     match d {
-        Decision::StepUp { .. } => "step-up",
-        Decision::Hold { .. } => "hold",
-        Decision::MetricsUnavailable { .. } => "metrics-unavailable",
-        Decision::StableBreaching { .. } => "stable-breaching",
-        Decision::Rollback { .. } => "rollback",
-        Decision::Misconfigured { .. } => "misconfigured",
-        Decision::Pause { .. } => "pause",
+        Decision::StepUp(..) => "step-up",
+        Decision::Hold(..) => "hold",
+        Decision::MetricsUnavailable(..) => "metrics-unavailable",
+        Decision::StableBreaching(..) => "stable-breaching",
+        Decision::Rollback(..) => "rollback",
+        Decision::Misconfigured(..) => "misconfigured",
+        Decision::Pause(..) => "pause",
     }
 }
 
 fn not_a_bucket(name: &str) -> CheckEvidence {
     CheckEvidence {
-        spec: CheckSpec { name: name.into(), budget: 0.05, tolerance: 3.0, unit: "requests" },
+        spec: CheckSpec { name: name.into(), budget: 0.05, tolerance: 3.0, unit: Unit::Requests },
         canary: Err(Missing::Misconfigured("0.25 s is not a bucket boundary (buckets: 0.1, 0.5)".into())),
         stable: None,
     }
@@ -70,14 +72,15 @@ fn a_check_that_cannot_be_computed_ends_the_step_unless_another_breaches() {
     let d =
         evaluate(&[errors(0, 10_000), not_a_bucket("latency")], clock(60), policy(InconclusivePolicy::Pause));
     match &d.decision {
-        Decision::Misconfigured { check, reason } => {
-            assert_eq!(check, "latency");
+        Decision::Misconfigured(u) => {
+            assert_eq!(u.check, "latency");
+            let reason = d.decision.reason();
             assert!(reason.contains("not a bucket boundary"), "{reason}");
         }
         other => panic!("{other:?}"),
     }
     assert_eq!(d.checks[1].result, CheckResult::NoData);
-    assert!(d.checks[1].reason.starts_with("cannot be computed"), "{}", d.checks[1].reason);
+    assert!(d.checks[1].reason().starts_with("cannot be computed"), "{}", d.checks[1].reason());
     let d =
         evaluate(&[errors(50, 1000), not_a_bucket("latency")], clock(60), policy(InconclusivePolicy::Pause));
     assert_eq!(kind(&d.decision), "rollback", "a real breach is named first");
@@ -175,9 +178,10 @@ fn decisions() {
 #[test]
 fn the_rollback_reason_names_the_check_and_its_numbers() {
     let eval = evaluate(&[errors(5, 100)], clock(5), policy(InconclusivePolicy::Pause));
-    match eval.decision {
-        Decision::Rollback { check, reason } => {
-            assert_eq!(check, "error-rate");
+    match &eval.decision {
+        Decision::Rollback(cause) => {
+            assert_eq!(cause.check(), "error-rate");
+            let reason = eval.decision.reason();
             assert!(reason.contains("5 of 100 requests bad (5.00 %)"), "{reason}");
             assert!(reason.contains("budget 0.020 %"), "{reason}");
         }
@@ -185,25 +189,21 @@ fn the_rollback_reason_names_the_check_and_its_numbers() {
     }
     let report = &eval.checks[0];
     assert_eq!(report.result, CheckResult::Fail);
-    assert_eq!((report.bad, report.total), (5, 100));
-    assert_eq!(report.value, Some(0.05));
-    assert!(report.statistic.as_deref().is_some_and(|s| s.contains("breach LLR")));
+    assert_eq!((report.counts().bad, report.counts().total), (5, 100));
+    assert_eq!(report.value(), Some(0.05));
+    assert!(report.statistic().is_some_and(|s| s.contains("breach LLR")));
 }
 
 #[test]
 fn waiting_says_how_much_evidence_is_needed() {
     let eval = evaluate(&[errors(0, 312)], clock(200), policy(InconclusivePolicy::Pause));
     match &eval.decision {
-        Decision::Hold { reason } => assert!(reason.contains("error-rate 312 of about"), "{reason}"),
+        d @ Decision::Hold(_) => {
+            let reason = d.reason();
+            assert!(reason.contains("error-rate 312 of about"), "{reason}");
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(eval.checks[0].result, CheckResult::Pending);
-    assert!(eval.checks[0].needed.is_some_and(|n| n > 312));
-}
-
-#[test]
-fn human_durations() {
-    assert_eq!(human(Duration::from_secs(45)), "45s");
-    assert_eq!(human(Duration::from_secs(180)), "3m");
-    assert_eq!(human(Duration::from_secs(150)), "2m30s");
+    assert!(eval.checks[0].needed().is_some_and(|n| n > 312));
 }

@@ -11,10 +11,12 @@
 
 use std::time::Duration;
 
-use rollgate_crds::gate::InconclusivePolicy;
+use rollgate_gate::{
+    self as gate, CheckEvidence, CheckSpec, Counts, Decision, ErrorRates, InconclusivePolicy, Policy,
+    StepClock, Unit,
+};
 
-use super::traffic::Second;
-use crate::gate::{self, CheckEvidence, CheckSpec, Counts, Decision, ErrorRates, Policy, StepClock};
+use crate::traffic::Second;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -112,7 +114,7 @@ fn rollgate(step: &Step<'_>, interval: u64, min_healthy: u64, max_hold: u64, rat
         name: "error-rate".into(),
         budget: step.budget,
         tolerance: step.tolerance,
-        unit: "requests",
+        unit: Unit::Requests,
     };
     let mut at = interval;
     loop {
@@ -128,12 +130,10 @@ fn rollgate(step: &Step<'_>, interval: u64, min_healthy: u64, max_hold: u64, rat
             max_hold: Duration::from_secs(max_hold),
         };
         let verdict = match gate::evaluate(&evidence, clock, policy).decision {
-            Decision::StepUp { .. } => Some(Verdict::Promote),
-            Decision::Rollback { .. } | Decision::Misconfigured { .. } => Some(Verdict::Rollback),
-            Decision::Pause { .. } => Some(Verdict::Inconclusive),
-            Decision::Hold { .. }
-            | Decision::MetricsUnavailable { .. }
-            | Decision::StableBreaching { .. } => None,
+            Decision::StepUp(..) => Some(Verdict::Promote),
+            Decision::Rollback(..) | Decision::Misconfigured(..) => Some(Verdict::Rollback),
+            Decision::Pause(..) => Some(Verdict::Inconclusive),
+            Decision::Hold(..) | Decision::MetricsUnavailable(..) | Decision::StableBreaching(..) => None,
         };
         if let Some(verdict) = verdict {
             return Outcome { verdict, at };

@@ -1,0 +1,252 @@
+//! Decisions as data, and the words for them. The gate decides with the structures below;
+//! `Decision::reason`, `CheckReport::reason` and `CheckReport::statistic` make the sentences
+//! that status, events and the CLI show, in one place.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::check::Unit;
+use crate::evaluate::{CheckResult, InconclusivePolicy, Missing};
+use crate::format::{human, percent};
+use crate::sprt::{Counts, TestResult};
+
+/// One check's counts as the sequential test judged them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judged {
+    pub check: String,
+    pub unit: Unit,
+    pub budget: f64,
+    pub counts: Counts,
+    pub test: TestResult,
+}
+
+/// A check whose counts could not be had.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unreadable {
+    pub check: String,
+    pub why: String,
+}
+
+/// What a step still lacked when `maxHold` passed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pending {
+    /// Metrics could not be read.
+    Unavailable(Vec<Unreadable>),
+    /// These checks had not gathered enough evidence.
+    Evidence(Vec<Judged>),
+}
+
+/// No verdict within `maxHold`: how long, what was missing, and the policy that applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inconclusive {
+    pub elapsed: Duration,
+    pub pending: Pending,
+    pub policy: InconclusivePolicy,
+}
+
+/// Why the weight is raised.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Advance {
+    /// Every check within budget for at least the minimum hold.
+    WithinBudget { elapsed: Duration, checks: Vec<Judged> },
+    /// No verdict within `maxHold`, and the canary no worse than stable (`onInconclusive: Promote`).
+    RelativeEvidence(Inconclusive),
+}
+
+/// Why the step stays at its weight.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Wait {
+    /// Every check within budget, the minimum hold not over yet.
+    MinHealthy { elapsed: Duration, min_healthy: Duration },
+    /// These checks need more evidence.
+    Evidence(Vec<Judged>),
+}
+
+/// Why the canary is rolled back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RollbackCause {
+    /// This check is over budget.
+    Breach(Judged),
+    /// No verdict within `maxHold` (`onInconclusive: Rollback`).
+    Inconclusive(Inconclusive),
+}
+
+impl RollbackCause {
+    /// The check that failed; `inconclusive` when none did.
+    pub fn check(&self) -> &str {
+        match self {
+            RollbackCause::Breach(j) => &j.check,
+            RollbackCause::Inconclusive(_) => "inconclusive",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// The step passed: raise the weight.
+    StepUp(Advance),
+    /// Stay at this weight and evaluate again.
+    Hold(Wait),
+    /// Hold because metrics are unavailable.
+    MetricsUnavailable(Vec<Unreadable>),
+    /// Hold because stable breaches as well: this check is over budget on both sides.
+    StableBreaching(Judged),
+    /// Roll back.
+    Rollback(RollbackCause),
+    /// A check cannot be computed from what the source has (e.g. a latency limit that is not a
+    /// bucket boundary): it would never pass, so the canary must not stay exposed.
+    Misconfigured(Unreadable),
+    /// Stop and wait for a person.
+    Pause(Inconclusive),
+}
+
+/// The per-check report that goes into status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckReport {
+    pub name: String,
+    pub result: CheckResult,
+    /// The budget.
+    pub threshold: f64,
+    pub evidence: Result<Judged, Missing>,
+}
+
+// === impl Judged ===
+
+impl Judged {
+    /// `5 of 100 requests bad (5.00 %), budget 0.020 %`.
+    fn numbers(&self) -> String {
+        let c = self.counts;
+        let share = c.ratio().map_or_else(|| "n/a".into(), percent);
+        format!("{} of {} {} bad ({share}), budget {}", c.bad, c.total, self.unit, percent(self.budget))
+    }
+
+    /// `312 of about 16000 requests`, or `0 requests so far`.
+    fn progress(&self) -> String {
+        match self.test.needed {
+            Some(n) => format!("{} of about {} {}", self.counts.total, n, self.unit),
+            None => format!("{} {} so far", self.counts.total, self.unit),
+        }
+    }
+
+    /// `over budget: … (breach LLR 3.10 vs 10x budget ≥ bound 6.20)`.
+    fn over_budget(&self) -> String {
+        let t = &self.test;
+        format!(
+            "over budget: {} (breach LLR {:.2} vs {}x budget ≥ bound {:.2})",
+            self.numbers(),
+            t.breach_llr,
+            t.breach_multiple,
+            t.breach_bound
+        )
+    }
+
+    /// `error-rate 0 of 5000 bad, pass LLR -5.10 ≤ -4.60`.
+    fn within_budget(&self) -> String {
+        let t = &self.test;
+        format!(
+            "{} {} of {} bad, pass LLR {:.2} ≤ {:.2}",
+            self.check, self.counts.bad, self.counts.total, t.pass_llr, t.pass_bound
+        )
+    }
+}
+
+fn joined<T>(items: &[T], sep: &str, f: impl Fn(&T) -> String) -> String {
+    items.iter().map(f).collect::<Vec<_>>().join(sep)
+}
+
+fn unavailable(checks: &[Unreadable]) -> String {
+    format!("metrics unavailable ({})", joined(checks, "; ", |u| format!("{}: {}", u.check, u.why)))
+}
+
+fn waiting(checks: &[Judged]) -> String {
+    format!("waiting for evidence: {}", joined(checks, ", ", |j| format!("{} {}", j.check, j.progress())))
+}
+
+// === impl Inconclusive ===
+
+impl fmt::Display for Inconclusive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let why = match &self.pending {
+            Pending::Unavailable(u) => unavailable(u),
+            Pending::Evidence(w) => waiting(w),
+        };
+        write!(f, "no verdict after {} (maxHold): {why}", human(self.elapsed))
+    }
+}
+
+// === impl Decision ===
+
+impl Decision {
+    /// The decision in words, as status messages and events show it.
+    pub fn reason(&self) -> String {
+        match self {
+            Decision::StepUp(Advance::WithinBudget { elapsed, checks }) => format!(
+                "every check within budget for {} ({})",
+                human(*elapsed),
+                joined(checks, "; ", Judged::within_budget)
+            ),
+            Decision::StepUp(Advance::RelativeEvidence(i)) => {
+                format!("{i}; canary no worse than stable, promoting on relative evidence")
+            }
+            Decision::Hold(Wait::MinHealthy { elapsed, min_healthy }) => format!(
+                "every check within budget; holding {} of {} minimum",
+                human(*elapsed),
+                human(*min_healthy)
+            ),
+            Decision::Hold(Wait::Evidence(checks)) => waiting(checks),
+            Decision::MetricsUnavailable(checks) => unavailable(checks),
+            Decision::StableBreaching(j) => {
+                format!("{} {}; stable is over budget too", j.check, j.over_budget())
+            }
+            Decision::Rollback(RollbackCause::Breach(j)) => format!("{} {}", j.check, j.over_budget()),
+            Decision::Rollback(RollbackCause::Inconclusive(i)) => i.to_string(),
+            Decision::Misconfigured(u) => format!("{} cannot be computed: {}", u.check, u.why),
+            Decision::Pause(i) if i.policy == InconclusivePolicy::Promote => {
+                format!("{i}; no relative evidence that the canary is as good as stable")
+            }
+            Decision::Pause(i) => i.to_string(),
+        }
+    }
+}
+
+// === impl CheckReport ===
+
+impl CheckReport {
+    pub fn counts(&self) -> Counts {
+        self.evidence.as_ref().map_or(Counts { bad: 0, total: 0 }, |j| j.counts)
+    }
+
+    /// The observed share of bad events.
+    pub fn value(&self) -> Option<f64> {
+        self.evidence.as_ref().ok().and_then(|j| j.counts.ratio())
+    }
+
+    /// About how many events in all a decision needs (undecided only).
+    pub fn needed(&self) -> Option<u64> {
+        self.evidence.as_ref().ok().and_then(|j| j.test.needed)
+    }
+
+    /// The check's state in words.
+    pub fn reason(&self) -> String {
+        match &self.evidence {
+            Err(Missing::Misconfigured(why)) => format!("cannot be computed: {why}"),
+            Err(Missing::Unavailable(why)) => format!("metrics unavailable: {why}"),
+            Ok(j) => match self.result {
+                CheckResult::Fail => j.over_budget(),
+                CheckResult::Pass => format!("within budget: {}", j.numbers()),
+                CheckResult::Pending | CheckResult::NoData => {
+                    format!("waiting for evidence: {}; {}", j.progress(), j.numbers())
+                }
+            },
+        }
+    }
+
+    /// The test statistics behind the result.
+    pub fn statistic(&self) -> Option<String> {
+        let t = &self.evidence.as_ref().ok()?.test;
+        Some(format!(
+            "breach LLR {:.2} (vs {}x budget) / bound {:.2}; pass LLR {:.2} / bound {:.2}",
+            t.breach_llr, t.breach_multiple, t.breach_bound, t.pass_llr, t.pass_bound
+        ))
+    }
+}

@@ -1,0 +1,236 @@
+//! One evaluation of a step. Each check's counts go through the sequential test (`sprt`).
+//! Then, in this order:
+//! 1. a check whose canary is over budget rolls back, unless the stable version, judged the same
+//!    way over the same interval, is over budget too (then the problem is not the canary: hold
+//!    with `StableBreaching`);
+//! 2. metrics that could not be read hold the step (`MetricsUnavailable`): missing data never
+//!    promotes;
+//! 3. every check within budget and the minimum hold passed: raise the weight;
+//! 4. otherwise hold and say what is missing, until `maxHold`; then the declared policy (pause,
+//!    roll back, or promote on relative evidence: the canary no worse than stable by more than
+//!    the budget).
+//!
+//! A check that cannot be computed at all ends the step (`Misconfigured`) unless another
+//! breaches.
+
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::check::CheckSpec;
+use crate::decision::{
+    Advance, CheckReport, Decision, Inconclusive, Judged, Pending, RollbackCause, Unreadable, Wait,
+};
+use crate::sprt::{self, Counts, ErrorRates, Outcome};
+
+/// Why a check has no counts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Missing {
+    /// The metrics source could not be read.
+    Unavailable(String),
+    /// The source answered, but the check cannot be computed from what it has (e.g. a latency
+    /// limit that is not a histogram bucket boundary).
+    Misconfigured(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckEvidence {
+    pub spec: CheckSpec,
+    pub canary: Result<Counts, Missing>,
+    /// The stable version over the same interval, when compared.
+    pub stable: Option<Counts>,
+}
+
+/// Where the step is in time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepClock {
+    pub elapsed: Duration,
+    pub min_healthy: Duration,
+    pub max_hold: Duration,
+}
+
+/// What a step that could not gather enough evidence within `maxHold` does.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum InconclusivePolicy {
+    /// Stay at the current weight, paused, until a person promotes, aborts or retries.
+    #[default]
+    Pause,
+    /// Roll back.
+    Rollback,
+    /// Raise the weight when the canary is no worse than stable over the step (relative
+    /// evidence); otherwise pause.
+    Promote,
+}
+
+/// How evidence is judged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    pub rates: ErrorRates,
+    pub on_inconclusive: InconclusivePolicy,
+    pub compare_with_stable: bool,
+}
+
+/// A check's state after an evaluation.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckResult {
+    Pass,
+    Fail,
+    Pending,
+    NoData,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    pub decision: Decision,
+    pub checks: Vec<CheckReport>,
+}
+
+/// What the checks of one evaluation found, sorted by what they mean for the step.
+#[derive(Default)]
+struct Findings {
+    breaches: Vec<Judged>,
+    stable_breaches: Vec<Judged>,
+    unavailable: Vec<Unreadable>,
+    misconfigured: Vec<Unreadable>,
+    waiting: Vec<Judged>,
+    within: Vec<Judged>,
+}
+
+pub fn evaluate(evidence: &[CheckEvidence], clock: StepClock, policy: Policy) -> Evaluation {
+    let mut reports = Vec::with_capacity(evidence.len());
+    let mut found = Findings::default();
+
+    for e in evidence {
+        let spec = &e.spec;
+        let counts = match &e.canary {
+            Ok(c) => *c,
+            Err(missing) => {
+                let (Missing::Unavailable(why) | Missing::Misconfigured(why)) = missing;
+                let unreadable = Unreadable { check: spec.name.clone(), why: why.clone() };
+                match missing {
+                    Missing::Misconfigured(_) => found.misconfigured.push(unreadable),
+                    Missing::Unavailable(_) => found.unavailable.push(unreadable),
+                }
+                reports.push(CheckReport {
+                    name: spec.name.clone(),
+                    result: CheckResult::NoData,
+                    threshold: spec.budget,
+                    evidence: Err(missing.clone()),
+                });
+                continue;
+            }
+        };
+        let judged = Judged {
+            check: spec.name.clone(),
+            unit: spec.unit,
+            budget: spec.budget,
+            counts,
+            test: sprt::test(counts, spec.budget, spec.tolerance, policy.rates),
+        };
+        let result = match judged.test.outcome {
+            Outcome::Breach => {
+                let stable_too = policy.compare_with_stable
+                    && e.stable.is_some_and(|s| {
+                        sprt::test(s, spec.budget, spec.tolerance, policy.rates).outcome == Outcome::Breach
+                    });
+                if stable_too {
+                    found.stable_breaches.push(judged.clone());
+                } else {
+                    found.breaches.push(judged.clone());
+                }
+                CheckResult::Fail
+            }
+            Outcome::WithinBudget => {
+                found.within.push(judged.clone());
+                CheckResult::Pass
+            }
+            Outcome::Undecided => {
+                found.waiting.push(judged.clone());
+                CheckResult::Pending
+            }
+            Outcome::NoData => {
+                found.waiting.push(judged.clone());
+                CheckResult::NoData
+            }
+        };
+        reports.push(CheckReport {
+            name: spec.name.clone(),
+            result,
+            threshold: spec.budget,
+            evidence: Ok(judged),
+        });
+    }
+
+    let all_within = !evidence.is_empty() && found.within.len() == evidence.len();
+    let mut misconfigured = std::mem::take(&mut found.misconfigured).into_iter();
+    let decision = decide(found, all_within, evidence, clock, policy);
+    // A real breach still wins; otherwise a check that cannot be computed ends the step.
+    let decision = match (decision, misconfigured.next()) {
+        (d @ Decision::Rollback(_), _) | (d, None) => d,
+        (_, Some(u)) => Decision::Misconfigured(u),
+    };
+    Evaluation { decision, checks: reports }
+}
+
+fn decide(
+    mut found: Findings,
+    all_within: bool,
+    evidence: &[CheckEvidence],
+    clock: StepClock,
+    policy: Policy,
+) -> Decision {
+    if !found.breaches.is_empty() {
+        return Decision::Rollback(RollbackCause::Breach(found.breaches.swap_remove(0)));
+    }
+    if !found.stable_breaches.is_empty() {
+        return Decision::StableBreaching(found.stable_breaches.swap_remove(0));
+    }
+    let over_max_hold = clock.elapsed >= clock.max_hold;
+    if !found.unavailable.is_empty() {
+        if over_max_hold {
+            return inconclusive(
+                policy.on_inconclusive,
+                false,
+                Pending::Unavailable(found.unavailable),
+                clock,
+            );
+        }
+        return Decision::MetricsUnavailable(found.unavailable);
+    }
+    if all_within {
+        if clock.elapsed >= clock.min_healthy {
+            return Decision::StepUp(Advance::WithinBudget { elapsed: clock.elapsed, checks: found.within });
+        }
+        return Decision::Hold(Wait::MinHealthy { elapsed: clock.elapsed, min_healthy: clock.min_healthy });
+    }
+    if over_max_hold {
+        let relative_ok = evidence.iter().all(no_worse_than_stable);
+        return inconclusive(policy.on_inconclusive, relative_ok, Pending::Evidence(found.waiting), clock);
+    }
+    Decision::Hold(Wait::Evidence(found.waiting))
+}
+
+fn inconclusive(
+    policy: InconclusivePolicy,
+    relative_ok: bool,
+    pending: Pending,
+    clock: StepClock,
+) -> Decision {
+    let i = Inconclusive { elapsed: clock.elapsed, pending, policy };
+    match policy {
+        InconclusivePolicy::Pause => Decision::Pause(i),
+        InconclusivePolicy::Rollback => Decision::Rollback(RollbackCause::Inconclusive(i)),
+        InconclusivePolicy::Promote if relative_ok => Decision::StepUp(Advance::RelativeEvidence(i)),
+        InconclusivePolicy::Promote => Decision::Pause(i),
+    }
+}
+
+/// Relative evidence: the canary's bad share is not above stable's by more than the budget,
+/// and stable has data to compare with.
+fn no_worse_than_stable(e: &CheckEvidence) -> bool {
+    match (&e.canary, e.stable.and_then(|s| s.ratio())) {
+        (Ok(c), Some(stable)) => c.ratio().is_none_or(|canary| canary <= stable + e.spec.budget),
+        _ => false,
+    }
+}

@@ -1,0 +1,44 @@
+//! Durations and shares as people read them, in status messages, events and the CLI.
+
+use std::time::Duration;
+
+/// `3m`, `2m30s`, `45s`.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 60, s % 60) {
+        (0, s) => format!("{s}s"),
+        (m, 0) => format!("{m}m"),
+        (m, s) => format!("{m}m{s}s"),
+    }
+}
+
+/// A share as a percentage with the precision small budgets need: `0 %`, `0.020 %`, `5.00 %`.
+pub fn percent(x: f64) -> String {
+    let p = x * 100.0;
+    if p == 0.0 {
+        "0 %".into()
+    } else if p < 0.1 {
+        format!("{p:.3} %")
+    } else {
+        format!("{p:.2} %")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human(Duration::from_secs(45)), "45s");
+        assert_eq!(human(Duration::from_secs(180)), "3m");
+        assert_eq!(human(Duration::from_secs(150)), "2m30s");
+    }
+
+    #[test]
+    fn percentages_keep_small_budgets_readable() {
+        assert_eq!(percent(0.0), "0 %");
+        assert_eq!(percent(0.0002), "0.020 %");
+        assert_eq!(percent(0.05), "5.00 %");
+    }
+}

@@ -1,0 +1,31 @@
+//! The gate: evidence in, decision out. Pure and synchronous, and kept so by Cargo: this crate
+//! depends on no Kubernetes, HTTP or async crate.
+//!
+//! - `check`: what a check means to the gate (its budget, tolerance and unit), the one mapping
+//!   from an SLO to a budget on the share of bad events;
+//! - `sprt`: the sequential test on counts;
+//! - `evaluate`: one evaluation of a step, every check judged, one `Decision`;
+//! - `decision`: decisions as data, and the words for them (`Decision::reason`);
+//! - `replay`: a recorded series of counts through the gate;
+//! - `defaults`: how evidence is judged unless a gate says otherwise;
+//! - `format`: durations and shares as people read them.
+
+pub mod check;
+pub mod decision;
+pub mod defaults;
+mod evaluate;
+pub mod format;
+pub mod replay;
+pub mod sprt;
+
+pub use check::{CheckError, CheckSpec, Measure, Unit};
+pub use decision::{
+    Advance, CheckReport, Decision, Inconclusive, Judged, Pending, RollbackCause, Unreadable, Wait,
+};
+pub use evaluate::{
+    CheckEvidence, CheckResult, Evaluation, InconclusivePolicy, Missing, Policy, StepClock, evaluate,
+};
+pub use sprt::{Counts, ErrorRates, Outcome};
+
+#[cfg(test)]
+mod tests;
