@@ -9,7 +9,9 @@ pub enum Error {
     #[error("traffic router: {0}")]
     Router(String),
     #[error("metrics provider: {0}")]
-    Metrics(String),
+    Metrics(#[from] crate::metrics_provider::prometheus::ClientError),
+    #[error("metrics provider: {0}")]
+    Query(#[from] crate::metrics_provider::QueryError),
     /// An object the Rollout owns (or would own) could not be written.
     #[error(transparent)]
     Owned(#[from] crate::owned::WriteError),
@@ -22,7 +24,7 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Json(_) => "encoding",
             Error::Router(_) => "router",
-            Error::Metrics(_) => "metrics",
+            Error::Metrics(_) | Error::Query(_) => "metrics",
             Error::Owned(crate::owned::WriteError::Conflict { .. }) => "conflict",
             Error::Owned(crate::owned::WriteError::Rejected { .. }) => "rejected",
             Error::Owned(crate::owned::WriteError::Failed { .. }) => "write",

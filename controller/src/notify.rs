@@ -61,13 +61,12 @@ pub struct Worker {
     backoff_unit: Duration,
 }
 
-pub fn channel(metrics: SharedMetrics) -> Result<(Notifier, Worker), String> {
+pub fn channel(metrics: SharedMetrics) -> Result<(Notifier, Worker), reqwest::Error> {
     let (tx, rx) = mpsc::channel(QUEUE);
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .user_agent(concat!("rollgate/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| format!("webhook HTTP client: {e}"))?;
+        .build()?;
     Ok((
         Notifier { tx, metrics: metrics.clone() },
         Worker { rx, http, metrics, backoff_unit: Duration::from_secs(1) },

@@ -214,7 +214,7 @@ pub type SharedMetrics = Arc<Metrics>;
 /// Logging and optional trace export. Logs: JSON (or text) on stderr, `RUST_LOG`-style
 /// filtering (default `info`). Traces: with an OTLP/HTTP endpoint, the reconcile and evaluation
 /// spans are exported; the returned guard flushes them on drop.
-pub fn init_telemetry(json: bool, otlp_endpoint: Option<&str>) -> Result<TelemetryGuard, String> {
+pub fn init_telemetry(json: bool, otlp_endpoint: Option<&str>) -> Result<TelemetryGuard, TelemetryError> {
     use opentelemetry::trace::TracerProvider as _;
     use opentelemetry_otlp::WithExportConfig;
     use tracing_subscriber::layer::SubscriberExt;
@@ -224,11 +224,8 @@ pub fn init_telemetry(json: bool, otlp_endpoint: Option<&str>) -> Result<Telemet
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let provider = match otlp_endpoint {
         Some(endpoint) => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_endpoint(endpoint)
-                .build()
-                .map_err(|e| format!("--otlp-endpoint: {e}"))?;
+            let exporter =
+                opentelemetry_otlp::SpanExporter::builder().with_http().with_endpoint(endpoint).build()?;
             Some(
                 opentelemetry_sdk::trace::SdkTracerProvider::builder()
                     .with_resource(
@@ -246,13 +243,17 @@ pub fn init_telemetry(json: bool, otlp_endpoint: Option<&str>) -> Result<Telemet
     } else {
         tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed()
     };
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(otel)
-        .with(fmt)
-        .try_init()
-        .map_err(|e| format!("logging: {e}"))?;
+    tracing_subscriber::registry().with(filter).with(otel).with(fmt).try_init()?;
     Ok(TelemetryGuard { provider })
+}
+
+/// Logging or trace export that cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("--otlp-endpoint: {0}")]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    #[error("logging: {0}")]
+    Logging(#[from] tracing_subscriber::util::TryInitError),
 }
 
 /// Flushes exported spans when dropped.

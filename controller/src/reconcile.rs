@@ -30,7 +30,7 @@ use crate::owned::WriteError;
 use crate::plan::{self, Actions, Observed, Plan, SpecProblem, revision_of};
 use crate::router::{self, RouterError};
 use crate::workload;
-use rollgate_gate::{Evaluation, Policy, StepClock, evaluate};
+use rollgate_gate::{CheckSpec, Evaluation, Policy, StepClock, evaluate};
 
 mod apply;
 mod context;
@@ -257,6 +257,7 @@ fn validate(ro: &Rollout, gate: &GateSpec, ctx: &Context) -> Result<(), SpecProb
     }
     for check in &gate.checks {
         metrics_provider::queries::for_check(check).map_err(|e| SpecProblem::invalid(format!("gate.{e}")))?;
+        CheckSpec::try_from(check).map_err(|e| SpecProblem::invalid(format!("gate.{e}")))?;
     }
     ctx.provider(&gate.prometheus.address)
         .map_err(|e| SpecProblem::invalid(format!("gate.prometheus.address: {e}")))?;
@@ -272,7 +273,7 @@ async fn evaluate_gate(
     revision: &str,
     window: Duration,
 ) -> Result<Evaluation> {
-    let provider = ctx.provider(&gate.prometheus.address).map_err(Error::Metrics)?;
+    let provider = ctx.provider(&gate.prometheus.address)?;
     let ns = ro.namespace().unwrap_or_default();
     let canary =
         Selector { namespace: ns.clone(), rollout: ro.name_any(), role: "canary", revision: revision.into() };
@@ -284,8 +285,7 @@ async fn evaluate_gate(
     });
     let evidence =
         metrics_provider::gather(provider.as_ref(), gate, &canary, stable.as_ref().map(|s| s as _), window)
-            .await
-            .map_err(|e| Error::Metrics(e.to_string()))?;
+            .await?;
     let step = status.current_step.unwrap_or(0).max(0) as usize;
     let min_healthy =
         ro.spec.steps.get(step).and_then(|s| s.min_healthy).unwrap_or(gate.policy.min_healthy).as_std();

@@ -24,7 +24,7 @@ pub async fn until(
     name: &str,
     current: Option<Rollout>,
     done: impl Fn(&Rollout) -> bool,
-) -> Result<Rollout, String> {
+) -> Result<Rollout, WatchEnded> {
     if let Some(ro) = current
         && done(&ro)
     {
@@ -38,5 +38,12 @@ pub async fn until(
             Err(e) => tracing::debug!(error = %e, rollout = name, "watch interrupted; resuming"),
         }
     }
-    Err(format!("the watch of rollout {name} ended"))
+    Err(WatchEnded { name: name.to_string() })
+}
+
+/// The watch stream ended before the condition held (it retries errors, so this is rare).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the watch of rollout {name} ended")]
+pub struct WatchEnded {
+    pub name: String,
 }

@@ -67,11 +67,11 @@ pub enum RunError {
     #[error("connecting to Kubernetes: {0}")]
     Client(#[source] kube::Error),
     #[error("Kubernetes configuration (in-cluster or KUBECONFIG): {0}")]
-    Config(String),
+    Config(#[source] kube::config::InferConfigError),
     #[error("leader election: {0}")]
-    Lease(String),
-    #[error("{0}")]
-    Notifier(String),
+    Lease(#[source] kube_lease_manager::LeaseManagerError),
+    #[error("webhook HTTP client: {0}")]
+    Notifier(#[source] reqwest::Error),
     #[error("HTTP endpoint on {addr}: {source}")]
     Serve { addr: SocketAddr, source: std::io::Error },
 }
@@ -84,7 +84,7 @@ struct Health {
 
 pub async fn run(args: ControllerArgs) -> Result<(), RunError> {
     let metrics: SharedMetrics = Arc::new(Metrics::default());
-    let config = kube::Config::infer().await.map_err(|e| RunError::Config(e.to_string()))?;
+    let config = kube::Config::infer().await.map_err(RunError::Config)?;
     let client = kube::client::ClientBuilder::try_from(config)
         .map_err(RunError::Client)?
         .with_layer(&CountRequests::new(metrics.kube_requests.clone()))
@@ -126,7 +126,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), RunError> {
         .with_grace(5)
         .build()
         .await
-        .map_err(|e| RunError::Lease(e.to_string()))?;
+        .map_err(RunError::Lease)?;
     let (mut leader, lease_task) = manager.watch().await;
     ready.store(true, Ordering::Release);
     tracing::info!(%identity, metrics = %metrics_addr, "rollgate controller started; waiting for leadership");

@@ -25,7 +25,7 @@ pub fn default_gate() -> GateSpec {
 }
 
 pub fn load(path: &Path, prometheus: Option<&str>) -> Result<GateSpec, String> {
-    let text = super::read_bounded(path, super::MAX_GATE_FILE)?;
+    let text = super::read_bounded(path, super::MAX_GATE_FILE).map_err(|e| e.to_string())?;
     parse_gate(&text, prometheus).map_err(|e| format!("{}: {e}", path.display()))
 }
 

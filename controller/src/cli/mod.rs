@@ -42,15 +42,32 @@ pub const MAX_SERIES_FILE: u64 = 256 << 20;
 
 /// Reads a UTF-8 file of at most `limit` bytes; a larger one (or an endless one such as
 /// `/dev/zero`) is refused without reading past the limit.
-pub fn read_bounded(path: &std::path::Path, limit: u64) -> Result<String, String> {
+pub fn read_bounded(path: &std::path::Path, limit: u64) -> Result<String, FileError> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let at = || path.display().to_string();
+    let read = |source| FileError::Read { path: at(), source };
+    let file = std::fs::File::open(path).map_err(read)?;
     let mut bytes = Vec::new();
-    file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(read)?;
     if bytes.len() as u64 > limit {
-        return Err(format!("{}: larger than the {limit} bytes allowed for this input", path.display()));
+        return Err(FileError::TooLarge { path: at(), limit });
     }
-    String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))
+    String::from_utf8(bytes).map_err(|_| FileError::NotText { path: at() })
+}
+
+/// An input file the CLI cannot use.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: larger than the {limit} bytes allowed for this input")]
+    TooLarge { path: String, limit: u64 },
+    #[error("{path}: not UTF-8 text")]
+    NotText { path: String },
 }
 
 /// Runs a command's future on a single-threaded runtime (a CLI command does one thing at a time).

@@ -360,7 +360,7 @@ async fn wait(api: &Api<Rollout>, ns: &str, a: WaitArgs) -> Result<Exit, Failure
         let ro =
             rollout_watch::until(api, &a.name, Some(first), |ro| view::waited(ro, target).exit().is_some())
                 .await
-                .map_err(|e| Failure(Exit::Usage, e))?;
+                .map_err(|e| Failure(Exit::Usage, e.to_string()))?;
         let exit = view::waited(&ro, target).exit().unwrap_or(Exit::Usage);
         Ok::<_, Failure>((exit, ro))
     };

@@ -12,19 +12,32 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 use super::MetricProvider;
 
+/// A Prometheus client that cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("HTTP client: {0}")]
+    Http(#[source] reqwest::Error),
+    #[error("prometheus address {address:?}: {source}")]
+    Address {
+        address: String,
+        #[source]
+        source: prometheus_http_query::Error,
+    },
+}
+
 pub struct Prometheus {
     client: Client,
 }
 
 impl Prometheus {
-    pub fn new(address: &str) -> Result<Self, String> {
+    pub fn new(address: &str) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             .timeout(QUERY_TIMEOUT)
             .connect_timeout(Duration::from_secs(3))
             .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
-        let client =
-            Client::from(http, address).map_err(|e| format!("prometheus address {address:?}: {e}"))?;
+            .map_err(ClientError::Http)?;
+        let client = Client::from(http, address)
+            .map_err(|source| ClientError::Address { address: address.to_string(), source })?;
         Ok(Self { client })
     }
 }

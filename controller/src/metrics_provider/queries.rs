@@ -56,12 +56,29 @@ impl SeriesSelector for Selector {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabelMatchers(String);
 
+/// Label matchers that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    #[error("empty; expected label matchers such as app=\"web\",version=\"v2\"")]
+    Empty,
+    #[error("expected a label name at {0:?}")]
+    LabelName(String),
+    #[error("label {0}: expected =, !=, =~ or !~")]
+    Operator(String),
+    #[error("label {0}: the value must be in double quotes")]
+    Unquoted(String),
+    #[error("label {0}: unterminated value")]
+    Unterminated(String),
+    #[error("expected a comma at {0:?}")]
+    Comma(String),
+}
+
 impl LabelMatchers {
     /// Accepts `name="value"` pairs separated by commas, with `=`, `!=`, `=~` or `!~`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, SelectorError> {
         let mut rest = text.trim();
         if rest.is_empty() {
-            return Err("empty; expected label matchers such as app=\"web\",version=\"v2\"".into());
+            return Err(SelectorError::Empty);
         }
         let mut out = Vec::new();
         while !rest.is_empty() {
@@ -69,16 +86,16 @@ impl LabelMatchers {
                 rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
             let name = &rest[..name_len];
             if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
-                return Err(format!("expected a label name at {rest:?}"));
+                return Err(SelectorError::LabelName(rest.to_string()));
             }
             rest = rest[name_len..].trim_start();
             let op = ["=~", "!~", "!=", "="].into_iter().find(|op| rest.starts_with(op));
             let Some(op) = op else {
-                return Err(format!("label {name}: expected =, !=, =~ or !~"));
+                return Err(SelectorError::Operator(name.to_string()));
             };
             rest = rest[op.len()..].trim_start();
             let Some(body) = rest.strip_prefix('"') else {
-                return Err(format!("label {name}: the value must be in double quotes"));
+                return Err(SelectorError::Unquoted(name.to_string()));
             };
             let mut end = None;
             let mut escaped = false;
@@ -94,14 +111,14 @@ impl LabelMatchers {
                 }
             }
             let Some(end) = end else {
-                return Err(format!("label {name}: unterminated value"));
+                return Err(SelectorError::Unterminated(name.to_string()));
             };
             out.push(format!("{name}{op}\"{}\"", &body[..end]));
             rest = body[end + 1..].trim_start();
             if let Some(r) = rest.strip_prefix(',') {
                 rest = r.trim_start();
             } else if !rest.is_empty() {
-                return Err(format!("expected a comma at {rest:?}"));
+                return Err(SelectorError::Comma(rest.to_string()));
             }
         }
         Ok(Self(out.join(",")))

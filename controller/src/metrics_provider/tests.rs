@@ -192,7 +192,7 @@ fn label_matchers_are_checked_and_rendered() {
         (r#"job="a"}or vector(1){x="y""#, "expected a comma"),
     ] {
         let e = LabelMatchers::parse(text).expect_err(text);
-        assert!(e.contains(why), "{text:?}: {e}");
+        assert!(e.to_string().contains(why), "{text:?}: {e}");
     }
 }
 

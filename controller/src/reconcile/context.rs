@@ -10,11 +10,12 @@ use kube::Client;
 use kube::runtime::events::Recorder;
 
 use crate::metrics_provider::MetricProvider;
+use crate::metrics_provider::prometheus::ClientError;
 use crate::notify::Notifier;
 use crate::observability::SharedMetrics;
 
 /// Makes a metric provider for a Prometheus address.
-pub type ProviderFactory = Arc<dyn Fn(&str) -> Result<Arc<dyn MetricProvider>, String> + Send + Sync>;
+pub type ProviderFactory = Arc<dyn Fn(&str) -> Result<Arc<dyn MetricProvider>, ClientError> + Send + Sync>;
 
 /// What time it is (a parameter so tests can move it).
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -65,8 +66,9 @@ impl Context {
         self
     }
 
-    pub(super) fn provider(&self, address: &str) -> Result<Arc<dyn MetricProvider>, String> {
-        let mut cache = self.provider_cache.lock().map_err(|_| "provider cache poisoned".to_string())?;
+    pub(super) fn provider(&self, address: &str) -> Result<Arc<dyn MetricProvider>, ClientError> {
+        // A panic while the lock was held cannot leave a half-made entry: the cache stays usable.
+        let mut cache = self.provider_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(p) = cache.get(address) {
             return Ok(p.clone());
         }

@@ -17,6 +17,7 @@ pub(super) fn run(a: ReplayArgs) -> Exit {
         Err(e) => return usage(e),
     };
     let series: Series = match crate::cli::read_bounded(&a.file, crate::cli::MAX_SERIES_FILE)
+        .map_err(|e| e.to_string())
         .and_then(|t| serde_json::from_str(&t).map_err(|e| format!("{}: {e}", a.file.display())))
     {
         Ok(s) => s,
