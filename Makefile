@@ -18,7 +18,7 @@ deps: ## check the toolchain and install missing system packages
 	@. scripts/lib.sh && apt_install curl
 
 .PHONY: test
-test: deps lint crds-check bench-gate-check unit ## everything CI checks: format, clippy, generated files and tables, all tests
+test: deps lint crds-check reference-check bench-gate-check unit ## everything CI checks: format, clippy, generated files and tables, all tests
 
 .PHONY: lint
 lint: ## cargo fmt --check and clippy with -D warnings
@@ -38,6 +38,15 @@ crds: ## regenerate manifests/crds/ from the Rust types
 crds-check: ## fail when manifests/crds/ is stale
 	@$(CARGO) run -q --locked -p rollgate -- crds | diff -u manifests/crds/rollgate.yaml - \
 	  || { echo "manifests/crds/rollgate.yaml is stale: run make crds" >&2; exit 1; }
+
+.PHONY: reference
+reference: ## regenerate docs/reference.md (the spec reference) from the CRD schema
+	$(CARGO) run -q --locked -p rollgate -- crds --reference > docs/reference.md
+
+.PHONY: reference-check
+reference-check: ## fail when docs/reference.md is stale
+	@$(CARGO) run -q --locked -p rollgate -- crds --reference | diff -u docs/reference.md - \
+	  || { echo "docs/reference.md is stale: run make reference" >&2; exit 1; }
 
 .PHONY: demo
 demo: deps ## the product end to end: local control plane, v2 promoted, v3 rolled back (root)

@@ -13,6 +13,9 @@ use rollgate::cli::rollout::{self, KubeArgs};
     about = "Ship new versions safely: stepped traffic, SLO gates, automatic rollback."
 )]
 struct Cli {
+    /// Connection flags, accepted before or after the subcommand.
+    #[command(flatten)]
+    kube: KubeArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -21,68 +24,33 @@ struct Cli {
 enum Command {
     /// Run the operator (leader-elected; serves /metrics, /healthz, /readyz).
     Controller(rollgate::run::ControllerArgs),
-    /// Print the CustomResourceDefinitions (Rollout, ReleaseGate) as YAML.
-    Crds,
+    /// Print the CustomResourceDefinitions (Rollout, ReleaseGate) as YAML, or with --reference
+    /// the spec reference (Markdown) generated from them.
+    Crds {
+        /// Print the spec reference (docs/reference.md) instead of the YAML.
+        #[arg(long)]
+        reference: bool,
+    },
     /// The gate without a Rollout: replay recorded counts, evaluate live series, benchmark.
     #[command(subcommand)]
     Gate(rollgate::cli::gate::GateCommand),
     /// Show a rollout: steps, weight, each check's evidence, the last decisions.
-    Status {
-        #[command(flatten)]
-        kube: KubeArgs,
-        #[command(flatten)]
-        args: rollout::StatusArgs,
-    },
+    Status(rollout::StatusArgs),
     /// Block until a verdict (or promotion, or a step), then print a summary.
     #[command(after_help = rollgate::cli::EXIT_CODES)]
-    Wait {
-        #[command(flatten)]
-        kube: KubeArgs,
-        #[command(flatten)]
-        args: rollout::WaitArgs,
-    },
+    Wait(rollout::WaitArgs),
     /// List rollouts with phase, weight, verdict and age.
-    Get {
-        #[command(flatten)]
-        kube: KubeArgs,
-        #[command(flatten)]
-        args: rollout::GetArgs,
-    },
+    Get(rollout::GetArgs),
     /// Raise the weight to the next step now (or, with --full, promote to 100 %).
-    Promote {
-        #[command(flatten)]
-        kube: KubeArgs,
-        #[command(flatten)]
-        args: rollout::PromoteArgs,
-    },
+    Promote(rollout::PromoteArgs),
     /// Roll the canary back now.
-    Abort {
-        #[command(flatten)]
-        kube: KubeArgs,
-        #[command(flatten)]
-        args: rollout::NameArgs,
-    },
+    Abort(rollout::NameArgs),
     /// Start a rolled-back version again from the first step.
-    Retry {
-        #[command(flatten)]
-        kube: KubeArgs,
-        #[command(flatten)]
-        args: rollout::NameArgs,
-    },
+    Retry(rollout::NameArgs),
     /// Hold at the current weight (spec.paused: true).
-    Pause {
-        #[command(flatten)]
-        kube: KubeArgs,
-        #[command(flatten)]
-        args: rollout::NameArgs,
-    },
+    Pause(rollout::NameArgs),
     /// Continue stepping (spec.paused: false).
-    Resume {
-        #[command(flatten)]
-        kube: KubeArgs,
-        #[command(flatten)]
-        args: rollout::NameArgs,
-    },
+    Resume(rollout::NameArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,16 +62,32 @@ fn main() -> ExitCode {
             return if e.use_stderr() { Exit::Usage.into() } else { ExitCode::SUCCESS };
         }
     };
+    let talks_to_kubernetes = matches!(
+        cli.command,
+        Command::Controller(_)
+            | Command::Status(_)
+            | Command::Wait(_)
+            | Command::Get(_)
+            | Command::Promote(_)
+            | Command::Abort(_)
+            | Command::Retry(_)
+            | Command::Pause(_)
+            | Command::Resume(_)
+    );
+    if let Some(flag) = cli.kube.first_set().filter(|_| !talks_to_kubernetes) {
+        eprintln!("rollgate: {flag}: this command does not connect to Kubernetes");
+        return Exit::Usage.into();
+    }
     match cli.command {
         Command::Gate(command) => rollgate::cli::gate::run(command).into(),
-        Command::Status { kube, args } => rollout::run(kube, rollout::Command::Status(args)).into(),
-        Command::Wait { kube, args } => rollout::run(kube, rollout::Command::Wait(args)).into(),
-        Command::Get { kube, args } => rollout::run(kube, rollout::Command::Get(args)).into(),
-        Command::Promote { kube, args } => rollout::run(kube, rollout::Command::Promote(args)).into(),
-        Command::Abort { kube, args } => rollout::run(kube, rollout::Command::Abort(args)).into(),
-        Command::Retry { kube, args } => rollout::run(kube, rollout::Command::Retry(args)).into(),
-        Command::Pause { kube, args } => rollout::run(kube, rollout::Command::Pause(args)).into(),
-        Command::Resume { kube, args } => rollout::run(kube, rollout::Command::Resume(args)).into(),
+        Command::Status(args) => rollout::run(cli.kube, rollout::Command::Status(args)).into(),
+        Command::Wait(args) => rollout::run(cli.kube, rollout::Command::Wait(args)).into(),
+        Command::Get(args) => rollout::run(cli.kube, rollout::Command::Get(args)).into(),
+        Command::Promote(args) => rollout::run(cli.kube, rollout::Command::Promote(args)).into(),
+        Command::Abort(args) => rollout::run(cli.kube, rollout::Command::Abort(args)).into(),
+        Command::Retry(args) => rollout::run(cli.kube, rollout::Command::Retry(args)).into(),
+        Command::Pause(args) => rollout::run(cli.kube, rollout::Command::Pause(args)).into(),
+        Command::Resume(args) => rollout::run(cli.kube, rollout::Command::Resume(args)).into(),
         Command::Controller(args) => {
             let _telemetry = match rollgate::observability::init_telemetry(
                 args.log_format == "json",
@@ -122,7 +106,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(rollgate::run::run(args)) {
+            match runtime.block_on(rollgate::run::run(args, cli.kube)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "controller failed");
@@ -131,7 +115,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Crds => match rollgate_crds::crds_yaml() {
+        Command::Crds { reference } => match rollgate_crds::crds_yaml() {
+            Ok(_) if reference => {
+                print!("{}", rollgate_crds::reference::markdown());
+                ExitCode::SUCCESS
+            }
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS

@@ -29,6 +29,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 use rollgate_crds::labels::ROLLOUT;
 use rollgate_crds::{ReleaseGate, Rollout};
 
+use crate::cli::connection::KubeArgs;
 use crate::metrics_provider::MetricProvider;
 use crate::metrics_provider::prometheus::Prometheus;
 use crate::observability::{CountRequests, Metrics, SharedMetrics};
@@ -66,8 +67,10 @@ pub struct ControllerArgs {
 pub enum RunError {
     #[error("connecting to Kubernetes: {0}")]
     Client(#[source] kube::Error),
-    #[error("Kubernetes configuration (in-cluster or KUBECONFIG): {0}")]
-    Config(#[source] kube::config::InferConfigError),
+    #[error(transparent)]
+    Config(#[from] crate::cli::connection::ConfigError),
+    #[error("--namespace: the controller watches every namespace (scoping is not supported yet)")]
+    Namespace,
     #[error("leader election: {0}")]
     Lease(#[source] kube_lease_manager::LeaseManagerError),
     #[error("webhook HTTP client: {0}")]
@@ -82,9 +85,12 @@ struct Health {
     ready: Arc<AtomicBool>,
 }
 
-pub async fn run(args: ControllerArgs) -> Result<(), RunError> {
+pub async fn run(args: ControllerArgs, kube: KubeArgs) -> Result<(), RunError> {
+    if kube.namespace.is_some() {
+        return Err(RunError::Namespace);
+    }
     let metrics: SharedMetrics = Arc::new(Metrics::default());
-    let config = kube::Config::infer().await.map_err(RunError::Config)?;
+    let config = kube.config().await?;
     let client = kube::client::ClientBuilder::try_from(config)
         .map_err(RunError::Client)?
         .with_layer(&CountRequests::new(metrics.kube_requests.clone()))

@@ -153,3 +153,15 @@ fn the_help_documents_the_exit_codes() {
         "{out}"
     );
 }
+
+#[test]
+fn connection_flags_are_refused_where_nothing_connects() {
+    let gate = fixture("gate.yaml");
+    let (code, _, err) =
+        rollgate(&["gate", "replay", &fixture("healthy.json"), "--gate", &gate, "-n", "shop"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("--namespace: this command does not connect to Kubernetes"), "{err}");
+    let (code, _, err) = rollgate(&["--kubeconfig", "/nonexistent", "crds"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("--kubeconfig"), "{err}");
+}

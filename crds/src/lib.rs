@@ -8,6 +8,7 @@ pub mod defaults;
 pub mod duration;
 pub mod gate;
 pub mod notifications;
+pub mod reference;
 pub mod revision;
 pub mod rollout;
 pub mod validation;

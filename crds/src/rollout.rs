@@ -328,6 +328,7 @@ pub enum HistoryAction {
     PromoteStart,
     /// The canary became stable.
     Promote,
+    /// The canary was rolled back.
     Rollback,
     /// No verdict within `maxHold`: waiting for a person.
     Pause,

@@ -3,37 +3,22 @@
 //! retry) and `spec.paused`, so they work the same from GitOps; each prints what it changed.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 
 use clap::Args;
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use rollgate_crds::Rollout;
 use rollgate_crds::duration::PositiveDuration;
 use rollgate_crds::labels::{ACTION_ABORT, ACTION_PROMOTE, ACTION_RETRY};
 use rollgate_crds::rollout::Phase;
 use serde_json::json;
 
+pub use super::connection::KubeArgs;
 use super::view::{self, WaitExit, WaitFor};
 use super::{EXIT_CODES, Exit};
 use crate::rollout_watch;
-
-/// How to reach the cluster, as kubectl does.
-#[derive(Debug, Clone, Args)]
-pub struct KubeArgs {
-    /// Path to the kubeconfig (default: $KUBECONFIG, then ~/.kube/config, then in-cluster).
-    #[arg(long)]
-    pub kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context to use.
-    #[arg(long)]
-    pub context: Option<String>,
-    /// Namespace (default: the context's).
-    #[arg(short, long)]
-    pub namespace: Option<String>,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -126,19 +111,7 @@ pub fn run(kube: KubeArgs, command: Command) -> Exit {
 }
 
 async fn connect(k: &KubeArgs) -> Result<(Client, String), Failure> {
-    let options = KubeConfigOptions { context: k.context.clone(), ..Default::default() };
-    let config = match &k.kubeconfig {
-        Some(path) => {
-            let kc = Kubeconfig::read_from(path)
-                .map_err(|e| Failure(Exit::Usage, format!("--kubeconfig {}: {e}", path.display())))?;
-            Config::from_custom_kubeconfig(kc, &options).await.map_err(|e| format!("kubeconfig: {e}"))
-        }
-        None if k.context.is_some() => {
-            Config::from_kubeconfig(&options).await.map_err(|e| format!("kubeconfig: {e}"))
-        }
-        None => Config::infer().await.map_err(|e| format!("no cluster configuration found: {e}")),
-    }
-    .map_err(|m| Failure(Exit::Usage, m))?;
+    let config = k.config().await.map_err(|e| Failure(Exit::Usage, e.to_string()))?;
     let namespace = k.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
     let client = Client::try_from(config).map_err(|e| Failure(Exit::Usage, format!("client: {e}")))?;
     Ok((client, namespace))

@@ -10,6 +10,7 @@ use rollgate_crds::{RolloutSpec, RolloutStatus};
 
 use super::*;
 use crate::fixtures::RolloutSpecExt;
+use rollgate_crds::conditions as cond;
 use rollgate_gate::{
     CheckEvidence, CheckSpec, Counts, ErrorRates, Evaluation, Missing, Policy, StepClock, evaluate,
 };
