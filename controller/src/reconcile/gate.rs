@@ -1,0 +1,91 @@
+//! The gate a Rollout uses: resolved (inline or a ReleaseGate), checked for what the schema
+//! cannot check, and evaluated over the current step's window.
+
+use std::time::Duration;
+
+use kube::{Api, Client, ResourceExt};
+use rollgate_crds::gate::GatePolicy;
+use rollgate_crds::notifications::Notifications;
+use rollgate_crds::{GateSpec, ReleaseGate, Rollout, RolloutStatus};
+use rollgate_gate::{CheckSpec, Evaluation, Policy, StepClock, evaluate};
+
+use super::Context;
+use crate::error::Result;
+use crate::metrics_provider::{self, Selector};
+use crate::plan::SpecProblem;
+
+/// The gate and the ReleaseGate's webhooks: inline, or the referenced ReleaseGate (a missing
+/// one is a spec problem).
+pub(super) async fn resolve_gate(
+    client: &Client,
+    ro: &Rollout,
+    ns: &str,
+) -> Result<Result<(GateSpec, Option<Notifications>), SpecProblem>> {
+    if let Some(g) = &ro.spec.gate {
+        return Ok(Ok((g.clone(), None)));
+    }
+    let Some(r) = &ro.spec.gate_ref else {
+        return Ok(Err(SpecProblem::invalid("spec: exactly one of gate and gateRef must be set")));
+    };
+    let gates: Api<ReleaseGate> = Api::namespaced(client.clone(), ns);
+    Ok(match gates.get_opt(&r.name).await? {
+        Some(g) => Ok((g.spec.gate, g.spec.notifications)),
+        None => Err(SpecProblem::invalid(format!(
+            "gateRef: ReleaseGate {:?} not found in namespace {ns:?}",
+            r.name
+        ))),
+    })
+}
+
+/// What the schema cannot check.
+pub(super) fn validate(ro: &Rollout, gate: &GateSpec, ctx: &Context) -> Result<(), SpecProblem> {
+    if let Some(problem) = rollgate_crds::rollout::name_problem(&ro.name_any()) {
+        return Err(SpecProblem::invalid(problem));
+    }
+    let containers = ro.spec.template.spec.as_ref().map_or(0, |s| s.containers.len());
+    if containers == 0 {
+        return Err(SpecProblem::invalid("template.spec.containers: at least one container is required"));
+    }
+    for check in &gate.checks {
+        metrics_provider::queries::for_check(check).map_err(|e| SpecProblem::invalid(format!("gate.{e}")))?;
+        CheckSpec::try_from(check).map_err(|e| SpecProblem::invalid(format!("gate.{e}")))?;
+    }
+    ctx.provider(&gate.prometheus.address)
+        .map_err(|e| SpecProblem::invalid(format!("gate.prometheus.address: {e}")))?;
+    Ok(())
+}
+
+#[tracing::instrument(name = "evaluate", skip_all, fields(window_s = window.as_secs()))]
+pub(super) async fn evaluate_gate(
+    ctx: &Context,
+    ro: &Rollout,
+    gate: &GateSpec,
+    status: &RolloutStatus,
+    revision: &str,
+    window: Duration,
+) -> Result<Evaluation> {
+    let provider = ctx.provider(&gate.prometheus.address)?;
+    let ns = ro.namespace().unwrap_or_default();
+    let canary =
+        Selector { namespace: ns.clone(), rollout: ro.name_any(), role: "canary", revision: revision.into() };
+    let stable = status.stable_revision.as_ref().map(|r| Selector {
+        namespace: ns,
+        rollout: ro.name_any(),
+        role: "stable",
+        revision: r.clone(),
+    });
+    let evidence =
+        metrics_provider::gather(provider.as_ref(), gate, &canary, stable.as_ref().map(|s| s as _), window)
+            .await?;
+    let step = status.current_step.unwrap_or(0).max(0) as usize;
+    let min_healthy =
+        ro.spec.steps.get(step).and_then(|s| s.min_healthy).unwrap_or(gate.policy.min_healthy).as_std();
+    let evaluation =
+        evaluate(&evidence, clock(&gate.policy, window, min_healthy), Policy::from(&gate.policy));
+    tracing::info!(decision = %evaluation.decision.reason(), window_s = window.as_secs(), "gate evaluated");
+    Ok(evaluation)
+}
+
+fn clock(p: &GatePolicy, elapsed: Duration, min_healthy: Duration) -> StepClock {
+    StepClock { elapsed, min_healthy, max_hold: p.max_hold.as_std() }
+}
