@@ -98,14 +98,4 @@ impl EventReason {
     }
 }
 
-impl std::fmt::Display for EventReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl PartialEq<&str> for EventReason {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
+str_named!(EventReason);

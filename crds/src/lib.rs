@@ -2,6 +2,24 @@
 //! custom resources, their defaults (the production playbook, in `defaults`) and their
 //! validation (OpenAPI schema plus CEL rules that the API server enforces). No I/O.
 
+/// `Display` and comparison with `&str` for a type whose wire name is `as_str()` (Event
+/// reasons, history actions).
+macro_rules! str_named {
+    ($t:ty) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl PartialEq<&str> for $t {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    };
+}
+
 pub mod bounds;
 pub mod conditions;
 pub mod defaults;
