@@ -80,6 +80,10 @@ bench-gate-check: ## fail when the table in docs/gate.md is not what `make bench
 e2e: deps ## the end-to-end suite on the local control plane (needs root; builds what is missing)
 	bash e2e/scripts/run-e2e.sh
 
+.PHONY: images
+images: deps ## container images FROM scratch with buildah (rollgate, refserver, podinfo, pause): OCI archives in the cache
+	bash scripts/images.sh
+
 .PHONY: cluster-up
 cluster-up: ## start the local control plane and leave it running (source the printed env file)
 	bash e2e/scripts/cluster.sh up

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Api, Client, Resource, ResourceExt};
 use rollgate_crds::conditions::{self as cond, EventReason};
 use rollgate_crds::labels::{ACTION_ABORT, ACTION_PROMOTE, ACTION_RETRY};
@@ -26,10 +25,11 @@ use crate::observability::ErrorLabels;
 use crate::owned::WriteError;
 use crate::plan::{self, Actions, Observed, Plan, SpecProblem, revision_of};
 use crate::router::{self, RouterError};
-use crate::workload;
+use crate::workload::Role;
 
 mod apply;
 mod context;
+mod events;
 mod gate;
 mod notifications;
 use apply::World;
@@ -96,8 +96,8 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
     let world = World::observe(&client, ro).await?;
     let uid = ro.uid().unwrap_or_default();
     problem = problem.or_else(|| world.conflict(&uid)).or_else(|| rejected_before(ro));
-    let stable_s = world.stable.as_ref().map(workload::state);
-    let canary_s = world.canary.as_ref().map(workload::state);
+    let stable_s = world.state(Role::Stable);
+    let canary_s = world.state(Role::Canary);
     let router = router::for_rollout(client.clone(), ro, stable_s.as_ref(), canary_s.as_ref());
     let mut router_weight = None;
     if problem.is_none() {
@@ -251,14 +251,7 @@ async fn patch_status(client: &Client, ns: &str, name: &str, status: &RolloutSta
 async fn publish_events(ctx: &Context, ro: &Rollout, events: &[plan::Event]) {
     let reference = ro.object_ref(&());
     for e in events {
-        let event = KubeEvent {
-            type_: if e.warning { EventType::Warning } else { EventType::Normal },
-            reason: e.reason.to_string(),
-            note: Some(e.note.chars().take(1024).collect()),
-            action: e.reason.to_string(),
-            secondary: None,
-        };
-        if let Err(err) = ctx.recorder.publish(&event, &reference).await {
+        if let Err(err) = ctx.events.publish(&reference, e.warning, e.reason.as_str(), &e.note).await {
             // An event that cannot be written must not stop a rollback.
             tracing::warn!(error = %err, reason = %e.reason, "publishing an event failed");
         }

@@ -18,10 +18,10 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::DynamicObject;
 use kube::discovery::Discovery;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -141,10 +141,8 @@ pub async fn run(args: ControllerArgs, kube: KubeArgs) -> Result<(), RunError> {
         Arc::new(|address: &str| Prometheus::new(address).map(|p| Arc::new(p) as Arc<dyn MetricProvider>));
     let reporter = Reporter { controller: "rollgate".into(), instance: Some(identity.clone()) };
     let (notifier, deliveries) = crate::notify::channel(metrics.clone()).map_err(RunError::Notifier)?;
-    let ctx = Arc::new(
-        Context::new(client.clone(), Recorder::new(client.clone(), reporter), metrics.clone(), providers)
-            .with_notifier(notifier),
-    );
+    let ctx =
+        Arc::new(Context::new(client.clone(), reporter, metrics.clone(), providers).with_notifier(notifier));
     let has_routes = http_routes_served(&client).await;
 
     let work = async {
@@ -202,6 +200,12 @@ async fn controller(client: Client, ctx: Arc<Context>, watch_routes: bool, concu
         .with_config(config)
         .owns(Api::<Deployment>::all(client.clone()), owned.clone())
         .owns(Api::<Service>::all(client.clone()), owned);
+    // A Rollout's pods (labelled by the Deployments rollgate writes): a canary that starts
+    // crash-looping changes its pods, not its Deployment, and must be seen at once.
+    c = c.watches(Api::<Pod>::all(client.clone()), watcher::Config::default().labels(ROLLOUT), |pod| {
+        let rollout = pod.labels().get(ROLLOUT).cloned();
+        rollout.map(|name| ObjectRef::<Rollout>::new(&name).within(&pod.namespace().unwrap_or_default()))
+    });
     let store = c.store();
     c = c.watches(Api::<ReleaseGate>::all(client.clone()), watcher::Config::default(), move |gate| {
         let (ns, name) = (gate.namespace(), gate.name_any());

@@ -8,10 +8,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::Resource;
+use kube::{Resource, ResourceExt};
 use rollgate_crds::Rollout;
 use rollgate_crds::labels::{REVISION, ROLE, ROLLOUT};
 
@@ -119,7 +119,55 @@ pub fn state(d: &Deployment) -> DeploymentState {
             })
             .map(|c| c.message.clone().unwrap_or_else(|| c.reason.clone().unwrap_or_default()))
     });
-    DeploymentState { revision, replicas: want, available, problem }
+    DeploymentState { revision, replicas: want, available, problem, stuck: None }
+}
+
+/// Container states that waiting does not cure: the kubelet keeps failing the same way.
+const STUCK_REASONS: [&str; 6] = [
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+/// Restarts after which a crash loop is not a slow start.
+const CRASH_RESTARTS: i32 = 2;
+
+/// The first of `pods` (those of `revision`) whose container cannot run, in words:
+/// `pod web-canary-7d9-x2: container web: CrashLoopBackOff (3 restarts, last exit code 1: …)`.
+pub fn stuck_pod(pods: &[Pod], revision: &str) -> Option<String> {
+    pods.iter().filter(|p| p.labels().get(REVISION).map(String::as_str) == Some(revision)).find_map(|p| {
+        let statuses = p.status.as_ref()?;
+        let all = statuses
+            .init_container_statuses
+            .iter()
+            .flatten()
+            .chain(statuses.container_statuses.iter().flatten());
+        all.into_iter().find_map(|c| {
+            let waiting = c.state.as_ref()?.waiting.as_ref()?;
+            let reason = waiting.reason.as_deref()?;
+            let crash = reason == "CrashLoopBackOff";
+            if !STUCK_REASONS.contains(&reason) || (crash && c.restart_count < CRASH_RESTARTS) {
+                return None;
+            }
+            let last = c.last_state.as_ref().and_then(|s| s.terminated.as_ref()).map(|t| {
+                let why = t.message.as_deref().or(t.reason.as_deref()).unwrap_or("").trim().to_string();
+                if why.is_empty() {
+                    format!(", last exit code {}", t.exit_code)
+                } else {
+                    format!(", last exit code {}: {why}", t.exit_code)
+                }
+            });
+            let detail = if crash {
+                format!(" ({} restarts{})", c.restart_count, last.unwrap_or_default())
+            } else {
+                waiting.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+            };
+            Some(format!("pod {}: container {}: {reason}{detail}", p.name_any(), c.name))
+        })
+    })
 }
 
 /// The Service for `role`, or with `None` the one selecting both roles (`replicaRatio`).
@@ -210,5 +258,54 @@ mod tests {
         let both = service(&ro, None);
         assert_eq!(both.metadata.name.as_deref(), Some("web"));
         assert!(!both.spec.and_then(|s| s.selector).expect("selector").contains_key(ROLE));
+    }
+}
+
+#[cfg(test)]
+mod stuck_tests {
+    use super::*;
+
+    fn pod(name: &str, revision: &str, container: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {REVISION: revision}},
+            "status": {"containerStatuses": [container]},
+        }))
+        .expect("pod")
+    }
+
+    fn crash_looping(restarts: i32) -> serde_json::Value {
+        serde_json::json!({
+            "name": "web", "image": "web:v2", "imageID": "", "ready": false, "restartCount": restarts,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s restarting failed container"}},
+            "lastState": {"terminated": {"exitCode": 2, "reason": "Error", "message": "unknown flag: --bogus"}},
+        })
+    }
+
+    #[test]
+    fn a_crash_loop_names_the_pod_the_restarts_and_the_last_exit() {
+        let pods = [pod("web-canary-1", "r2", crash_looping(3))];
+        assert_eq!(
+            stuck_pod(&pods, "r2").as_deref(),
+            Some(
+                "pod web-canary-1: container web: CrashLoopBackOff (3 restarts, last exit code 2: unknown flag: --bogus)"
+            )
+        );
+        assert_eq!(stuck_pod(&pods, "r1"), None, "another revision's pods do not count");
+    }
+
+    #[test]
+    fn a_slow_start_is_not_stuck_but_an_image_that_cannot_be_had_is() {
+        assert_eq!(stuck_pod(&[pod("p", "r", crash_looping(1))], "r"), None, "one restart is a slow start");
+        let never = serde_json::json!({
+            "name": "web", "image": "web:v9", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ErrImageNeverPull", "message": "image \"web:v9\" is not present"}},
+        });
+        let msg = stuck_pod(&[pod("p", "r", never)], "r").expect("stuck");
+        assert_eq!(msg, "pod p: container web: ErrImageNeverPull: image \"web:v9\" is not present");
+        let creating = serde_json::json!({
+            "name": "web", "image": "web:v2", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ContainerCreating"}},
+        });
+        assert_eq!(stuck_pod(&[pod("p", "r", creating)], "r"), None);
     }
 }

@@ -2,7 +2,9 @@
 # Builds the control-plane binaries the e2e suite and `make demo` run, from Go modules, and caches
 # them outside the repository keyed by version and by the wrapper's go.sum:
 #   etcd; kube-apiserver, kube-controller-manager, kube-scheduler, kubectl; traefik; prometheus
-#   (Debian's package lacks Kubernetes service discovery); and the Gateway API standard CRDs.
+#   (Debian's package lacks Kubernetes service discovery); the Gateway API standard CRDs; and for
+#   the real node: kubelet, kube-proxy, the pause (sandbox) binary from the kubernetes module's
+#   source, and podinfo (the app nobody here wrote).
 # Prints the directory holding bin/ and crds/ on stdout. Safe to run again: a warm cache is a
 # no-op. Needs Go (see go.mod files for the minimum) and the Go module proxy.
 set -euo pipefail
@@ -14,6 +16,8 @@ ETCD_VERSION=3.6.5
 TRAEFIK_VERSION=3.6.12
 PROMETHEUS_VERSION=0.316.0
 GATEWAY_API_VERSION=1.4.0
+# The sandbox image kubelet 1.35 expects (registry.k8s.io/pause), built here from source.
+PAUSE_VERSION=3.10
 
 command -v go >/dev/null || die "Go is required to build the control plane (https://go.dev/doc/install)"
 
@@ -55,6 +59,37 @@ if [ ! -x "$prom_out/prometheus" ]; then
   mv "$prom_out/prometheus.partial" "$prom_out/prometheus"
 fi
 ln -sf "$prom_out/prometheus" "$out/bin/prometheus"
+
+# The real node's binaries, keyed on their own wrappers so that adding them rebuilt nothing else.
+node_out="$ROLLGATE_CACHE/toolchain/node-$KUBE_VERSION-$(key node)"
+if [ ! -x "$node_out/kube-proxy" ]; then
+  mkdir -p "$node_out"
+  for c in kubelet kube-proxy; do
+    [ -x "$node_out/$c" ] && continue
+    log "building $c (go build, cached in $node_out; first time takes minutes)"
+    (cd "$here/toolchain/node" && go build -trimpath -ldflags "-s -w $kv" -o "$node_out/$c.partial" "k8s.io/kubernetes/cmd/$c")
+    mv "$node_out/$c.partial" "$node_out/$c"
+  done
+fi
+if [ ! -x "$node_out/pause" ]; then
+  apt_install gcc libc6-dev
+  kdir=$(cd "$here/toolchain/node" && go mod download -json "k8s.io/kubernetes@v$KUBE_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -f "$kdir/build/pause/linux/pause.c" ] || die "pause.c not found in $kdir"
+  gcc -Os -static -Wall -DVERSION="$PAUSE_VERSION" -o "$node_out/pause.partial" "$kdir/build/pause/linux/pause.c"
+  mv "$node_out/pause.partial" "$node_out/pause"
+fi
+podinfo_version=$(awk '$1 == "require" && $2 == "github.com/stefanprodan/podinfo" {print $3}' "$here/toolchain/podinfo/go.mod")
+podinfo_out="$ROLLGATE_CACHE/toolchain/podinfo-$podinfo_version-$(key podinfo)"
+if [ ! -x "$podinfo_out/podinfo" ]; then
+  log "building podinfo $podinfo_version (go build, static, cached in $podinfo_out)"
+  mkdir -p "$podinfo_out"
+  (cd "$here/toolchain/podinfo" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" \
+    -o "$podinfo_out/podinfo.partial" github.com/stefanprodan/podinfo/cmd/podinfo)
+  mv "$podinfo_out/podinfo.partial" "$podinfo_out/podinfo"
+fi
+for b in "$node_out/kubelet" "$node_out/kube-proxy" "$node_out/pause" "$podinfo_out/podinfo"; do
+  ln -sf "$b" "$out/bin/$(basename "$b")"
+done
 
 if [ ! -f "$out/crds/.done" ]; then
   gw=$(cd "$here/toolchain/traefik" && go mod download -json "sigs.k8s.io/gateway-api@v$GATEWAY_API_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')

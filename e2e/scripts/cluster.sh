@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The local control plane: real etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# Traefik (Gateway API data plane) and Prometheus, plus rollgate-node standing in for the kubelet.
+# Traefik (Gateway API data plane) and Prometheus; rollgate-node standing in for a kubelet; and a
+# real node (containerd + runc + CNI bridge, kubelet, kube-proxy) running images built here.
+# The real node is tainted `rollgate.dev/real-node:NoSchedule`: only pods that tolerate it run
+# there (the in-cluster controller, the foreign app), the other scenarios keep rollgate-node.
 #
 #   e2e/scripts/cluster.sh up   [STATE_DIR]   start everything; prints the env file to source
 #   e2e/scripts/cluster.sh down [STATE_DIR]   stop everything, remove namespaces and links
@@ -19,10 +22,15 @@ state=${2:-$ROLLGATE_CACHE/cluster}
 BRIDGE=rg0
 NODE_IP=10.200.0.1
 NET_PREFIX=rgp
+# The real node: its pods live on their own CNI bridge and subnet.
+REAL_NODE=rollgate-real
+REAL_BRIDGE=rgc0
+REAL_SUBNET=10.201.0.0/24
+REAL_TAINT=rollgate.dev/real-node
 
 down() {
   if [ -d "$state/pids" ]; then
-    for f in node traefik prometheus scheduler controller-manager apiserver etcd; do
+    for f in node kube-proxy kubelet traefik prometheus scheduler controller-manager apiserver etcd containerd; do
       [ -f "$state/pids/$f" ] || continue
       pid=$(cat "$state/pids/$f")
       kill -TERM "$pid" 2>/dev/null || true
@@ -40,6 +48,7 @@ down() {
     ip link del "$l" 2>/dev/null || true
   done
   ip link del "$BRIDGE" 2>/dev/null || true
+  real_node_down
   [ -d "$state" ] && log "control plane stopped; logs in $state/logs"
   return 0
 }
@@ -69,6 +78,13 @@ certs() {
   [ -f "$d/apiserver.crt" ] || new_certs
   # A user with no RBAC bindings, for the verdict API's 403 (the tokens file is read at start).
   [ -f "$d/viewer-token" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$d/viewer-token"
+  # The API server's client certificate for kubelets (logs, exec), signed by the cluster CA.
+  if [ ! -f "$d/kubelet-client.crt" ]; then
+    openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" \
+      -keyout "$d/kubelet-client.key" -out "$d/kubelet-client.csr" 2>/dev/null
+    openssl x509 -req -in "$d/kubelet-client.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+      -days 30 -out "$d/kubelet-client.crt" 2>/dev/null
+  fi
   grep -q ',e2e-viewer,' "$d/tokens.csv" ||
     printf '%s,e2e-viewer,e2e-viewer\n' "$(cat "$d/viewer-token")" >>"$d/tokens.csv"
 }
@@ -90,13 +106,103 @@ new_certs() {
   printf '%s,admin,admin,system:masters\n' "$(cat "$d/token")" >"$d/tokens.csv"
 }
 
+# Containers left by a killed containerd, this state directory's mounts, the CNI bridge and the
+# kube-proxy rules: only what this cluster made.
+real_node_down() {
+  local c=$state/containerd
+  if [ -d "$c" ]; then
+    for shim in $(pgrep -f "containerd-shim.*-address $c/containerd.sock" 2>/dev/null || true); do
+      pkill -KILL -P "$shim" 2>/dev/null || true
+      kill -KILL "$shim" 2>/dev/null || true
+    done
+    local m
+    for m in $(awk '{print $2}' /proc/mounts | grep -E "^($c|$state/kubelet)(/|\$)" | sort -r || true); do
+      umount -l "$m" 2>/dev/null || true
+    done
+  fi
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^cni-' || true); do
+    # Only the namespaces whose pods were on this cluster's CNI bridge.
+    if ip netns exec "$ns" ip -o -4 addr show 2>/dev/null | grep -q " ${REAL_SUBNET%.*}\."; then
+      ip netns del "$ns" 2>/dev/null || true
+    fi
+  done
+  ip link del "$REAL_BRIDGE" 2>/dev/null || true
+  # kube-proxy removes its own rules.
+  if [ -f "$state/real-node" ]; then
+    local kp
+    kp="$(cat "$state/real-node")/bin/kube-proxy"
+    [ -x "$kp" ] && "$kp" --cleanup --proxy-mode iptables >/dev/null 2>&1 || true
+    rm -f "$state/real-node"
+  fi
+  rm -rf "$state/kubelet" "$c/state" "$state/cni/ipam"
+}
+
+real_node_up() { # toolchain dir
+  local tc=$1 c=$state/containerd
+  apt_install containerd runc containernetworking-plugins iptables conntrack
+  mkdir -p "$c" "$state/cni" "$state/kubelet"
+  printf '%s\n' "$tc" >"$state/real-node"
+  sysctl -qw net.ipv4.ip_forward=1
+  [ -f /proc/sys/net/bridge/bridge-nf-call-iptables ] && sysctl -qw net.bridge.bridge-nf-call-iptables=1
+  cat >"$state/cni/10-rollgate.conflist" <<CNI
+{"cniVersion": "1.0.0", "name": "rollgate-real", "plugins": [
+  {"type": "bridge", "bridge": "$REAL_BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$REAL_SUBNET"}]], "routes": [{"dst": "0.0.0.0/0"}],
+            "dataDir": "$state/cni/ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}},
+  {"type": "loopback"}]}
+CNI
+  # Debian's containerd 1.6: private root, state and socket; the sandbox image built here; this
+  # VM refuses a negative oom_score_adj, which restrict_oom_score_adj avoids.
+  containerd config default |
+    sed -e "s|^root = .*|root = \"$c/root\"|" -e "s|^state = .*|state = \"$c/state\"|" \
+      -e "s|^  address = \"/run/containerd/containerd.sock\"|  address = \"$c/containerd.sock\"|" \
+      -e "s|sandbox_image = .*|sandbox_image = \"registry.k8s.io/pause:3.10\"|" \
+      -e "s|restrict_oom_score_adj = .*|restrict_oom_score_adj = true|" \
+      -e "s|bin_dir = .*|bin_dir = \"/usr/lib/cni\"|" -e "s|conf_dir = .*|conf_dir = \"$state/cni\"|" \
+      >"$c/config.toml"
+  start containerd containerd --config "$c/config.toml"
+  wait_for containerd 30 ctr --address "$c/containerd.sock" version
+  log "loading the images into the real node"
+  local archive
+  for archive in $(bash "$root/scripts/images.sh" "$tc"); do
+    ctr --address "$c/containerd.sock" -n k8s.io images import --all-platforms "$archive" >/dev/null
+  done
+  cat >"$state/kubelet.yaml" <<KUBELET
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: $NODE_IP
+port: 10250
+readOnlyPort: 0
+healthzPort: 10248
+authentication: {anonymous: {enabled: false}, webhook: {enabled: false}, x509: {clientCAFile: "$state/pki/ca.crt"}}
+authorization: {mode: AlwaysAllow}
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+containerRuntimeEndpoint: unix://$c/containerd.sock
+enforceNodeAllocatable: []
+evictionHard: {}
+resolvConf: /etc/resolv.conf
+registerWithTaints: [{key: $REAL_TAINT, effect: NoSchedule}]
+serializeImagePulls: false
+KUBELET
+  start kubelet "$tc/bin/kubelet" --config "$state/kubelet.yaml" --kubeconfig "$state/kubeconfig" \
+    --hostname-override "$REAL_NODE" --node-ip "$NODE_IP" --root-dir "$state/kubelet" \
+    --cert-dir "$state/kubelet/pki"
+  start kube-proxy "$tc/bin/kube-proxy" --kubeconfig "$state/kubeconfig" --hostname-override "$REAL_NODE" \
+    --proxy-mode iptables --cluster-cidr 10.200.0.0/15 --bind-address "$NODE_IP" \
+    --metrics-bind-address 127.0.0.1:10249 --healthz-bind-address 127.0.0.1:10256
+  wait_for "node $REAL_NODE" 90 "$tc/bin/kubectl" wait --for=condition=Ready "node/$REAL_NODE" --timeout=1s
+}
+
 kubeconfig() {
   cat >"$state/kubeconfig" <<KC
 apiVersion: v1
 kind: Config
 clusters:
 - name: rollgate-e2e
-  cluster: {server: "https://127.0.0.1:$APISERVER_PORT", certificate-authority: "$state/pki/ca.crt"}
+  cluster: {server: "https://$NODE_IP:$APISERVER_PORT", certificate-authority: "$state/pki/ca.crt"}
 users:
 - name: admin
   user: {token: "$(cat "$state/pki/token")"}
@@ -132,11 +238,13 @@ up() {
   wait_for etcd 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
 
   start apiserver "$tc/bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-    --bind-address 127.0.0.1 --secure-port "$APISERVER_PORT" --advertise-address "$NODE_IP" \
+    --bind-address "$NODE_IP" --secure-port "$APISERVER_PORT" --advertise-address "$NODE_IP" \
     --tls-cert-file "$state/pki/apiserver.crt" --tls-private-key-file "$state/pki/apiserver.key" \
     --client-ca-file "$state/pki/ca.crt" --token-auth-file "$state/pki/tokens.csv" \
     --authorization-mode Node,RBAC --allow-privileged=true \
     --service-cluster-ip-range 10.96.0.0/16 \
+    --kubelet-client-certificate "$state/pki/kubelet-client.crt" --kubelet-client-key "$state/pki/kubelet-client.key" \
+    --kubelet-preferred-address-types InternalIP \
     --service-account-issuer https://kubernetes.default.svc \
     --service-account-key-file "$state/pki/sa.pub" --service-account-signing-key-file "$state/pki/sa.key"
   wait_for kube-apiserver 60 "$kubectl" get --raw /readyz
@@ -151,6 +259,7 @@ up() {
     --net-prefix "$NET_PREFIX" --log-dir "$state/logs/pods" \
     --image "refserver=$CARGO_TARGET_DIR/debug/refserver"
   wait_for "node rollgate-node" 60 "$kubectl" wait --for=condition=Ready node/rollgate-node --timeout=1s
+  real_node_up "$tc"
   wait_for "default service account" 60 "$kubectl" get serviceaccount default
 
   log "installing the Gateway API and rollgate CRDs and the demo Gateway"
@@ -181,19 +290,21 @@ YAML
   log "starting Prometheus with the scrape config from manifests/prometheus/scrape.yaml"
   {
     printf 'global:\n  scrape_interval: 2s\n  evaluation_interval: 2s\nscrape_configs:\n'
-    sed -e 's/^/  /' -e "s|^\(      \)- role: pod|\1- role: pod\n\1  api_server: https://127.0.0.1:$APISERVER_PORT\n\1  tls_config: {ca_file: $state/pki/ca.crt}\n\1  authorization: {credentials_file: $state/pki/token}|" \
+    sed -e 's/^/  /' -e "s|^\(      \)- role: pod|\1- role: pod\n\1  api_server: https://$NODE_IP:$APISERVER_PORT\n\1  tls_config: {ca_file: $state/pki/ca.crt}\n\1  authorization: {credentials_file: $state/pki/token}|" \
       -e 's/scrape_interval: 5s/scrape_interval: 2s/' "$root/manifests/prometheus/scrape.yaml"
   } >"$state/prometheus.yml"
   start prometheus "$tc/bin/prometheus" --config.file "$state/prometheus.yml" --storage.tsdb.path "$state/prometheus-data" \
-    --web.listen-address "127.0.0.1:$PROMETHEUS_PORT" --web.enable-lifecycle
-  wait_for prometheus 60 curl -fsS "http://127.0.0.1:$PROMETHEUS_PORT/-/ready"
+    --web.listen-address "$NODE_IP:$PROMETHEUS_PORT" --web.enable-lifecycle
+  wait_for prometheus 60 curl -fsS "http://$NODE_IP:$PROMETHEUS_PORT/-/ready"
 
   cat >"$state/env" <<ENV
 export KUBECONFIG=$state/kubeconfig
 export ROLLGATE_E2E_STATE=$state
 export ROLLGATE_E2E_TOOLCHAIN=$tc
 export ROLLGATE_E2E_GATEWAY=http://127.0.0.1:$GATEWAY_PORT
-export ROLLGATE_E2E_PROMETHEUS=http://127.0.0.1:$PROMETHEUS_PORT
+export ROLLGATE_E2E_PROMETHEUS=http://$NODE_IP:$PROMETHEUS_PORT
+export ROLLGATE_E2E_REAL_NODE=$REAL_NODE
+export ROLLGATE_E2E_CONTAINERD=$state/containerd/containerd.sock
 export ROLLGATE_E2E_PROMETHEUS_PID=$(cat "$state/pids/prometheus")
 ENV
   log "control plane up: source $state/env; logs in $state/logs"

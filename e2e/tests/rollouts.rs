@@ -2,6 +2,7 @@
 //! traffic through Traefik, judged on real Prometheus data. Run with `make e2e`.
 
 mod common;
+mod real_node;
 mod safety;
 
 use std::time::Duration;

@@ -55,6 +55,9 @@ pub struct DeploymentState {
     /// What the Deployment controller reports as wrong (a ReplicaFailure such as an exceeded
     /// quota, or its own progress deadline), if anything.
     pub problem: Option<String>,
+    /// A pod of this Deployment that cannot run and will not heal by waiting (a container
+    /// crash-looping, an image that cannot be had), named with its reason.
+    pub stuck: Option<String>,
 }
 
 /// One-shot actions requested through annotations and not yet handled.

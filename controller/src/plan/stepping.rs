@@ -279,6 +279,11 @@ impl Planner<'_, '_> {
             self.rollback(&format!("canary not available within progressDeadline {}", human(deadline)), None);
             return;
         }
+        // A canary that cannot run will not become available by waiting: say why now.
+        if let Some(stuck) = self.o.canary.as_ref().and_then(|c| c.stuck.clone()) {
+            self.rollback(&format!("the canary cannot run: {stuck}"), None);
+            return;
+        }
         let problem = self.o.canary.as_ref().and_then(|c| c.problem.clone());
         let since_at = self.status.canary_waiting_since.as_ref().map_or(self.o.now, |t| t.0);
         self.status.message =

@@ -27,6 +27,8 @@ struct World {
     actions: Actions,
     /// Canary becomes available when asked (false: it never does).
     canary_starts: bool,
+    /// A canary pod that cannot run, as the reconciler would report it.
+    canary_stuck: Option<String>,
     /// Stable becomes available when asked (false: a first version that never does).
     stable_starts: bool,
     events: Vec<Event>,
@@ -43,6 +45,7 @@ impl World {
             router_weight: None,
             actions: Actions::default(),
             canary_starts: true,
+            canary_stuck: None,
             stable_starts: true,
             events: Vec::new(),
         }
@@ -83,6 +86,7 @@ impl World {
                     replicas: *replicas,
                     available: self.stable_starts,
                     problem: (!self.stable_starts).then(|| "exceeded quota: pods=0".to_string()),
+                    stuck: None,
                 })
             }
             StableIntent::Keep { replicas } => {
@@ -99,6 +103,7 @@ impl World {
                     replicas: *replicas,
                     available: self.canary_starts,
                     problem: None,
+                    stuck: self.canary_stuck.clone(),
                 })
             }
             CanaryIntent::Keep => {}
@@ -359,6 +364,28 @@ fn a_canary_that_never_becomes_available_is_rolled_back_after_the_deadline() {
     let msg = w.status.message.clone().unwrap_or_default();
     assert!(msg.contains("progressDeadline"), "{msg}");
     assert_eq!(w.status.verdict, Some(Verdict::Fail));
+}
+
+#[test]
+fn a_canary_that_cannot_run_is_rolled_back_at_once_naming_the_pod() {
+    let mut w = deployed();
+    w.new_version("v2-bad-args");
+    w.canary_starts = false;
+    w.canary_stuck =
+        Some("pod web-canary-1: container web: CrashLoopBackOff (2 restarts, last exit code 2)".into());
+    // The first pass creates the canary; the next sees its pod crash-looping.
+    w.run_until(3, &judge(0, 50), |w| w.status.phase == Some(Phase::RolledBack));
+    let msg = w.status.message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("the canary cannot run: pod web-canary-1: container web: CrashLoopBackOff"),
+        "{msg}"
+    );
+    assert!(!msg.contains("progressDeadline"), "{msg}");
+    assert_eq!(w.status.verdict, Some(Verdict::Fail));
+    assert_eq!(w.router_weight.unwrap_or(0), 0, "no traffic ever went to it");
+    assert!(
+        w.events.iter().any(|e| e.warning && e.reason == "RolledBack" && e.note.contains("CrashLoopBackOff"))
+    );
 }
 
 #[test]

@@ -2,14 +2,15 @@
 //! plan out. Every write goes through `owned` (no adoption, no write when nothing differs).
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use rollgate_crds::Rollout;
 use rollgate_crds::conditions::EventReason;
 
 use crate::error::Result;
 use crate::owned::{self, WriteError};
-use crate::plan::{CanaryIntent, Plan, SpecProblem, StableIntent};
+use crate::plan::{CanaryIntent, DeploymentState, Plan, SpecProblem, StableIntent};
 use crate::workload::{self, Role};
 
 /// The objects a Rollout needs, as read this pass (`None`: absent).
@@ -20,10 +21,13 @@ pub struct World {
     /// `<name>-stable`, `<name>-canary` and, with `replicaRatio`, `<name>` (role `None`: the
     /// Service selecting both).
     pub services: Vec<(Option<Role>, Option<Service>)>,
+    /// The Rollout's pods, read only while one of its Deployments is not available.
+    pub pods: Vec<Pod>,
 }
 
 impl World {
-    /// Reads the Rollout's Deployments and Services.
+    /// Reads the Rollout's Deployments and Services (and its pods while a Deployment is not
+    /// available).
     pub async fn observe(client: &Client, ro: &Rollout) -> Result<World> {
         let ns = ro.namespace().unwrap_or_default();
         let name = ro.name_any();
@@ -40,7 +44,33 @@ impl World {
             let n = role.map_or_else(|| name.clone(), |r| workload::name(&name, r));
             seen.push((role, services.get_opt(&n).await?));
         }
-        Ok(World { stable, canary, services: seen })
+        // Pods are read only while a Deployment is not available: why it is not is what a
+        // person (and the canary's fate) needs.
+        let mut pods = Vec::new();
+        if [&stable, &canary].into_iter().flatten().any(|d| !workload::state(d).available) {
+            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            let selector = format!("{}={name}", rollgate_crds::labels::ROLLOUT);
+            pods = api.list(&ListParams::default().labels(&selector)).await?.items;
+        }
+        Ok(World { stable, canary, services: seen, pods })
+    }
+
+    /// The state of `role`'s Deployment, with the pod that keeps it from running, if any.
+    pub fn state(&self, role: Role) -> Option<DeploymentState> {
+        let d = match role {
+            Role::Stable => self.stable.as_ref(),
+            Role::Canary => self.canary.as_ref(),
+        }?;
+        let mut state = workload::state(d);
+        if !state.available
+            && let Some(revision) = &state.revision
+        {
+            state.stuck = workload::stuck_pod(&self.pods, revision);
+            if state.stuck.is_some() {
+                state.problem = state.stuck.clone();
+            }
+        }
+        Some(state)
     }
 
     /// The first object that exists under a name this Rollout needs but is not its own.

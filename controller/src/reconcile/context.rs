@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
-use kube::runtime::events::Recorder;
+use kube::runtime::events::Reporter;
+
+use super::events::EventWriter;
 
 use crate::metrics_provider::MetricProvider;
 use crate::metrics_provider::prometheus::ClientError;
@@ -22,7 +24,7 @@ pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: EventWriter,
     pub metrics: SharedMetrics,
     providers: ProviderFactory,
     provider_cache: Mutex<HashMap<String, Arc<dyn MetricProvider>>>,
@@ -37,13 +39,13 @@ pub struct Context {
 impl Context {
     pub fn new(
         client: Client,
-        recorder: Recorder,
+        reporter: Reporter,
         metrics: SharedMetrics,
         providers: ProviderFactory,
     ) -> Self {
         Self {
+            events: EventWriter::new(client.clone(), reporter),
             client,
-            recorder,
             metrics,
             providers,
             provider_cache: Mutex::default(),

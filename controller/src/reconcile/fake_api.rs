@@ -186,6 +186,17 @@ impl FakeApi {
             return refused(code, &message);
         }
         match method {
+            // A collection read (the reconciler lists a Rollout's pods): what is stored under it.
+            Method::GET if path.ends_with("/pods") => {
+                let prefix = format!("{path}/");
+                let items: Vec<Value> = self.with(|s| {
+                    s.objects.iter().filter(|(p, _)| p.starts_with(&prefix)).map(|(_, o)| o.clone()).collect()
+                });
+                (
+                    StatusCode::OK,
+                    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}),
+                )
+            }
             Method::GET => match self.get(&path) {
                 Some(o) => (StatusCode::OK, o),
                 None => (StatusCode::NOT_FOUND, status(404, "NotFound", "not found")),

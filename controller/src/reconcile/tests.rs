@@ -15,7 +15,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::{Client, Resource};
 use rollgate_crds::rollout::{Phase, Verdict};
 use rollgate_crds::{Rollout, RolloutSpec, RolloutStatus};
@@ -95,8 +95,8 @@ fn api_server(script: Vec<Expect>) -> (Client, tokio::task::JoinHandle<Vec<(Stri
 fn context(client: Client, prom: FakePrometheus) -> Arc<Context> {
     let prom: Arc<dyn MetricProvider> = Arc::new(prom);
     let providers: ProviderFactory = Arc::new(move |_: &str| Ok(prom.clone()));
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "rollgate".into(), instance: None });
-    Arc::new(Context::new(client, recorder, Arc::new(Metrics::default()), providers).with_clock(now))
+    let reporter = Reporter { controller: "rollgate".into(), instance: None };
+    Arc::new(Context::new(client, reporter, Arc::new(Metrics::default()), providers).with_clock(now))
 }
 
 fn rollout(spec: RolloutSpec, status: Option<RolloutStatus>) -> Rollout {
@@ -279,13 +279,12 @@ impl Harness {
         let client = self.fake.client();
         let prom: Arc<dyn MetricProvider> = Arc::new(FakePrometheus { bad: self.bad, total: self.total });
         let providers: ProviderFactory = Arc::new(move |_: &str| Ok(prom.clone()));
-        let recorder =
-            Recorder::new(client.clone(), Reporter { controller: "rollgate".into(), instance: None });
+        let reporter = Reporter { controller: "rollgate".into(), instance: None };
         let now = move || {
             Timestamp::from_second(clock.load(std::sync::atomic::Ordering::SeqCst))
                 .unwrap_or(Timestamp::UNIX_EPOCH)
         };
-        Arc::new(Context::new(client, recorder, Arc::new(Metrics::default()), providers).with_clock(now))
+        Arc::new(Context::new(client, reporter, Arc::new(Metrics::default()), providers).with_clock(now))
     }
 
     fn rollout(&self) -> Rollout {

@@ -1,0 +1,312 @@
+//! Scenario 13: on the real node (kubelet, containerd, runc, CNI, kube-proxy), rollgate installed
+//! in-cluster from `manifests/` with its own ServiceAccount and RBAC rolls out podinfo, an app
+//! nobody here wrote, judged from podinfo's own metrics: a healthy version is promoted, a version
+//! answering errors is rolled back, and the controller is never denied by RBAC.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::ListParams;
+use rollgate_crds::rollout::{Phase, Verdict};
+use tokio::process::Command;
+
+use super::common::{Cluster, Load, OnFailure, report, wait_until};
+
+const NAME: &str = "podinfo";
+const RPS: u32 = 40;
+
+fn manifests() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `kubectl ARGS`; returns (success, output).
+async fn kubectl(c: &Cluster, args: &[&str]) -> (bool, String) {
+    let out = Command::new(c.kubectl()).args(args).stdin(Stdio::null()).output().await.expect("kubectl runs");
+    (
+        out.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+/// Removes the in-cluster controller (not the CRDs: other scenarios' Rollouts stay), also when
+/// the scenario fails, so that no later scenario shares the cluster with it.
+struct Installed {
+    kubectl: std::path::PathBuf,
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let dir = manifests().join("manifests/controller");
+        let _ = std::process::Command::new(&self.kubectl)
+            .args(["delete", "--ignore-not-found", "--wait=true", "-f"])
+            .arg(dir)
+            .output();
+    }
+}
+
+/// The image `make images` built for podinfo (its tag is the module's version).
+fn podinfo_image() -> String {
+    let go_mod = std::fs::read_to_string(manifests().join("e2e/toolchain/podinfo/go.mod")).expect("go.mod");
+    let version = go_mod
+        .lines()
+        .find_map(|l| l.strip_prefix("require github.com/stefanprodan/podinfo "))
+        .expect("podinfo version in go.mod");
+    format!("localhost/podinfo:{}", version.trim())
+}
+
+/// A count over the step's window, series born inside it counted from zero: what the built-in
+/// checks do, written by hand because podinfo's metric names are not refserver's.
+fn delta(series: &str) -> String {
+    format!("clamp_min((sum({series}) or vector(0)) - (sum({series} offset $window) or vector(0)), 0)")
+}
+
+fn rollout_yaml(ns: &str, prometheus: &str, version: &str, args: &str) -> String {
+    let sel = r#"namespace="$namespace",rollout="$name",role="$role",revision="$revision""#;
+    let requests = format!("http_request_duration_seconds_count{{{sel}}}");
+    let errors = format!("http_request_duration_seconds_count{{{sel},status=~\"5..\"}}");
+    let fast = format!("http_request_duration_seconds_bucket{{{sel},le=\"0.25\"}}");
+    let image = podinfo_image();
+    let bad = delta(&errors);
+    let total = delta(&requests);
+    let slow = format!("clamp_min({} - {}, 0)", delta(&requests), delta(&fast));
+    format!(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {NAME}, namespace: {ns}}}
+spec:
+  parentRefs: [{{name: rollgate-demo, namespace: default}}]
+  hostnames: ["{NAME}.{ns}.e2e"]
+  rules:
+    - backendRefs:
+        - {{name: {NAME}-stable, port: 80, weight: 100}}
+        - {{name: {NAME}-canary, port: 80, weight: 0}}
+---
+apiVersion: rollgate.dev/v1alpha1
+kind: Rollout
+metadata: {{name: {NAME}, namespace: {ns}}}
+spec:
+  replicas: 1
+  drainDelay: 2s
+  service: {{port: 80, targetPort: 9898}}
+  steps: [{{weight: 20}}, {{weight: 50}}, {{weight: 100}}]
+  template:
+    metadata:
+      annotations: {{e2e/version: "{version}"}}
+    spec:
+      nodeSelector: {{kubernetes.io/hostname: rollgate-real}}
+      tolerations: [{{key: rollgate.dev/real-node, operator: Exists, effect: NoSchedule}}]
+      terminationGracePeriodSeconds: 15
+      securityContext: {{runAsNonRoot: true, runAsUser: 65532, seccompProfile: {{type: RuntimeDefault}}}}
+      containers:
+        - name: podinfo
+          image: {image}
+          imagePullPolicy: Never
+          args: [--port=9898, --level=warn, --data-path=/tmp, --ui-path=/tmp{args}]
+          ports: [{{name: http, containerPort: 9898}}]
+          readinessProbe: {{httpGet: {{path: /readyz, port: http}}, periodSeconds: 1}}
+          # podinfo stops accepting connections at once on SIGTERM: keep serving while the
+          # endpoints and the gateway catch up, as a user running it behind a gateway would.
+          lifecycle: {{preStop: {{sleep: {{seconds: 5}}}}}}
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            capabilities: {{drop: [ALL]}}
+          volumeMounts: [{{name: tmp, mountPath: /tmp}}]
+      volumes: [{{name: tmp, emptyDir: {{}}}}]
+  traffic: {{gatewayAPI: {{httpRoute: {NAME}}}}}
+  gate:
+    prometheus: {{address: "{prometheus}"}}
+    checks:
+      - name: errors
+        tolerance: 10
+        promql:
+          bad: '{bad}'
+          total: '{total}'
+          maxRatio: 0.01
+      - name: latency
+        promql:
+          bad: '{slow}'
+          total: '{total}'
+          maxRatio: 0.05
+    policy: {{interval: 2s, minHealthy: 10s, maxHold: 5m}}
+"#
+    )
+}
+
+/// The pod holding the controller's Lease, if any.
+async fn leader_opt(c: &Cluster) -> Option<String> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(c.client.clone(), "rollgate-system");
+    leases.get_opt("rollgate-controller").await.ok().flatten()?.spec?.holder_identity
+}
+
+async fn leader(c: &Cluster) -> String {
+    wait_until("a leader", Duration::from_secs(60), || async { leader_opt(c).await.is_some() }).await;
+    leader_opt(c).await.unwrap_or_default()
+}
+
+/// The revision of the template as applied.
+async fn revision(c: &Cluster, ns: &str) -> String {
+    rollgate_crds::revision::revision_of(&c.rollout(ns, NAME).await.spec.template)
+}
+
+#[tokio::test]
+async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_node() {
+    let c = Cluster::connect().await;
+    let ns = c.namespace("e2e-podinfo").await;
+    let guard = OnFailure::new(&c, &ns);
+
+    // Installed as users install it: kustomize, its own ServiceAccount and RBAC, two replicas.
+    let _installed = Installed { kubectl: c.kubectl() };
+    let overlay = manifests().join("e2e/manifests/real-node");
+    let (ok, out) =
+        kubectl(&c, &["apply", "--server-side", "--force-conflicts", "-k", &overlay.display().to_string()])
+            .await;
+    assert!(ok, "{out}");
+    let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), "rollgate-system");
+    wait_until("both controller pods ready", Duration::from_secs(180), || async {
+        deployments
+            .get_opt("rollgate-controller")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|d| d.status)
+            .is_some_and(|s| s.ready_replicas == Some(2))
+    })
+    .await;
+    // The runtime enforces the manifests' securityContext: the process runs as 65532.
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "rollgate-system");
+    let listed =
+        pods.list(&ListParams::default().labels("app.kubernetes.io/name=rollgate")).await.expect("pods");
+    for p in &listed.items {
+        let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+        assert_eq!(node, "rollgate-real", "controller pod on the real node");
+    }
+
+    let prometheus = c.prometheus.clone();
+    let (ok, out) = c.apply(&rollout_yaml(&ns, &prometheus, "v1", "")).await;
+    assert!(ok, "{out}");
+    wait_until("podinfo v1 promoted as stable", Duration::from_secs(180), || async {
+        c.status(&ns, NAME).await.phase == Some(Phase::Promoted)
+    })
+    .await;
+
+    let load = Load::start(&format!("{}/", c.gateway), &format!("{NAME}.{ns}.e2e"), RPS, 4);
+    // The gateway serves the route a moment after it is written: the rollout is judged from the
+    // first answered request on.
+    wait_until("traffic reaches podinfo", Duration::from_secs(60), || async {
+        load.snapshot().iter().any(|s| s.status == 200)
+    })
+    .await;
+    let started = std::time::Instant::now();
+
+    // A healthy new version: every step passes on podinfo's own metrics.
+    let (ok, out) = c.apply(&rollout_yaml(&ns, &prometheus, "v2", "")).await;
+    assert!(ok, "{out}");
+    let v2 = revision(&c, &ns).await;
+    // The leader pod is force-deleted mid-step: the standby takes the Lease and finishes.
+    wait_until("v2 at its first step", Duration::from_secs(120), || async {
+        c.status(&ns, NAME).await.history.iter().any(|d| d.action == "StepUp")
+    })
+    .await;
+    let leader = leader(&c).await;
+    let (ok, out) =
+        kubectl(&c, &["delete", "pod", "-n", "rollgate-system", &leader, "--grace-period=0", "--force"])
+            .await;
+    assert!(ok, "{out}");
+    wait_until("another pod leads", Duration::from_secs(90), || async {
+        let now = leader_opt(&c).await;
+        now.is_some_and(|l| l != leader)
+    })
+    .await;
+    wait_until("podinfo v2 promoted", Duration::from_secs(300), || async {
+        let st = c.status(&ns, NAME).await;
+        st.phase == Some(Phase::Promoted) && st.stable_revision.as_deref() == Some(v2.as_str())
+    })
+    .await;
+    let promoted_after = started.elapsed();
+    let st = c.status(&ns, NAME).await;
+    assert_eq!(st.verdict, Some(Verdict::Pass));
+    let step_ups: Vec<i32> = st.history.iter().filter(|d| d.action == "StepUp").map(|d| d.weight).collect();
+    assert_eq!(step_ups, vec![20, 50, 100], "each step taken once: {:?}", st.history);
+    let healthy = load.snapshot();
+    let failures: Vec<(u16, f64)> = healthy
+        .iter()
+        .filter(|s| s.at >= started && (s.status >= 500 || s.status == 0))
+        .map(|s| (s.status, s.at.duration_since(started).as_secs_f64()))
+        .collect();
+    let failed_healthy = failures.len();
+
+    // podinfo's own fault option: a third of the requests fail (500, 400 or 409).
+    let (ok, out) = c.apply(&rollout_yaml(&ns, &prometheus, "v3", ", --random-error")).await;
+    assert!(ok, "{out}");
+    let v3 = revision(&c, &ns).await;
+    wait_until("podinfo v3 rolled back", Duration::from_secs(300), || async {
+        let st = c.status(&ns, NAME).await;
+        st.phase == Some(Phase::RolledBack) && st.canary_revision.as_deref() == Some(v3.as_str())
+    })
+    .await;
+    let rolled_back_after = started.elapsed();
+    let st = c.status(&ns, NAME).await;
+    assert_eq!(st.verdict, Some(Verdict::Fail));
+    let reason = st.message.clone().unwrap_or_default();
+    assert!(reason.contains("errors"), "the reason names the check: {reason}");
+
+    // A canary whose container cannot start (a flag podinfo does not know) is rolled back as soon
+    // as its pod crash-loops, saying so; stable keeps serving every request.
+    let crash_applied = std::time::Instant::now();
+    let (ok, out) = c.apply(&rollout_yaml(&ns, &prometheus, "v4", ", --no-such-flag")).await;
+    assert!(ok, "{out}");
+    let v4 = revision(&c, &ns).await;
+    wait_until("the crash-looping v4 rolled back", Duration::from_secs(240), || async {
+        let st = c.status(&ns, NAME).await;
+        st.phase == Some(Phase::RolledBack) && st.canary_revision.as_deref() == Some(v4.as_str())
+    })
+    .await;
+    let crash_rolled_back_after = crash_applied.elapsed();
+    let crash_reason = c.status(&ns, NAME).await.message.unwrap_or_default();
+    assert!(
+        crash_reason.contains("the canary cannot run") && crash_reason.contains("CrashLoopBackOff"),
+        "the reason says the canary crash-loops: {crash_reason}"
+    );
+    let events = c.events(&ns);
+    assert!(events.contains("CrashLoopBackOff"), "a Warning Event names it:\n{events}");
+    let seen = load.stop().await;
+    let failed_during_crash =
+        seen.iter().filter(|s| s.at >= crash_applied && (s.status >= 500 || s.status == 0)).count();
+    assert_eq!(failed_during_crash, 0, "stable stopped serving while the canary crash-looped");
+
+    // The controller did all of it under its own ServiceAccount: never denied.
+    let (ok, logs) =
+        kubectl(&c, &["logs", "-n", "rollgate-system", "-l", "app.kubernetes.io/name=rollgate", "--tail=-1"])
+            .await;
+    assert!(ok, "{logs}");
+    assert!(logs.contains("leadership acquired"), "one of the pods leads:\n{logs}");
+    assert!(!logs.contains("forbidden"), "an RBAC denial in the controller's log:\n{logs}");
+
+    assert_eq!(
+        failed_healthy,
+        0,
+        "requests failed while a healthy podinfo was rolled out (status, seconds after v2 was applied): {failures:?}; history: {:?}",
+        c.status(&ns, NAME).await.history
+    );
+    report(
+        &c,
+        "scenario-13-real-node-podinfo",
+        serde_json::json!({
+            "requests": seen.len(),
+            "failed_during_healthy_rollout": failed_healthy,
+            "promoted_after_s": promoted_after.as_secs_f64(),
+            "rolled_back_after_s": rolled_back_after.as_secs_f64(),
+            "rollback_reason": reason,
+            "crash_loop_rolled_back_after_s": crash_rolled_back_after.as_secs_f64(),
+            "crash_loop_reason": crash_reason,
+            "failed_during_crash_loop": failed_during_crash,
+        }),
+    );
+    drop(guard);
+}
