@@ -18,7 +18,7 @@ deps: ## check the toolchain and install missing system packages
 	@. scripts/lib.sh && apt_install curl
 
 .PHONY: test
-test: deps lint crds-check reference-check bench-gate-check unit ## everything CI checks: format, clippy, generated files and tables, all tests
+test: deps lint crds-check reference-check chart-check bench-gate-check unit ## everything CI checks: format, clippy, generated files and tables, all tests
 
 .PHONY: lint
 lint: ## cargo fmt --check and clippy with -D warnings
@@ -31,13 +31,16 @@ unit: ## unit and integration tests of every crate
 	$(CARGO) test --workspace --locked
 
 .PHONY: crds
-crds: ## regenerate manifests/crds/ from the Rust types
+crds: ## regenerate manifests/crds/ (and the chart's copy) from the Rust types
 	$(CARGO) run -q --locked -p rollgate -- crds > manifests/crds/rollgate.yaml
+	cp manifests/crds/rollgate.yaml charts/rollgate/crds/rollgate.yaml
 
 .PHONY: crds-check
 crds-check: ## fail when manifests/crds/ is stale
 	@$(CARGO) run -q --locked -p rollgate -- crds | diff -u manifests/crds/rollgate.yaml - \
 	  || { echo "manifests/crds/rollgate.yaml is stale: run make crds" >&2; exit 1; }
+	@diff -u manifests/crds/rollgate.yaml charts/rollgate/crds/rollgate.yaml \
+	  || { echo "charts/rollgate/crds/ is stale: run make crds" >&2; exit 1; }
 
 .PHONY: reference
 reference: ## regenerate docs/reference.md (the spec reference) from the CRD schema
@@ -47,6 +50,10 @@ reference: ## regenerate docs/reference.md (the spec reference) from the CRD sch
 reference-check: ## fail when docs/reference.md is stale
 	@$(CARGO) run -q --locked -p rollgate -- crds --reference | diff -u docs/reference.md - \
 	  || { echo "docs/reference.md is stale: run make reference" >&2; exit 1; }
+
+.PHONY: chart-check
+chart-check: ## helm lint and helm template of charts/rollgate; its RBAC rules are manifests/controller/ rules
+	bash scripts/chart-check.sh
 
 .PHONY: demo
 demo: deps ## the product end to end: local control plane, v2 promoted, v3 rolled back (root)

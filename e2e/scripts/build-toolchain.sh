@@ -5,7 +5,8 @@
 #   (Debian's package lacks Kubernetes service discovery); the Gateway API standard CRDs; and for
 #   the real node: kubelet, kube-proxy, the pause (sandbox) binary from the kubernetes module's
 #   source, and podinfo (the app nobody here wrote).
-# Prints the directory holding bin/ and crds/ on stdout. Safe to run again: a warm cache is a
+# Prints the directory holding bin/ and crds/ on stdout; with the argument `helm`, builds only helm
+# and prints its path (for `make chart-check`, which needs nothing else). Safe to run again: a warm cache is a
 # no-op. Needs Go (see go.mod files for the minimum) and the Go module proxy.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,10 +19,25 @@ PROMETHEUS_VERSION=0.316.0
 GATEWAY_API_VERSION=1.4.0
 # The sandbox image kubelet 1.35 expects (registry.k8s.io/pause), built here from source.
 PAUSE_VERSION=3.10
+HELM_VERSION=3.22.0
 
 command -v go >/dev/null || die "Go is required to build the control plane (https://go.dev/doc/install)"
 
 key() { cat "$here/toolchain/$1/go.mod" "$here/toolchain/$1/go.sum" | sha256sum | cut -c1-12; }
+
+helm_out="$ROLLGATE_CACHE/toolchain/helm-$HELM_VERSION-$(key helm)"
+if [ ! -x "$helm_out/helm" ]; then
+  log "building helm $HELM_VERSION (go build, cached in $helm_out)"
+  mkdir -p "$helm_out"
+  (cd "$here/toolchain/helm" && CGO_ENABLED=0 go build -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION" \
+    -o "$helm_out/helm.partial" helm.sh/helm/v3/cmd/helm)
+  mv "$helm_out/helm.partial" "$helm_out/helm"
+fi
+if [ "${1:-}" = helm ]; then
+  printf '%s\n' "$helm_out/helm"
+  exit 0
+fi
 out="$ROLLGATE_CACHE/toolchain/k8s-$KUBE_VERSION-etcd-$ETCD_VERSION-traefik-$TRAEFIK_VERSION-$(key kubernetes)$(key etcd | cut -c1-4)$(key traefik | cut -c1-4)"
 # Prometheus is keyed on its own, so adding it did not invalidate the other binaries.
 prom_out="$ROLLGATE_CACHE/toolchain/prometheus-$PROMETHEUS_VERSION-$(key prometheus)"
@@ -87,7 +103,7 @@ if [ ! -x "$podinfo_out/podinfo" ]; then
     -o "$podinfo_out/podinfo.partial" github.com/stefanprodan/podinfo/cmd/podinfo)
   mv "$podinfo_out/podinfo.partial" "$podinfo_out/podinfo"
 fi
-for b in "$node_out/kubelet" "$node_out/kube-proxy" "$node_out/pause" "$podinfo_out/podinfo"; do
+for b in "$node_out/kubelet" "$node_out/kube-proxy" "$node_out/pause" "$podinfo_out/podinfo" "$helm_out/helm"; do
   ln -sf "$b" "$out/bin/$(basename "$b")"
 done
 

@@ -35,10 +35,14 @@ async fn kubectl(c: &Cluster, args: &[&str]) -> (bool, String) {
 /// the scenario fails, so that no later scenario shares the cluster with it.
 struct Installed {
     kubectl: std::path::PathBuf,
+    helm: std::path::PathBuf,
 }
 
 impl Drop for Installed {
     fn drop(&mut self) {
+        let _ = std::process::Command::new(&self.helm)
+            .args(["uninstall", "rollgate", "--namespace", "rollgate-system", "--wait", "--ignore-not-found"])
+            .output();
         let dir = manifests().join("manifests/controller");
         let _ = std::process::Command::new(&self.kubectl)
             .args(["delete", "--ignore-not-found", "--wait=true", "-f"])
@@ -149,6 +153,26 @@ async fn leader(c: &Cluster) -> String {
     leader_opt(c).await.unwrap_or_default()
 }
 
+/// Resident memory (KiB) of the controller processes running in containers on this host (their
+/// command line is the image's `/rollgate controller`), largest first.
+fn in_cluster_controller_rss_kib() -> Vec<u64> {
+    let mut out: Vec<u64> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            if !cmdline.starts_with(b"/rollgate\0controller") {
+                return None;
+            }
+            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+            status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+        })
+        .collect();
+    out.sort_unstable_by(|a, b| b.cmp(a));
+    out
+}
+
 /// The revision of the template as applied.
 async fn revision(c: &Cluster, ns: &str) -> String {
     rollgate_crds::revision::revision_of(&c.rollout(ns, NAME).await.spec.template)
@@ -161,7 +185,7 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
     let guard = OnFailure::new(&c, &ns);
 
     // Installed as users install it: kustomize, its own ServiceAccount and RBAC, two replicas.
-    let _installed = Installed { kubectl: c.kubectl() };
+    let _installed = Installed { kubectl: c.kubectl(), helm: c.toolchain.join("bin/helm") };
     let overlay = manifests().join("e2e/manifests/real-node");
     let (ok, out) =
         kubectl(&c, &["apply", "--server-side", "--force-conflicts", "-k", &overlay.display().to_string()])
@@ -187,6 +211,8 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
         assert_eq!(node, "rollgate-real", "controller pod on the real node");
     }
 
+    let rss_idle = in_cluster_controller_rss_kib();
+    assert_eq!(rss_idle.len(), 2, "two controller processes in containers on this host: {rss_idle:?}");
     let prometheus = c.prometheus.clone();
     let (ok, out) = c.apply(&rollout_yaml(&ns, &prometheus, "v1", "")).await;
     assert!(ok, "{out}");
@@ -242,6 +268,7 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
     let failed_healthy = failures.len();
 
     // podinfo's own fault option: a third of the requests fail (500, 400 or 409).
+    let errors_applied = std::time::Instant::now();
     let (ok, out) = c.apply(&rollout_yaml(&ns, &prometheus, "v3", ", --random-error")).await;
     assert!(ok, "{out}");
     let v3 = revision(&c, &ns).await;
@@ -250,7 +277,7 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
         st.phase == Some(Phase::RolledBack) && st.canary_revision.as_deref() == Some(v3.as_str())
     })
     .await;
-    let rolled_back_after = started.elapsed();
+    let rolled_back_after = errors_applied.elapsed();
     let st = c.status(&ns, NAME).await;
     assert_eq!(st.verdict, Some(Verdict::Fail));
     let reason = st.message.clone().unwrap_or_default();
@@ -275,6 +302,7 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
     );
     let events = c.events(&ns);
     assert!(events.contains("CrashLoopBackOff"), "a Warning Event names it:\n{events}");
+    let rss_after_rollouts = in_cluster_controller_rss_kib();
     let seen = load.stop().await;
     let failed_during_crash =
         seen.iter().filter(|s| s.at >= crash_applied && (s.status >= 500 || s.status == 0)).count();
@@ -294,18 +322,71 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
         "requests failed while a healthy podinfo was rolled out (status, seconds after v2 was applied): {failures:?}; history: {:?}",
         c.status(&ns, NAME).await.history
     );
+    // Uninstalled, then installed again from the Helm chart: the next version is promoted by it.
+    let helm_started = std::time::Instant::now();
+    let controller_dir = manifests().join("manifests/controller").display().to_string();
+    let (ok, out) = kubectl(&c, &["delete", "--wait=true", "-f", &controller_dir]).await;
+    assert!(ok, "{out}");
+    let out = Command::new(c.toolchain.join("bin/helm"))
+        .args(["install", "rollgate", &manifests().join("charts/rollgate").display().to_string()])
+        .args(["--namespace", "rollgate-system", "--create-namespace", "--wait", "--timeout", "3m"])
+        .args(["--set", "nodeSelector.kubernetes\\.io/hostname=rollgate-real"])
+        .args([
+            "--set",
+            "tolerations[0].key=rollgate.dev/real-node",
+            "--set",
+            "tolerations[0].operator=Exists",
+        ])
+        .args(["--set", "tolerations[0].effect=NoSchedule"])
+        .output()
+        .await
+        .expect("helm runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "helm install: {text}");
+    wait_until("both pods of the chart ready", Duration::from_secs(180), || async {
+        deployments
+            .get_opt("rollgate-controller")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|d| d.status)
+            .is_some_and(|s| s.ready_replicas == Some(2))
+    })
+    .await;
+    let load = Load::start(&format!("{}/", c.gateway), &format!("{NAME}.{ns}.e2e"), RPS, 4);
+    let (ok, out) = c.apply(&rollout_yaml(&ns, &prometheus, "v5", "")).await;
+    assert!(ok, "{out}");
+    let v5 = revision(&c, &ns).await;
+    wait_until("podinfo v5 promoted by the Helm-installed controller", Duration::from_secs(300), || async {
+        let st = c.status(&ns, NAME).await;
+        st.phase == Some(Phase::Promoted) && st.stable_revision.as_deref() == Some(v5.as_str())
+    })
+    .await;
+    let helm_promoted_after = helm_started.elapsed();
+    let seen_helm = load.stop().await;
+    let failed_helm = seen_helm.iter().filter(|s| s.status >= 500 || s.status == 0).count();
+    assert_eq!(failed_helm, 0, "requests failed while the Helm-installed controller promoted v5");
+    let (ok, logs) =
+        kubectl(&c, &["logs", "-n", "rollgate-system", "-l", "app.kubernetes.io/name=rollgate", "--tail=-1"])
+            .await;
+    assert!(ok, "{logs}");
+    assert!(!logs.contains("forbidden"), "an RBAC denial in the Helm-installed controller's log:\n{logs}");
+
     report(
         &c,
         "scenario-13-real-node-podinfo",
         serde_json::json!({
             "requests": seen.len(),
             "failed_during_healthy_rollout": failed_healthy,
-            "promoted_after_s": promoted_after.as_secs_f64(),
-            "rolled_back_after_s": rolled_back_after.as_secs_f64(),
+            "v2_applied_to_promoted_s": promoted_after.as_secs_f64(),
+            "v3_applied_to_rolled_back_s": rolled_back_after.as_secs_f64(),
             "rollback_reason": reason,
             "crash_loop_rolled_back_after_s": crash_rolled_back_after.as_secs_f64(),
             "crash_loop_reason": crash_reason,
             "failed_during_crash_loop": failed_during_crash,
+            "helm_reinstall_to_promoted_s": helm_promoted_after.as_secs_f64(),
+            "controller_rss_kib_idle": rss_idle,
+            "controller_rss_kib_after_rollouts": rss_after_rollouts,
         }),
     );
     drop(guard);
