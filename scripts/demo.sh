@@ -88,6 +88,14 @@ log "deploying refserver v1 (becomes stable directly)"
 manifest v1 "" | "$kubectl" apply -f - >/dev/null
 watch_rollout Promoted
 
+# The gateway serves a route a moment after it is written: traffic starts once it answers, so
+# that every request the load generator counts reached refserver.
+log "waiting for the gateway to serve the route"
+for i in $(seq 600); do
+  curl -fsS -o /dev/null -H "Host: refserver.demo" "$ROLLGATE_E2E_GATEWAY/api/v1/echo" 2>/dev/null && break
+  [ "$i" -eq 600 ] && die "the gateway did not serve refserver.demo within 60 s"
+  sleep 0.1
+done
 log "sending 100 requests/s through the gateway (Traefik, Host: refserver.demo)"
 "$bin/rollgate-load" --url "$ROLLGATE_E2E_GATEWAY/api/v1/echo" --host refserver.demo --rps 100 --report-every 5 &
 pids+=($!)
