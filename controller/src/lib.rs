@@ -3,6 +3,7 @@
 //! implement small traits around it.
 
 pub mod cli;
+pub mod connection;
 pub mod error;
 pub mod metrics_provider;
 pub mod notify;

@@ -29,7 +29,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 use rollgate_crds::labels::ROLLOUT;
 use rollgate_crds::{ReleaseGate, Rollout};
 
-use crate::cli::connection::KubeArgs;
+use crate::connection::KubeArgs;
 use crate::metrics_provider::MetricProvider;
 use crate::metrics_provider::prometheus::Prometheus;
 use crate::observability::{CountRequests, Metrics, SharedMetrics};
@@ -68,7 +68,7 @@ pub enum RunError {
     #[error("connecting to Kubernetes: {0}")]
     Client(#[source] kube::Error),
     #[error(transparent)]
-    Config(#[from] crate::cli::connection::ConfigError),
+    Config(#[from] crate::connection::ConfigError),
     #[error("--namespace: the controller watches every namespace (scoping is not supported yet)")]
     Namespace,
     #[error("leader election: {0}")]

@@ -3,7 +3,6 @@
 //!
 //! Exit codes are shared by every command that reports a verdict; see `Exit`.
 
-pub mod connection;
 pub mod gate;
 pub mod gate_file;
 pub mod rollout;

@@ -15,9 +15,9 @@ use rollgate_crds::labels::{ACTION_ABORT, ACTION_PROMOTE, ACTION_RETRY};
 use rollgate_crds::rollout::Phase;
 use serde_json::json;
 
-pub use super::connection::KubeArgs;
 use super::view::{self, WaitExit, WaitFor};
 use super::{EXIT_CODES, Exit};
+pub use crate::connection::KubeArgs;
 use crate::rollout_watch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

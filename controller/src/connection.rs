@@ -1,5 +1,6 @@
-//! How every command that talks to Kubernetes reaches the cluster, as kubectl does: one set of
-//! global flags (`--kubeconfig`, `--context`, `-n/--namespace`), before or after the subcommand.
+//! How every command that talks to Kubernetes reaches the cluster, as kubectl does (the CLI and
+//! `rollgate controller` alike): one set of global flags (`--kubeconfig`, `--context`,
+//! `-n/--namespace`), before or after the subcommand.
 
 use std::path::PathBuf;
 
