@@ -18,8 +18,9 @@ pub trait RolloutSpecExt: Sized {
 impl RolloutSpecExt for RolloutSpec {
     fn test() -> Self {
         let mut gate = GateSpec {
-            prometheus: PrometheusSource { address: "http://127.0.0.1:9090".into() },
-            checks: defaults::checks(),
+            prometheus: PrometheusSource::at("http://127.0.0.1:9090"),
+            metrics: Default::default(),
+            checks: defaults::checks(true),
             policy: Default::default(),
         };
         gate.policy.min_healthy = PositiveDuration::from(std::time::Duration::from_secs(30));

@@ -348,6 +348,8 @@ mod tests {
                 needed: None,
                 statistic: None,
                 reason: String::new(),
+                source: None,
+                unit: None,
             }],
             ..Default::default()
         }

@@ -21,12 +21,14 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
+use crate::metrics_provider::Span;
 use crate::observability::ErrorLabels;
 use crate::owned::WriteError;
 use crate::plan::{self, Actions, Observed, Plan, SpecProblem, revision_of};
 use crate::router::{self, RouterError};
 use crate::workload::Role;
 
+mod access;
 mod apply;
 mod context;
 mod events;
@@ -88,11 +90,18 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
     let client = ctx.client.clone();
     let (gate, gate_hooks, mut problem) = match resolve_gate(&client, ro, ns).await? {
         Ok((g, hooks)) => {
-            let problem = validate(ro, &g, ctx).err();
+            let problem = validate(ro, &g).err();
             (Some(g), hooks, problem)
         }
         Err(p) => (None, None, Some(p)),
     };
+    let mut provider = None;
+    if let (Some(g), None) = (&gate, &problem) {
+        match access::provider(ctx, ns, &g.prometheus).await? {
+            Ok(p) => provider = Some(p),
+            Err(p) => problem = Some(p),
+        }
+    }
     let world = World::observe(&client, ro).await?;
     let uid = ro.uid().unwrap_or_default();
     problem = problem.or_else(|| world.conflict(&uid)).or_else(|| rejected_before(ro));
@@ -123,8 +132,12 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
         spec_problem: problem.clone(),
         gate_interval: policy.interval.as_std(),
     };
-    let evaluation = match (plan::evaluation_window(&observed), &gate) {
-        (Some(window), Some(gate)) => Some(evaluate_gate(ctx, ro, gate, &status, &revision, window).await?),
+    let evaluation = match (plan::evaluation_window(&observed), &gate, &provider) {
+        (Some(window), Some(gate), Some(provider)) => {
+            // Every query of this evaluation is read at the instant the window ends.
+            let span = Span { window, time: Some(observed.now.as_second()) };
+            Some(evaluate_gate(provider.as_ref(), ro, gate, &status, &revision, span).await?)
+        }
         _ => None,
     };
     let mut plan = plan::plan(&observed, evaluation.as_ref());

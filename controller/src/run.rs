@@ -31,6 +31,7 @@ use rollgate_crds::{ReleaseGate, Rollout};
 
 use crate::connection::KubeArgs;
 use crate::metrics_provider::MetricProvider;
+use crate::metrics_provider::access::Access;
 use crate::metrics_provider::prometheus::Prometheus;
 use crate::observability::{CountRequests, Metrics, SharedMetrics};
 use crate::reconcile::{Context, ProviderFactory, error_policy, reconcile};
@@ -138,7 +139,7 @@ pub async fn run(args: ControllerArgs, kube: KubeArgs) -> Result<(), RunError> {
     tracing::info!(%identity, metrics = %metrics_addr, "rollgate controller started; waiting for leadership");
 
     let providers: ProviderFactory =
-        Arc::new(|address: &str| Prometheus::new(address).map(|p| Arc::new(p) as Arc<dyn MetricProvider>));
+        Arc::new(|access: &Access| Prometheus::new(access).map(|p| Arc::new(p) as Arc<dyn MetricProvider>));
     let reporter = Reporter { controller: "rollgate".into(), instance: Some(identity.clone()) };
     let (notifier, deliveries) = crate::notify::channel(metrics.clone()).map_err(RunError::Notifier)?;
     let ctx =

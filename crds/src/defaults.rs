@@ -92,13 +92,18 @@ pub fn missed_detection_rate() -> f64 {
 pub fn yes() -> bool {
     true
 }
-pub fn checks() -> Vec<crate::gate::Check> {
+/// The checks of a gate that lists none; the pause check only for an app that exports
+/// refserver's pause histogram.
+pub fn checks(with_pause: bool) -> Vec<crate::gate::Check> {
     use crate::gate::{Check, ErrorRateCheck, LatencyCheck, PauseCheck};
-    vec![
+    let mut out = vec![
         Check { name: "error-rate".into(), error_rate: Some(ErrorRateCheck::default()), ..Check::empty() },
         Check { name: "latency".into(), latency: Some(LatencyCheck::default()), ..Check::empty() },
-        Check { name: "pause".into(), pause: Some(PauseCheck::default()), ..Check::empty() },
-    ]
+    ];
+    if with_pause {
+        out.push(Check { name: "pause".into(), pause: Some(PauseCheck::default()), ..Check::empty() });
+    }
+    out
 }
 
 pub fn webhook_events() -> Vec<crate::notifications::NotificationEvent> {

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::bounds::*;
 use crate::defaults;
 use crate::duration::PositiveDuration;
+use crate::metrics::{MetricPreset, MetricSource};
+pub use crate::prometheus::PrometheusSource;
 
 /// What a step does when `maxHold` passes without a conclusive verdict (the gate's type).
 pub use rollgate_gate::InconclusivePolicy;
@@ -43,30 +45,26 @@ pub struct ReleaseGateSpec {
 pub struct GateSpec {
     /// Where the metrics are read.
     pub prometheus: PrometheusSource,
-    /// The checks; every one must hold. Default: the playbook's error rate (< 0.02 %),
-    /// p95 latency (< 300 ms) and runtime pause (p99 < 50 ms).
-    #[serde(default = "defaults::checks")]
-    #[schemars(length(min = CHECKS_MIN, max = CHECKS_MAX))]
+    /// Where the request checks read their counts, unless a check sets its own
+    /// (default: `preset: refserver`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub metrics: MetricSource,
+    /// The checks; every one must hold. None: the playbook's error rate (< 0.02 %) and p95
+    /// latency (< 300 ms) read from `metrics`, and, with the `refserver` preset, its runtime
+    /// pause (p99 < 50 ms).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = CHECKS_MAX))]
     pub checks: Vec<Check>,
     /// How evidence is gathered and judged.
     #[serde(default)]
     pub policy: GatePolicy,
 }
 
-/// A Prometheus HTTP API endpoint.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct PrometheusSource {
-    /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`.
-    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("must be an http:// or https:// URL"))]
-    #[schemars(length(min = 1, max = ADDRESS_MAX_LEN))]
-    pub address: String,
-}
-
 /// One SLO: a budget on the share of bad events. Exactly one kind is set.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("[has(self.errorRate), has(self.latency), has(self.pause), has(self.promql)].filter(x, x).size() == 1").message("exactly one of errorRate, latency, pause, promql must be set"))]
+#[x_kube(validation = Rule::new("!has(self.metrics) || has(self.errorRate) || has(self.latency)").message("metrics is only for errorRate and latency checks"))]
 pub struct Check {
     /// Name shown in status and events; unique within the gate.
     #[schemars(length(min = 1, max = CHECK_NAME_MAX_LEN), regex(pattern = CHECK_NAME_PATTERN))]
@@ -84,6 +82,10 @@ pub struct Check {
     /// Any pair of counts from PromQL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promql: Option<PromqlCheck>,
+    /// Where this check reads its counts (`errorRate` and `latency` only); default: the gate's
+    /// `metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricSource>,
     /// How many times over budget a canary must be for promotion to be ruled out (with
     /// probability `policy.missedDetectionRate`). Smaller values catch smaller regressions and
     /// need more traffic to pass a step. Default 10 for `errorRate`, 3 for the others.
@@ -101,6 +103,7 @@ impl Check {
             latency: None,
             pause: None,
             promql: None,
+            metrics: None,
             tolerance: None,
         }
     }
@@ -241,6 +244,28 @@ impl Default for GatePolicy {
             missed_detection_rate: defaults::MISSED_DETECTION_RATE,
             compare_with_stable: true,
         }
+    }
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+// === impl GateSpec ===
+
+impl GateSpec {
+    /// The checks in force: the spec's, or the defaults for the gate's metric source.
+    pub fn effective_checks(&self) -> std::borrow::Cow<'_, [Check]> {
+        if self.checks.is_empty() {
+            std::borrow::Cow::Owned(defaults::checks(self.metrics.preset() == Some(MetricPreset::Refserver)))
+        } else {
+            std::borrow::Cow::Borrowed(&self.checks)
+        }
+    }
+
+    /// Where `check` reads its request counts.
+    pub fn source_of<'a>(&'a self, check: &'a Check) -> &'a MetricSource {
+        check.metrics.as_ref().unwrap_or(&self.metrics)
     }
 }
 

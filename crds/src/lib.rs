@@ -25,7 +25,9 @@ pub mod conditions;
 pub mod defaults;
 pub mod duration;
 pub mod gate;
+pub mod metrics;
 pub mod notifications;
+pub mod prometheus;
 pub mod reference;
 pub mod revision;
 pub mod rollout;
@@ -33,6 +35,7 @@ pub mod validation;
 
 pub use duration::PositiveDuration;
 pub use gate::{GateSpec, ReleaseGate, ReleaseGateSpec};
+pub use metrics::{MetricPreset, MetricSource};
 pub use rollout::{Rollout, RolloutSpec, RolloutStatus};
 
 use kube::CustomResourceExt;

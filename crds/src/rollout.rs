@@ -298,6 +298,12 @@ pub struct CheckStatus {
     pub statistic: Option<String>,
     /// Why, in words.
     pub reason: String,
+    /// What the counts are read from: the series and, for a histogram, the boundary judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// What is counted: `requests`, `pauses` or `events`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
 }
 
 /// A check's state after an evaluation (the gate's type).

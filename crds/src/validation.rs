@@ -3,6 +3,8 @@
 
 use crate::bounds::*;
 use crate::gate::{Check, GateSpec};
+use crate::metrics::MetricSource;
+use crate::prometheus::PrometheusSource;
 
 /// A field whose value the schema refuses: its path (`checks[0].errorRate.maxRatio`) and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,9 +57,8 @@ impl GateSpec {
                 format!("longer than {ADDRESS_MAX_LEN} characters"),
             ));
         }
-        if self.checks.len() < CHECKS_MIN {
-            return Err(FieldError::new("checks", "at least one check is needed"));
-        }
+        self.metrics.validate().map_err(|e| e.under("metrics"))?;
+        self.prometheus.validate().map_err(|e| e.under("prometheus"))?;
         if self.checks.len() > CHECKS_MAX {
             return Err(FieldError::new(
                 "checks",
@@ -109,11 +110,96 @@ impl Check {
                 }
             }
         }
+        if let Some(m) = &self.metrics {
+            if self.error_rate.is_none() && self.latency.is_none() {
+                return Err(FieldError::new(
+                    "metrics",
+                    "only errorRate and latency checks read request metrics",
+                ));
+            }
+            m.validate().map_err(|e| e.under("metrics"))?;
+        }
         if let Some(t) = self.tolerance {
             within("tolerance", t, TOLERANCE_MIN, TOLERANCE_MAX)?;
         }
         Ok(())
     }
+}
+
+impl PrometheusSource {
+    /// The rules of the headers, credentials and TLS; fields are relative to the source.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.headers.len() > HEADERS_MAX {
+            return Err(FieldError::new(
+                "headers",
+                format!("at most {HEADERS_MAX}, not {}", self.headers.len()),
+            ));
+        }
+        for (i, h) in self.headers.iter().enumerate() {
+            let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+.^_~-".contains(c);
+            if h.name.is_empty() || h.name.len() > HEADER_NAME_MAX_LEN || !h.name.chars().all(token) {
+                return Err(FieldError::new(
+                    format!("headers[{i}].name"),
+                    format!("{:?} is not an HTTP header name", h.name),
+                ));
+            }
+            if h.name.eq_ignore_ascii_case("authorization") {
+                return Err(FieldError::new(
+                    format!("headers[{i}].name"),
+                    "set credentials with auth, not a header",
+                ));
+            }
+            if h.value.len() > HEADER_VALUE_MAX_LEN
+                || !h.value.chars().all(|c| c == '\t' || (' '..='~').contains(&c))
+            {
+                return Err(FieldError::new(format!("headers[{i}].value"), "must be printable ASCII"));
+            }
+        }
+        if let Some(a) = &self.auth
+            && a.bearer.is_some() == a.basic.is_some()
+        {
+            return Err(FieldError::new("auth", "set exactly one of bearer and basic"));
+        }
+        if let Some(t) = &self.tls
+            && t.ca_config_map.is_some()
+            && t.ca_secret.is_some()
+        {
+            return Err(FieldError::new("tls", "set caConfigMap or caSecret, not both"));
+        }
+        Ok(())
+    }
+}
+
+impl MetricSource {
+    /// A source's rules; fields are relative to it.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.preset.is_some() && self.histogram.is_some() {
+            return Err(FieldError::new("histogram", "set preset or histogram, not both"));
+        }
+        if self.status_label.is_some() && self.histogram.is_none() {
+            return Err(FieldError::new("statusLabel", "is only for a custom histogram"));
+        }
+        if let Some(h) = &self.histogram
+            && !is_name(h, true)
+        {
+            return Err(FieldError::new("histogram", format!("{h:?} is not a Prometheus metric name")));
+        }
+        if let Some(l) = &self.status_label
+            && !is_name(l, false)
+        {
+            return Err(FieldError::new("statusLabel", format!("{l:?} is not a Prometheus label name")));
+        }
+        Ok(())
+    }
+}
+
+/// `METRIC_NAME_PATTERN` (with colons) or `LABEL_NAME_PATTERN`, and the length bound.
+fn is_name(s: &str, colons: bool) -> bool {
+    let ok = |c: char| c.is_ascii_alphanumeric() || c == '_' || (colons && c == ':');
+    !s.is_empty()
+        && s.len() <= METRIC_NAME_MAX_LEN
+        && s.chars().all(ok)
+        && !s.starts_with(|c: char| c.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -123,7 +209,8 @@ mod tests {
 
     fn gate(checks: Vec<Check>) -> GateSpec {
         GateSpec {
-            prometheus: PrometheusSource { address: "http://p:9090".into() },
+            prometheus: PrometheusSource::at("http://p:9090"),
+            metrics: MetricSource::default(),
             checks,
             policy: Default::default(),
         }
@@ -135,7 +222,8 @@ mod tests {
 
     #[test]
     fn the_defaults_are_valid() {
-        assert_eq!(gate(crate::defaults::checks()).validate(), Ok(()));
+        assert_eq!(gate(crate::defaults::checks(true)).validate(), Ok(()));
+        assert_eq!(gate(Vec::new()).validate(), Ok(()), "no checks: the source's defaults");
     }
 
     #[test]
@@ -149,6 +237,29 @@ mod tests {
         assert_eq!(g.validate().expect_err("tolerance").field, "checks[0].tolerance");
         let g = gate(vec![errors("e"), errors("e")]);
         assert_eq!(g.validate().expect_err("twice").to_string(), "checks[1].name: \"e\" is used twice");
+        let mut g = gate(vec![errors("e")]);
+        g.metrics.histogram = Some("my app".into());
+        assert_eq!(g.validate().expect_err("name").field, "metrics.histogram");
+        g.metrics = MetricSource { status_label: Some("code".into()), ..MetricSource::default() };
+        assert_eq!(
+            g.validate().expect_err("label").to_string(),
+            "metrics.statusLabel: is only for a custom histogram"
+        );
+        let mut g = gate(vec![errors("e")]);
+        g.checks[0].error_rate = None;
+        g.checks[0].promql =
+            Some(crate::gate::PromqlCheck { bad: "a".into(), total: "b".into(), max_ratio: 0.1 });
+        g.checks[0].metrics = Some(MetricSource::default());
+        assert_eq!(g.validate().expect_err("kind").field, "checks[0].metrics");
+        let mut g = gate(vec![errors("e")]);
+        g.prometheus
+            .headers
+            .push(crate::prometheus::HttpHeader { name: "Authorization".into(), value: "x".into() });
+        assert_eq!(g.validate().expect_err("auth header").field, "prometheus.headers[0].name");
+        g.prometheus.headers[0].name = "X-Scope-OrgID".into();
+        assert_eq!(g.validate(), Ok(()));
+        g.prometheus.auth = Some(crate::prometheus::PrometheusAuth { bearer: None, basic: None });
+        assert_eq!(g.validate().expect_err("no credentials").field, "prometheus.auth");
         let mut g = gate(vec![errors("e")]);
         g.policy.missed_detection_rate = ERROR_RATE_MAX * 2.0;
         assert_eq!(g.validate().expect_err("rate").field, "policy.missedDetectionRate");

@@ -89,14 +89,22 @@ spec:
     assert_eq!(weights, [1, 5, 100]);
     let gate = r.spec.gate.expect("inline gate");
     assert_eq!(gate.policy.min_healthy.to_string(), "3m");
-    let names: Vec<&str> = gate.checks.iter().map(|c| c.name.as_str()).collect();
+    assert!(gate.checks.is_empty(), "no checks written: the metric source's defaults apply");
+    let checks = gate.effective_checks();
+    let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["error-rate", "latency", "pause"]);
+    let gate = rollgate_crds::GateSpec { checks: checks.into_owned(), ..gate };
     assert_eq!(gate.checks[0].error_rate.as_ref().map(|e| e.max_ratio), Some(0.0002));
     assert_eq!(
         gate.checks[1].latency.as_ref().map(|l| (l.quantile, l.max.to_string())),
         Some((0.95, "300ms".into()))
     );
     assert_eq!(gate.checks[2].pause.as_ref().map(|p| p.max.to_string()), Some("50ms".into()));
+    let mut other = gate.clone();
+    other.checks.clear();
+    other.metrics.preset = Some(rollgate_crds::MetricPreset::PrometheusClient);
+    let names: Vec<String> = other.effective_checks().iter().map(|c| c.name.clone()).collect();
+    assert_eq!(names, ["error-rate", "latency"], "pause is opt-in for an app that is not refserver");
 }
 
 #[test]

@@ -183,6 +183,9 @@ failSwapOn: false
 containerRuntimeEndpoint: unix://$c/containerd.sock
 enforceNodeAllocatable: []
 evictionHard: {}
+# The images are loaded here, not pulled: garbage-collecting one (on a full disk) loses it for good.
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
 resolvConf: /etc/resolv.conf
 registerWithTaints: [{key: $REAL_TAINT, effect: NoSchedule}]
 serializeImagePulls: false
@@ -284,6 +287,7 @@ YAML
   start traefik env KUBECONFIG="$state/kubeconfig" "$tc/bin/traefik" \
     --entryPoints.web.address="127.0.0.1:$GATEWAY_PORT" \
     --entryPoints.ping.address="127.0.0.1:$TRAEFIK_PING_PORT" --ping.entryPoint=ping \
+    --metrics.prometheus=true --metrics.prometheus.entryPoint=ping --metrics.prometheus.addServicesLabels=true \
     --providers.kubernetesgateway --providers.kubernetesgateway.throttleDuration=0s --log.level=INFO
   wait_for traefik 60 curl -fsS "http://127.0.0.1:$TRAEFIK_PING_PORT/ping"
 
@@ -292,6 +296,8 @@ YAML
     printf 'global:\n  scrape_interval: 2s\n  evaluation_interval: 2s\nscrape_configs:\n'
     sed -e 's/^/  /' -e "s|^\(      \)- role: pod|\1- role: pod\n\1  api_server: https://$NODE_IP:$APISERVER_PORT\n\1  tls_config: {ca_file: $state/pki/ca.crt}\n\1  authorization: {credentials_file: $state/pki/token}|" \
       -e 's/scrape_interval: 5s/scrape_interval: 2s/' "$root/manifests/prometheus/scrape.yaml"
+    # The gateway's own per-backend metrics, for the `traefik` metric source.
+    printf '  - job_name: traefik\n    static_configs: [{targets: ["127.0.0.1:%s"]}]\n' "$TRAEFIK_PING_PORT"
   } >"$state/prometheus.yml"
   start prometheus "$tc/bin/prometheus" --config.file "$state/prometheus.yml" --storage.tsdb.path "$state/prometheus-data" \
     --web.listen-address "$NODE_IP:$PROMETHEUS_PORT" --web.enable-lifecycle

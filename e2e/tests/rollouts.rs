@@ -2,6 +2,7 @@
 //! traffic through Traefik, judged on real Prometheus data. Run with `make e2e`.
 
 mod common;
+mod prometheus_auth;
 mod real_node;
 mod safety;
 
@@ -274,7 +275,9 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
 async fn scenario_2_a_version_answering_10_percent_errors_is_rolled_back_at_the_first_step() {
     let Stage { c, ns, guard: _guard, ctl, load } = stage("e2e-errors", 8).await;
     let name = NAME;
-    let yaml = rollout_yaml(&ns, name, "v3", &[("REFSERVER_FAULT_ERROR_RATIO", "0.1")], "");
+    // refserver's request metrics follow the OpenTelemetry conventions: the `otel` preset reads them.
+    let yaml = rollout_yaml(&ns, name, "v3", &[("REFSERVER_FAULT_ERROR_RATIO", "0.1")], "")
+        .replace("    checks:\n", "    metrics: {preset: otel}\n    checks:\n");
     let (ok, out) = c.apply(&yaml.replace("PROMETHEUS", &c.prometheus)).await;
     assert!(ok, "{out}");
     let waiter = c.rollgate_spawn(&["wait", name, "-n", &ns, "--for", "verdict", "--timeout", "5m"]);
@@ -298,6 +301,7 @@ async fn scenario_2_a_version_answering_10_percent_errors_is_rolled_back_at_the_
     assert!(rb.message.contains("error-rate"), "{}", rb.message);
     let check = st.checks.iter().find(|x| x.name == "error-rate").expect("error-rate check");
     assert!(check.bad > 0 && check.total >= check.bad, "{check:?}");
+    assert_eq!(check.source.as_deref(), Some("otel: http_server_request_duration_seconds_count"));
     // Traffic returns fully to stable.
     wait_until("traffic back on v1", Duration::from_secs(60), || async {
         let s = load.snapshot();

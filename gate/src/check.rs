@@ -74,6 +74,9 @@ pub struct CheckSpec {
     /// Multiple of the budget that must not be promoted.
     pub tolerance: f64,
     pub unit: Unit,
+    /// What the counts are read from, in words (the series, the histogram boundary judged),
+    /// for status; set by whoever gathers them.
+    pub source: Option<String>,
 }
 
 /// A check the gate cannot judge.
@@ -103,7 +106,7 @@ impl CheckSpec {
         if !(tolerance > 1.0 && tolerance.is_finite()) {
             return Err(CheckError::Tolerance { check: name, tolerance });
         }
-        Ok(Self { name, budget, tolerance, unit: measure.unit() })
+        Ok(Self { name, budget, tolerance, unit: measure.unit(), source: None })
     }
 }
 

@@ -108,6 +108,8 @@ pub struct CheckReport {
     /// The budget.
     pub threshold: f64,
     pub evidence: Result<Judged, Missing>,
+    /// What the counts were read from (`CheckSpec::source`).
+    pub source: Option<String>,
 }
 
 // === impl Judged ===

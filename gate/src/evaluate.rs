@@ -117,6 +117,7 @@ pub fn evaluate(evidence: &[CheckEvidence], clock: StepClock, policy: Policy) ->
                     result: CheckResult::NoData,
                     threshold: spec.budget,
                     evidence: Err(missing.clone()),
+                    source: spec.source.clone(),
                 });
                 continue;
             }
@@ -159,6 +160,7 @@ pub fn evaluate(evidence: &[CheckEvidence], clock: StepClock, policy: Policy) ->
             result,
             threshold: spec.budget,
             evidence: Ok(judged),
+            source: spec.source.clone(),
         });
     }
 

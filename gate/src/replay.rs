@@ -216,6 +216,7 @@ mod tests {
                 budget: 0.01,
                 tolerance: 10.0,
                 unit: Unit::Requests,
+                source: None,
             }],
             policy: Policy {
                 rates: ErrorRates { false_rollback: 0.01, missed_detection: 0.01 },

@@ -20,7 +20,13 @@ fn clock(elapsed_s: u64) -> StepClock {
 
 fn errors(bad: u64, total: u64) -> CheckEvidence {
     CheckEvidence {
-        spec: CheckSpec { name: "error-rate".into(), budget: 0.0002, tolerance: 10.0, unit: Unit::Requests },
+        spec: CheckSpec {
+            name: "error-rate".into(),
+            budget: 0.0002,
+            tolerance: 10.0,
+            unit: Unit::Requests,
+            source: None,
+        },
         canary: Ok(Counts { bad, total }),
         stable: None,
     }
@@ -28,7 +34,13 @@ fn errors(bad: u64, total: u64) -> CheckEvidence {
 
 fn slow(bad: u64, total: u64) -> CheckEvidence {
     CheckEvidence {
-        spec: CheckSpec { name: "latency".into(), budget: 0.05, tolerance: 3.0, unit: Unit::Requests },
+        spec: CheckSpec {
+            name: "latency".into(),
+            budget: 0.05,
+            tolerance: 3.0,
+            unit: Unit::Requests,
+            source: None,
+        },
         canary: Ok(Counts { bad, total }),
         stable: None,
     }
@@ -41,7 +53,13 @@ fn with_stable(mut e: CheckEvidence, bad: u64, total: u64) -> CheckEvidence {
 
 fn unavailable(name: &str) -> CheckEvidence {
     CheckEvidence {
-        spec: CheckSpec { name: name.into(), budget: 0.05, tolerance: 3.0, unit: Unit::Requests },
+        spec: CheckSpec {
+            name: name.into(),
+            budget: 0.05,
+            tolerance: 3.0,
+            unit: Unit::Requests,
+            source: None,
+        },
         canary: Err(Missing::Unavailable("connection refused".into())),
         stable: None,
     }
@@ -61,7 +79,13 @@ fn kind(d: &Decision) -> &'static str {
 
 fn not_a_bucket(name: &str) -> CheckEvidence {
     CheckEvidence {
-        spec: CheckSpec { name: name.into(), budget: 0.05, tolerance: 3.0, unit: Unit::Requests },
+        spec: CheckSpec {
+            name: name.into(),
+            budget: 0.05,
+            tolerance: 3.0,
+            unit: Unit::Requests,
+            source: None,
+        },
         canary: Err(Missing::Misconfigured("0.25 s is not a bucket boundary (buckets: 0.1, 0.5)".into())),
         stable: None,
     }

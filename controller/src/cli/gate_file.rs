@@ -18,8 +18,9 @@ pub const NO_PROMETHEUS: &str = "http://prometheus.not-set.invalid";
 /// The playbook's gate (error rate, p95 latency, pause), for when no file is given.
 pub fn default_gate() -> GateSpec {
     GateSpec {
-        prometheus: PrometheusSource { address: NO_PROMETHEUS.into() },
-        checks: rollgate_crds::defaults::checks(),
+        prometheus: PrometheusSource::at(NO_PROMETHEUS),
+        metrics: Default::default(),
+        checks: Vec::new(),
         policy: GatePolicy::default(),
     }
 }
@@ -95,8 +96,8 @@ fn pick_document(text: &str) -> Result<Value, String> {
 /// the query builder need: a budget and, for custom checks, templates that parse.
 pub fn validate(gate: &GateSpec) -> Result<(), String> {
     gate.validate().map_err(|e| e.to_string())?;
-    for (i, c) in gate.checks.iter().enumerate() {
-        queries::for_check(c).map_err(|e| format!("checks[{i}].{}", e.reason))?;
+    for (i, c) in gate.effective_checks().iter().enumerate() {
+        queries::for_check(c, gate.source_of(c)).map_err(|e| format!("checks[{i}].{}", e.reason))?;
         CheckSpec::try_from(c).map_err(|e| format!("checks[{i}]: {e}"))?;
     }
     Ok(())
@@ -104,7 +105,7 @@ pub fn validate(gate: &GateSpec) -> Result<(), String> {
 
 /// The gate's checks as the gate sees them.
 pub fn check_specs(gate: &GateSpec) -> Result<Vec<CheckSpec>, String> {
-    gate.checks.iter().map(|c| CheckSpec::try_from(c).map_err(|e| e.to_string())).collect()
+    gate.effective_checks().iter().map(|c| CheckSpec::try_from(c).map_err(|e| e.to_string())).collect()
 }
 
 #[cfg(test)]
@@ -114,7 +115,7 @@ mod tests {
     #[test]
     fn the_default_gate_has_the_playbook_checks() {
         let g = default_gate();
-        let names: Vec<&str> = g.checks.iter().map(|c| c.name.as_str()).collect();
+        let names: Vec<String> = g.effective_checks().iter().map(|c| c.name.clone()).collect();
         assert_eq!(names, ["error-rate", "latency", "pause"]);
         assert_eq!(g.prometheus.address, NO_PROMETHEUS);
     }

@@ -76,6 +76,9 @@ pub fn render(v: &View, tty: bool, now: Timestamp) -> String {
             if let Some(line) = evidence(c, tty) {
                 out.push_str(&format!("    {:<width$}           {line}\n", ""));
             }
+            if let Some(source) = &c.source {
+                out.push_str(&format!("    {:<width$}           reads {source}\n", ""));
+            }
         }
     }
     if !v.history.is_empty() {
@@ -114,8 +117,7 @@ fn result_word(r: CheckResult) -> &'static str {
 /// Evidence gathered against what a decision needs: a bar in a terminal, words otherwise.
 pub fn evidence(c: &CheckStatus, tty: bool) -> Option<String> {
     let needed = c.needed?;
-    let unit =
-        c.reason.split(" of about ").nth(1).and_then(|r| r.split([' ', ';']).nth(1)).unwrap_or("events");
+    let unit = c.unit.as_deref().unwrap_or("events");
     let words = format!("{} of about {needed} {unit}", c.total);
     if !tty {
         return Some(format!("evidence: {words}"));

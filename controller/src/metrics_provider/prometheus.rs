@@ -5,7 +5,12 @@
 use futures::future::BoxFuture;
 use std::time::Duration;
 
+use base64::prelude::{BASE64_STANDARD, Engine as _};
 use prometheus_http_query::Client;
+use reqwest::Certificate;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+
+use super::access::{Access, Credentials};
 
 /// Longest a query may take.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -17,6 +22,12 @@ use super::MetricProvider;
 pub enum ClientError {
     #[error("HTTP client: {0}")]
     Http(#[source] reqwest::Error),
+    #[error("header {name:?}: not a valid HTTP header")]
+    Header { name: String },
+    #[error("tls: the CA is not PEM certificates: {0}")]
+    Ca(#[source] reqwest::Error),
+    #[error("tls: the CA holds no PEM certificate")]
+    NoCa,
     #[error("prometheus address {address:?}: {source}")]
     Address {
         address: String,
@@ -30,54 +41,104 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    pub fn new(address: &str) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
+    pub fn new(access: &Access) -> Result<Self, ClientError> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in &access.headers {
+            let bad = || ClientError::Header { name: name.clone() };
+            headers.insert(
+                HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?,
+                HeaderValue::from_str(value).map_err(|_| bad())?,
+            );
+        }
+        if let Some(credentials) = &access.credentials {
+            let text = match credentials {
+                Credentials::Bearer(token) => format!("Bearer {}", token.trim()),
+                Credentials::Basic { username, password } => {
+                    format!("Basic {}", BASE64_STANDARD.encode(format!("{username}:{password}")))
+                }
+            };
+            let mut value = HeaderValue::from_str(&text)
+                .map_err(|_| ClientError::Header { name: "Authorization".into() })?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let mut builder = reqwest::Client::builder()
             .timeout(QUERY_TIMEOUT)
             .connect_timeout(Duration::from_secs(3))
-            .build()
-            .map_err(ClientError::Http)?;
-        let client = Client::from(http, address)
-            .map_err(|source| ClientError::Address { address: address.to_string(), source })?;
+            .default_headers(headers);
+        if let Some(pem) = &access.ca_pem {
+            let certs = Certificate::from_pem_bundle(pem).map_err(ClientError::Ca)?;
+            if certs.is_empty() {
+                return Err(ClientError::NoCa);
+            }
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder.build().map_err(ClientError::Http)?;
+        let client = Client::from(http, &access.address)
+            .map_err(|source| ClientError::Address { address: access.address.clone(), source })?;
         Ok(Self { client })
     }
 }
 
 impl Prometheus {
-    /// The same queries, evaluated at `time` (Unix seconds) instead of now.
-    pub fn at(&self, time: i64) -> At<'_> {
-        At { prometheus: self, time: Some(time) }
-    }
-
-    async fn instant(&self, promql: String, time: Option<i64>) -> Result<Option<f64>, String> {
-        let mut query = self.client.query(promql.as_str());
+    async fn vector(
+        &self,
+        promql: &str,
+        time: Option<i64>,
+    ) -> Result<Vec<prometheus_http_query::response::InstantVector>, String> {
+        let mut query = self.client.query(promql);
         if let Some(t) = time {
             query = query.at(t);
         }
-        let response = query.get().await.map_err(|e| e.to_string())?;
-        let Some(vector) = response.data().as_vector() else {
-            return Err(format!("query {promql:?} did not return an instant vector"));
-        };
+        let response = query.get().await.map_err(describe)?;
+        let (data, _) = response.into_inner();
+        match data.into_vector() {
+            Ok(v) => Ok(v),
+            Err(_) => Err(format!("query {promql:?} did not return an instant vector")),
+        }
+    }
+
+    async fn instant(&self, promql: String, time: Option<i64>) -> Result<Option<f64>, String> {
+        let vector = self.vector(&promql, time).await?;
         if vector.is_empty() {
             return Ok(None);
         }
         Ok(Some(vector.iter().map(|s| s.sample().value()).sum()))
     }
+
+    async fn labels(&self, promql: &str, label: &str, time: Option<i64>) -> Result<Vec<String>, String> {
+        let mut values: Vec<String> =
+            self.vector(promql, time).await?.iter().filter_map(|s| s.metric().get(label).cloned()).collect();
+        values.sort();
+        values.dedup();
+        Ok(values)
+    }
 }
 
-/// A Prometheus whose queries are evaluated at a fixed time (`rollgate gate record`).
-pub struct At<'a> {
-    prometheus: &'a Prometheus,
-    time: Option<i64>,
-}
-
-impl MetricProvider for At<'_> {
-    fn query(&self, promql: &str) -> BoxFuture<'_, Result<Option<f64>, String>> {
-        Box::pin(self.prometheus.instant(promql.to_string(), self.time))
+/// A failed query in words; an HTTP error status (a proxy's or an auth layer's answer, which is
+/// not Prometheus' JSON) is named as such, e.g. `Prometheus answered 401 Unauthorized`.
+fn describe(e: prometheus_http_query::Error) -> String {
+    let status = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<reqwest::Error>())
+        .and_then(reqwest::Error::status)
+        .filter(|s| !s.is_success());
+    match status {
+        Some(s) => format!("Prometheus answered {s}"),
+        None => e.to_string(),
     }
 }
 
 impl MetricProvider for Prometheus {
-    fn query(&self, promql: &str) -> BoxFuture<'_, Result<Option<f64>, String>> {
-        Box::pin(self.instant(promql.to_string(), None))
+    fn query<'a>(&'a self, promql: &'a str, time: Option<i64>) -> BoxFuture<'a, Result<Option<f64>, String>> {
+        Box::pin(self.instant(promql.to_string(), time))
+    }
+
+    fn label_values<'a>(
+        &'a self,
+        promql: &'a str,
+        label: &'a str,
+        time: Option<i64>,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(self.labels(promql, label, time))
     }
 }

@@ -1,139 +1,22 @@
 //! PromQL for each check kind, with every interpolated value escaped.
 //!
-//! Series carry the labels the Prometheus scrape config in `manifests/` copies from pods:
-//! `namespace`, `rollout`, `role` and `revision`. A count over the window is the counter's sum now
-//! minus its sum at the window's start, where a series that did not exist yet counts as zero:
-//! `(sum(C) or vector(0)) - (sum(C offset W) or vector(0))`. `increase()` would miss the events
-//! that create a series (a status code's first 5xx starts its series at 1, and `increase` takes
-//! that first sample as the baseline), which at low traffic hides exactly the errors that matter.
-//! Pods of one revision are started fresh, so counter resets are rare; a reset under-counts.
+//! Request checks read the series of their metric source (`sources`); pause checks the
+//! runtime's pause histogram; `promql` checks their own templates. A count over the window is
+//! the counter's sum now minus its sum at the window's start, where a series that did not exist
+//! yet counts as zero: `(sum(C) or vector(0)) - (sum(C offset W) or vector(0))`. `increase()`
+//! would miss the events that create a series (a status code's first 5xx starts its series at
+//! 1, and `increase` takes that first sample as the baseline), which at low traffic hides
+//! exactly the errors that matter. Pods of one revision are started fresh, so counter resets
+//! are rare; a reset under-counts.
 
 use std::time::Duration;
 
+use rollgate_crds::MetricSource;
 use rollgate_crds::gate::{Check, PausePreset};
 
-/// Which series a query counts: label matchers, and values for a custom query's variables.
-pub trait SeriesSelector: Send + Sync {
-    /// PromQL label matchers, without braces (`namespace="shop",role="canary"`).
-    fn matchers(&self) -> String;
-    /// The value of a custom template's `$variable` (other than `$window`), unescaped.
-    fn variable(&self, name: &str) -> Option<String>;
-}
-
-/// A Rollout's pods of one role and revision.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Selector {
-    pub namespace: String,
-    pub rollout: String,
-    pub role: &'static str,
-    pub revision: String,
-}
-
-impl SeriesSelector for Selector {
-    fn matchers(&self) -> String {
-        format!(
-            "namespace=\"{}\",rollout=\"{}\",role=\"{}\",revision=\"{}\"",
-            escape(&self.namespace),
-            escape(&self.rollout),
-            escape(self.role),
-            escape(&self.revision)
-        )
-    }
-
-    fn variable(&self, name: &str) -> Option<String> {
-        match name {
-            "namespace" => Some(self.namespace.clone()),
-            "name" => Some(self.rollout.clone()),
-            "role" => Some(self.role.to_string()),
-            "revision" => Some(self.revision.clone()),
-            _ => None,
-        }
-    }
-}
-
-/// Series chosen by label matchers given by a person (`rollgate gate eval --selector`), checked
-/// by `LabelMatchers::parse`. Custom templates may only use `$window` with it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LabelMatchers(String);
-
-/// Label matchers that cannot be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SelectorError {
-    #[error("empty; expected label matchers such as app=\"web\",version=\"v2\"")]
-    Empty,
-    #[error("expected a label name at {0:?}")]
-    LabelName(String),
-    #[error("label {0}: expected =, !=, =~ or !~")]
-    Operator(String),
-    #[error("label {0}: the value must be in double quotes")]
-    Unquoted(String),
-    #[error("label {0}: unterminated value")]
-    Unterminated(String),
-    #[error("expected a comma at {0:?}")]
-    Comma(String),
-}
-
-impl LabelMatchers {
-    /// Accepts `name="value"` pairs separated by commas, with `=`, `!=`, `=~` or `!~`.
-    pub fn parse(text: &str) -> Result<Self, SelectorError> {
-        let mut rest = text.trim();
-        if rest.is_empty() {
-            return Err(SelectorError::Empty);
-        }
-        let mut out = Vec::new();
-        while !rest.is_empty() {
-            let name_len =
-                rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
-            let name = &rest[..name_len];
-            if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
-                return Err(SelectorError::LabelName(rest.to_string()));
-            }
-            rest = rest[name_len..].trim_start();
-            let op = ["=~", "!~", "!=", "="].into_iter().find(|op| rest.starts_with(op));
-            let Some(op) = op else {
-                return Err(SelectorError::Operator(name.to_string()));
-            };
-            rest = rest[op.len()..].trim_start();
-            let Some(body) = rest.strip_prefix('"') else {
-                return Err(SelectorError::Unquoted(name.to_string()));
-            };
-            let mut end = None;
-            let mut escaped = false;
-            for (i, c) in body.char_indices() {
-                match c {
-                    _ if escaped => escaped = false,
-                    '\\' => escaped = true,
-                    '"' => {
-                        end = Some(i);
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-            let Some(end) = end else {
-                return Err(SelectorError::Unterminated(name.to_string()));
-            };
-            out.push(format!("{name}{op}\"{}\"", &body[..end]));
-            rest = body[end + 1..].trim_start();
-            if let Some(r) = rest.strip_prefix(',') {
-                rest = r.trim_start();
-            } else if !rest.is_empty() {
-                return Err(SelectorError::Comma(rest.to_string()));
-            }
-        }
-        Ok(Self(out.join(",")))
-    }
-}
-
-impl SeriesSelector for LabelMatchers {
-    fn matchers(&self) -> String {
-        self.0.clone()
-    }
-
-    fn variable(&self, _name: &str) -> Option<String> {
-        None
-    }
-}
+use super::selector::{SeriesSelector, escape};
+use super::sources::{Errors, RequestSeries, Scope};
+use super::template::{VARIABLES, validate_template, variables_in};
 
 /// A check that cannot be turned into queries.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -147,63 +30,108 @@ pub struct QueryError {
 pub enum Bad {
     /// A query counting bad events (a template).
     Query(String),
-    /// Bad = total − this query (good events, e.g. a histogram bucket).
-    TotalMinus(String),
+    /// Bad = total − the histogram's bucket at the judged boundary, which is found in the
+    /// series: the largest `le` at or below the limit.
+    Histogram {
+        /// The `_bucket` series' name.
+        bucket: String,
+        /// The limit, in seconds.
+        limit_s: f64,
+        /// Seconds per unit of `le`.
+        le_unit_s: f64,
+    },
 }
 
-/// The two queries of one check, as templates with `$selector` and `$window`.
+/// The queries of one check, as templates with `$selector` and `$window`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckQueries {
     pub total: String,
     pub bad: Bad,
+    /// Which series `$selector` selects.
+    pub scope: Scope,
+    /// What the counts are read from, in words, for status.
+    pub source: String,
+    /// The series whose absence means the source is wrong (the total's counter), when built in.
+    pub counter: Option<String>,
+    /// A runtime pause check (not requests).
+    pub pause: bool,
     /// Custom templates use `$namespace` etc. instead of `$selector`.
     custom: bool,
 }
 
-const REQUESTS: &str = "http_server_request_duration_seconds";
-
-pub fn for_check(check: &Check) -> Result<CheckQueries, QueryError> {
+pub fn for_check(check: &Check, source: &MetricSource) -> Result<CheckQueries, QueryError> {
     let err = |reason: String| QueryError { check: check.name.clone(), reason };
     if check.error_rate.is_some() {
+        let s = RequestSeries::of(source);
+        let bad = match &s.errors {
+            Errors::StatusLabels(labels) => {
+                labels.iter().map(|l| format!("{}{{$selector,{l}=~\"5..\"}}", s.requests)).collect::<Vec<_>>()
+            }
+            Errors::Counter { metric, matcher } => vec![format!("{metric}{{$selector,{matcher}}}")],
+        };
         return Ok(CheckQueries {
-            total: delta(&format!("{REQUESTS}_count{{$selector}}")),
-            bad: Bad::Query(delta(&format!(
-                "{REQUESTS}_count{{$selector,http_response_status_code=~\"5..\"}}"
-            ))),
+            total: delta(&[format!("{}{{$selector}}", s.requests)]),
+            bad: Bad::Query(delta(&bad)),
+            scope: s.scope,
+            source: format!("{}: {}", s.name, s.requests),
+            counter: Some(s.requests.clone()),
+            pause: false,
             custom: false,
         });
     }
     if let Some(l) = &check.latency {
-        return Ok(histogram(REQUESTS, l.max.as_secs_f64()));
+        let s = RequestSeries::of(source);
+        return Ok(histogram(&s.name, &s.histogram, l.max.as_secs_f64(), s.le_unit_s, s.scope, false));
     }
     if let Some(p) = &check.pause {
-        let base = match p.preset {
-            PausePreset::Refserver => "runtime_pause_seconds",
-            PausePreset::Go => "go_sched_pauses_total_gc_seconds",
-            PausePreset::Jvm => "jvm_gc_duration_seconds",
+        let (name, base) = match p.preset {
+            PausePreset::Refserver => ("refserver", "runtime_pause_seconds"),
+            PausePreset::Go => ("go", "go_sched_pauses_total_gc_seconds"),
+            PausePreset::Jvm => ("jvm", "jvm_gc_duration_seconds"),
         };
-        return Ok(histogram(base, p.max.as_secs_f64()));
+        return Ok(histogram(name, base, p.max.as_secs_f64(), 1.0, Scope::Pods, true));
     }
     if let Some(q) = &check.promql {
         validate_template(&q.bad).map_err(|r| err(format!("promql.bad: {r}")))?;
         validate_template(&q.total).map_err(|r| err(format!("promql.total: {r}")))?;
-        return Ok(CheckQueries { total: q.total.clone(), bad: Bad::Query(q.bad.clone()), custom: true });
+        return Ok(CheckQueries {
+            total: q.total.clone(),
+            bad: Bad::Query(q.bad.clone()),
+            scope: Scope::Pods,
+            source: "promql".into(),
+            counter: None,
+            pause: false,
+            custom: true,
+        });
     }
     Err(err("no check kind is set".into()))
 }
 
-/// Bad = all observations minus those in the bucket at the limit.
-fn histogram(base: &str, limit_s: f64) -> CheckQueries {
+fn histogram(
+    name: &str,
+    base: &str,
+    limit_s: f64,
+    le_unit_s: f64,
+    scope: Scope,
+    pause: bool,
+) -> CheckQueries {
     CheckQueries {
-        total: delta(&format!("{base}_count{{$selector}}")),
-        bad: Bad::TotalMinus(format!("{base}_bucket{{$selector,le=~\"{}\"}}", le_regex(limit_s))),
+        total: delta(&[format!("{base}_count{{$selector}}")]),
+        bad: Bad::Histogram { bucket: format!("{base}_bucket"), limit_s, le_unit_s },
+        scope,
+        source: format!("{name}: {base}"),
+        counter: Some(format!("{base}_count")),
+        pause,
         custom: false,
     }
 }
 
-/// The change of a counter's sum over `$window`, series born inside the window counted from 0.
-fn delta(counter: &str) -> String {
-    format!("clamp_min((sum({counter}) or vector(0)) - (sum({counter} offset $window) or vector(0)), 0)")
+/// The change over `$window` of the sum of `series` (alternatives joined by `or`, so a series
+/// matched by two of them counts once), series born inside the window counted from 0.
+fn delta(series: &[String]) -> String {
+    let now = series.join(" or ");
+    let then = series.iter().map(|s| format!("{s} offset $window")).collect::<Vec<_>>().join(" or ");
+    format!("clamp_min((sum({now}) or vector(0)) - (sum({then}) or vector(0)), 0)")
 }
 
 impl CheckQueries {
@@ -211,20 +139,30 @@ impl CheckQueries {
         self.render(&self.total, sel, window)
     }
 
-    pub fn bad_query(&self, sel: &dyn SeriesSelector, window: Duration) -> String {
-        match &self.bad {
-            Bad::Query(q) => self.render(q, sel, window),
-            Bad::TotalMinus(bucket) => self.render(&delta(bucket), sel, window),
+    /// The bad-event count; for a histogram, `le` is the judged boundary as the series print it.
+    pub fn bad_query(&self, sel: &dyn SeriesSelector, window: Duration, le: Option<&str>) -> String {
+        match (&self.bad, le) {
+            (Bad::Query(q), _) => self.render(q, sel, window),
+            (Bad::Histogram { bucket, .. }, le) => {
+                let le = escape(le.unwrap_or_default());
+                self.render(&delta(&[format!("{bucket}{{$selector,le=\"{le}\"}}")]), sel, window)
+            }
         }
     }
 
-    /// For bucket-based checks: the bucket's current sum, which is empty when no bucket has the
-    /// limit as its bound.
-    pub fn bucket_presence(&self, sel: &dyn SeriesSelector, window: Duration) -> Option<String> {
+    /// For a histogram: one series per bucket boundary the selected series have.
+    pub fn boundaries(&self, sel: &dyn SeriesSelector, window: Duration) -> Option<String> {
         match &self.bad {
-            Bad::TotalMinus(bucket) => Some(self.render(&format!("sum({bucket})"), sel, window)),
+            Bad::Histogram { bucket, .. } => {
+                Some(self.render(&format!("count by (le) ({bucket}{{$selector}})"), sel, window))
+            }
             Bad::Query(_) => None,
         }
+    }
+
+    /// The series `$selector` selects, for messages (`{namespace="shop",…}`).
+    pub fn selector_text(&self, sel: &dyn SeriesSelector) -> String {
+        format!("{{{}}}", sel.matchers_in(self.scope))
     }
 
     /// The `$variables` of a custom template that `sel` cannot fill.
@@ -233,7 +171,8 @@ impl CheckQueries {
             return Vec::new();
         }
         let bad = match &self.bad {
-            Bad::Query(q) | Bad::TotalMinus(q) => q,
+            Bad::Query(q) => q.as_str(),
+            Bad::Histogram { .. } => "",
         };
         let used: Vec<String> = variables_in(&self.total).chain(variables_in(bad)).collect();
         VARIABLES
@@ -255,112 +194,19 @@ impl CheckQueries {
             }
             out.replace("$window", &window)
         } else {
-            template.replace("$selector", &sel.matchers()).replace("$window", &window)
+            template.replace("$selector", &sel.matchers_in(self.scope)).replace("$window", &window)
         }
     }
 }
 
-/// The `$name`s in a template, whole (`$namespace` is not `$name`).
-fn variables_in(template: &str) -> impl Iterator<Item = String> + '_ {
-    template
-        .split('$')
-        .skip(1)
-        .map(|rest| rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect())
-}
-
-/// A custom template's variables besides `$window`, longest first where one is a prefix.
-const VARIABLES: [&str; 4] = ["namespace", "name", "role", "revision"];
-
-/// Escapes a value for a double-quoted PromQL string.
-pub fn escape(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Matches a bucket bound however it was printed (`0.3`, `0.30`, `1`, `1.0`, `1e+00` is not
-/// produced by the client libraries this supports).
-fn le_regex(limit_s: f64) -> String {
-    let s = format!("{limit_s}");
-    match s.split_once('.') {
-        Some((int, frac)) => format!("{int}\\\\.{frac}0*"),
-        None => format!("{s}(\\\\.0*)?"),
-    }
-}
-
-/// What is wrong with a custom query template.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TemplateError {
-    #[error("empty query")]
-    Empty,
-    #[error("unknown variable ${0} (known: $namespace, $name, $role, $revision, $window)")]
-    UnknownVariable(String),
-    #[error("unbalanced {0:?}")]
-    Unbalanced(char),
-    #[error("unterminated string")]
-    UnterminatedString,
-    #[error("unclosed {0:?}")]
-    Unclosed(char),
-}
-
-/// A light syntax check of a custom query template: balanced brackets outside strings,
-/// terminated strings, only known `$variables`. Catches the malformed query before it is sent.
-pub fn validate_template(q: &str) -> Result<(), TemplateError> {
-    if q.trim().is_empty() {
-        return Err(TemplateError::Empty);
-    }
-    let mut stack = Vec::new();
-    let mut chars = q.chars().peekable();
-    let mut in_string: Option<char> = None;
-    while let Some(c) = chars.next() {
-        if c == '$' {
-            // Variables are replaced everywhere, inside strings too.
-            let name: String =
-                std::iter::from_fn(|| chars.next_if(|c| c.is_ascii_alphanumeric() || *c == '_')).collect();
-            if !matches!(name.as_str(), "namespace" | "name" | "role" | "revision" | "window") {
-                return Err(TemplateError::UnknownVariable(name));
-            }
-            continue;
-        }
-        if let Some(quote) = in_string {
-            match c {
-                '\\' => {
-                    chars.next();
-                }
-                c if c == quote => in_string = None,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            '"' | '\'' | '`' => in_string = Some(c),
-            '(' | '[' | '{' => stack.push(c),
-            ')' | ']' | '}' => {
-                let open = stack.pop();
-                let expected = match c {
-                    ')' => '(',
-                    ']' => '[',
-                    _ => '{',
-                };
-                if open != Some(expected) {
-                    return Err(TemplateError::Unbalanced(c));
-                }
-            }
-            _ => {}
-        }
-    }
-    if in_string.is_some() {
-        return Err(TemplateError::UnterminatedString);
-    }
-    if let Some(open) = stack.pop() {
-        return Err(TemplateError::Unclosed(open));
-    }
-    Ok(())
+/// The boundary a histogram check judges: the largest `le` at or below the limit, as printed
+/// by the series, and its value in seconds. `None` when every boundary is above the limit.
+pub fn judged_boundary(les: &[String], limit_s: f64, le_unit_s: f64) -> Option<(String, f64)> {
+    les.iter()
+        .filter_map(|le| {
+            le.parse::<f64>().ok().filter(|v| v.is_finite()).map(|v| (le.clone(), v * le_unit_s))
+        })
+        // A bound printed as 0.3 is 0.30000000000000004 after scaling; allow for it.
+        .filter(|(_, s)| *s <= limit_s * (1.0 + 1e-9))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
 }

@@ -17,6 +17,8 @@ pub(super) fn check_status(r: &CheckReport) -> CheckStatus {
         needed: r.needed(),
         statistic: r.statistic(),
         reason: r.reason(),
+        source: r.source.clone(),
+        unit: r.evidence.as_ref().ok().map(|j| j.unit.to_string()),
     }
 }
 

@@ -279,8 +279,11 @@ impl Planner<'_, '_> {
             self.rollback(&format!("canary not available within progressDeadline {}", human(deadline)), None);
             return;
         }
-        // A canary that cannot run will not become available by waiting: say why now.
-        if let Some(stuck) = self.o.canary.as_ref().and_then(|c| c.stuck.clone()) {
+        // A canary that cannot run will not become available by waiting: say why now. Only
+        // this revision's: the Deployment may still hold a superseded template's pods.
+        let current =
+            self.o.canary.as_ref().filter(|c| c.revision.as_deref() == Some(self.o.revision.as_str()));
+        if let Some(stuck) = current.and_then(|c| c.stuck.clone()) {
             self.rollback(&format!("the canary cannot run: {stuck}"), None);
             return;
         }

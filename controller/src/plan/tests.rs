@@ -151,6 +151,7 @@ fn judge(bad_per_mille: u64, rps: u64) -> impl Fn(Duration) -> Evaluation {
                 budget: 0.01,
                 tolerance: 10.0,
                 unit: rollgate_gate::Unit::Requests,
+                source: None,
             },
             canary: Ok(Counts { bad: total * bad_per_mille / 1000, total }),
             stable: Some(Counts { bad: 0, total: total * 10 }),
@@ -176,6 +177,7 @@ fn single(name: &str, canary: Result<Counts, Missing>, window: Duration) -> Eval
                 budget: 0.01,
                 tolerance: 10.0,
                 unit: rollgate_gate::Unit::Requests,
+                source: None,
             },
             canary,
             stable: None,
@@ -386,6 +388,25 @@ fn a_canary_that_cannot_run_is_rolled_back_at_once_naming_the_pod() {
     assert!(
         w.events.iter().any(|e| e.warning && e.reason == "RolledBack" && e.note.contains("CrashLoopBackOff"))
     );
+}
+
+#[test]
+fn a_superseded_canary_that_could_not_run_does_not_fail_the_next_version() {
+    let mut w = deployed();
+    w.new_version("v2-bad-args");
+    w.canary_starts = false;
+    w.canary_stuck = Some("pod web-canary-1: container web: CrashLoopBackOff (2 restarts)".into());
+    w.run_until(3, &judge(0, 50), |w| w.status.phase == Some(Phase::RolledBack));
+    // v3 is applied while the canary Deployment still has v2's template and crash-looping pod:
+    // the observed canary is v2's until the Deployment is written.
+    w.new_version("v3");
+    let o = w.observed();
+    assert_ne!(o.canary.as_ref().and_then(|c| c.revision.clone()), Some(o.revision.clone()));
+    let p = plan(&o, None);
+    assert_ne!(p.status.phase, Some(Phase::RolledBack), "{:?}", p.status.message);
+    w.canary_stuck = None;
+    w.canary_starts = true;
+    w.run_until(400, &judge(0, 50), |w| w.status.phase == Some(Phase::Promoted));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
@@ -12,12 +13,19 @@ use kube::runtime::events::Reporter;
 use super::events::EventWriter;
 
 use crate::metrics_provider::MetricProvider;
+use crate::metrics_provider::access::Access;
 use crate::metrics_provider::prometheus::ClientError;
 use crate::notify::Notifier;
 use crate::observability::SharedMetrics;
 
-/// Makes a metric provider for a Prometheus address.
-pub type ProviderFactory = Arc<dyn Fn(&str) -> Result<Arc<dyn MetricProvider>, ClientError> + Send + Sync>;
+/// Makes a metric provider for a Prometheus and the access to it.
+pub type ProviderFactory = Arc<dyn Fn(&Access) -> Result<Arc<dyn MetricProvider>, ClientError> + Send + Sync>;
+
+/// Most providers kept; rotated credentials add one each, so the cache is emptied past this.
+const PROVIDERS_MAX: usize = 256;
+
+/// A Secret's or ConfigMap's key: (kind, namespace, name, key).
+pub(super) type KeyId = (String, String, String, String);
 
 /// What time it is (a parameter so tests can move it).
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -27,7 +35,9 @@ pub struct Context {
     pub events: EventWriter,
     pub metrics: SharedMetrics,
     providers: ProviderFactory,
-    provider_cache: Mutex<HashMap<String, Arc<dyn MetricProvider>>>,
+    provider_cache: Mutex<HashMap<Access, Arc<dyn MetricProvider>>>,
+    /// Keys of Secrets and ConfigMaps read for Prometheus access, and when.
+    key_cache: Mutex<HashMap<KeyId, (Instant, Vec<u8>)>>,
     pub(super) failures: Mutex<HashMap<(String, String), u32>>,
     /// The resourceVersion of each Rollout as this controller last wrote or read it fresh: a
     /// cached copy with another version may predate our own status write (see `fresh`).
@@ -49,6 +59,7 @@ impl Context {
             metrics,
             providers,
             provider_cache: Mutex::default(),
+            key_cache: Mutex::default(),
             failures: Mutex::default(),
             written: Mutex::default(),
             notifier: None,
@@ -68,15 +79,29 @@ impl Context {
         self
     }
 
-    pub(super) fn provider(&self, address: &str) -> Result<Arc<dyn MetricProvider>, ClientError> {
+    pub(super) fn provider(&self, access: &Access) -> Result<Arc<dyn MetricProvider>, ClientError> {
         // A panic while the lock was held cannot leave a half-made entry: the cache stays usable.
         let mut cache = self.provider_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(p) = cache.get(address) {
+        if let Some(p) = cache.get(access) {
             return Ok(p.clone());
         }
-        let p = (self.providers)(address)?;
-        cache.insert(address.to_string(), p.clone());
+        let p = (self.providers)(access)?;
+        if cache.len() >= PROVIDERS_MAX {
+            cache.clear();
+        }
+        cache.insert(access.clone(), p.clone());
         Ok(p)
+    }
+
+    /// A key read less than `fresh_for` ago.
+    pub(super) fn cached_key(&self, id: &KeyId, fresh_for: Duration) -> Option<Vec<u8>> {
+        let cache = self.key_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.get(id).filter(|(at, _)| at.elapsed() < fresh_for).map(|(_, v)| v.clone())
+    }
+
+    pub(super) fn remember_key(&self, id: KeyId, value: Vec<u8>, at: Instant) {
+        let mut cache = self.key_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.insert(id, (at, value));
     }
 
     pub(super) fn remember_version(&self, ns: &str, name: &str, version: Option<String>) {

@@ -9,9 +9,8 @@ use rollgate_crds::notifications::Notifications;
 use rollgate_crds::{GateSpec, ReleaseGate, Rollout, RolloutStatus};
 use rollgate_gate::{CheckSpec, Evaluation, Policy, StepClock, evaluate};
 
-use super::Context;
 use crate::error::Result;
-use crate::metrics_provider::{self, Selector};
+use crate::metrics_provider::{self, MetricProvider, Selector, Span};
 use crate::plan::SpecProblem;
 
 /// The gate and the ReleaseGate's webhooks: inline, or the referenced ReleaseGate (a missing
@@ -38,7 +37,7 @@ pub(super) async fn resolve_gate(
 }
 
 /// What the schema cannot check.
-pub(super) fn validate(ro: &Rollout, gate: &GateSpec, ctx: &Context) -> Result<(), SpecProblem> {
+pub(super) fn validate(ro: &Rollout, gate: &GateSpec) -> Result<(), SpecProblem> {
     if let Some(problem) = rollgate_crds::rollout::name_problem(&ro.name_any()) {
         return Err(SpecProblem::invalid(problem));
     }
@@ -46,25 +45,24 @@ pub(super) fn validate(ro: &Rollout, gate: &GateSpec, ctx: &Context) -> Result<(
     if containers == 0 {
         return Err(SpecProblem::invalid("template.spec.containers: at least one container is required"));
     }
-    for check in &gate.checks {
-        metrics_provider::queries::for_check(check).map_err(|e| SpecProblem::invalid(format!("gate.{e}")))?;
+    for check in gate.effective_checks().iter() {
+        metrics_provider::queries::for_check(check, gate.source_of(check))
+            .map_err(|e| SpecProblem::invalid(format!("gate.{e}")))?;
         CheckSpec::try_from(check).map_err(|e| SpecProblem::invalid(format!("gate.{e}")))?;
     }
-    ctx.provider(&gate.prometheus.address)
-        .map_err(|e| SpecProblem::invalid(format!("gate.prometheus.address: {e}")))?;
     Ok(())
 }
 
-#[tracing::instrument(name = "evaluate", skip_all, fields(window_s = window.as_secs()))]
+#[tracing::instrument(name = "evaluate", skip_all, fields(window_s = span.window.as_secs()))]
 pub(super) async fn evaluate_gate(
-    ctx: &Context,
+    provider: &dyn MetricProvider,
     ro: &Rollout,
     gate: &GateSpec,
     status: &RolloutStatus,
     revision: &str,
-    window: Duration,
+    span: Span,
 ) -> Result<Evaluation> {
-    let provider = ctx.provider(&gate.prometheus.address)?;
+    let window = span.window;
     let ns = ro.namespace().unwrap_or_default();
     let canary =
         Selector { namespace: ns.clone(), rollout: ro.name_any(), role: "canary", revision: revision.into() };
@@ -75,8 +73,7 @@ pub(super) async fn evaluate_gate(
         revision: r.clone(),
     });
     let evidence =
-        metrics_provider::gather(provider.as_ref(), gate, &canary, stable.as_ref().map(|s| s as _), window)
-            .await?;
+        metrics_provider::gather(provider, gate, &canary, stable.as_ref().map(|s| s as _), span).await?;
     let step = status.current_step.unwrap_or(0).max(0) as usize;
     let min_healthy =
         ro.spec.steps.get(step).and_then(|s| s.min_healthy).unwrap_or(gate.policy.min_healthy).as_std();

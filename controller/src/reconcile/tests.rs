@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::fixtures::RolloutSpecExt;
 use crate::metrics_provider::MetricProvider;
+use crate::metrics_provider::access::Access;
 use crate::observability::Metrics;
 use crate::plan::revision_of;
 use crate::workload::{self, Role};
@@ -42,10 +43,24 @@ struct FakePrometheus {
 }
 
 impl MetricProvider for FakePrometheus {
-    fn query(&self, promql: &str) -> BoxFuture<'_, Result<Option<f64>, String>> {
+    fn query<'a>(
+        &'a self,
+        promql: &'a str,
+        _time: Option<i64>,
+    ) -> BoxFuture<'a, Result<Option<f64>, String>> {
         let canary = promql.contains("role=\"canary\"");
         let v = if promql.contains("5..") { if canary { self.bad } else { 0.0 } } else { self.total };
         Box::pin(async move { Ok(Some(v)) })
+    }
+
+    fn label_values<'a>(
+        &'a self,
+        _promql: &'a str,
+        label: &'a str,
+        _time: Option<i64>,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        let les = if label == "le" { vec!["0.05".into(), "0.3".into(), "+Inf".into()] } else { Vec::new() };
+        Box::pin(async move { Ok(les) })
     }
 }
 
@@ -94,7 +109,7 @@ fn api_server(script: Vec<Expect>) -> (Client, tokio::task::JoinHandle<Vec<(Stri
 
 fn context(client: Client, prom: FakePrometheus) -> Arc<Context> {
     let prom: Arc<dyn MetricProvider> = Arc::new(prom);
-    let providers: ProviderFactory = Arc::new(move |_: &str| Ok(prom.clone()));
+    let providers: ProviderFactory = Arc::new(move |_: &Access| Ok(prom.clone()));
     let reporter = Reporter { controller: "rollgate".into(), instance: None };
     Arc::new(Context::new(client, reporter, Arc::new(Metrics::default()), providers).with_clock(now))
 }
@@ -278,7 +293,7 @@ impl Harness {
         let clock = self.clock.clone();
         let client = self.fake.client();
         let prom: Arc<dyn MetricProvider> = Arc::new(FakePrometheus { bad: self.bad, total: self.total });
-        let providers: ProviderFactory = Arc::new(move |_: &str| Ok(prom.clone()));
+        let providers: ProviderFactory = Arc::new(move |_: &Access| Ok(prom.clone()));
         let reporter = Reporter { controller: "rollgate".into(), instance: None };
         let now = move || {
             Timestamp::from_second(clock.load(std::sync::atomic::Ordering::SeqCst))

@@ -61,21 +61,10 @@ fn podinfo_image() -> String {
     format!("localhost/podinfo:{}", version.trim())
 }
 
-/// A count over the step's window, series born inside it counted from zero: what the built-in
-/// checks do, written by hand because podinfo's metric names are not refserver's.
-fn delta(series: &str) -> String {
-    format!("clamp_min((sum({series}) or vector(0)) - (sum({series} offset $window) or vector(0)), 0)")
-}
-
-fn rollout_yaml(ns: &str, prometheus: &str, version: &str, args: &str) -> String {
-    let sel = r#"namespace="$namespace",rollout="$name",role="$role",revision="$revision""#;
-    let requests = format!("http_request_duration_seconds_count{{{sel}}}");
-    let errors = format!("http_request_duration_seconds_count{{{sel},status=~\"5..\"}}");
-    let fast = format!("http_request_duration_seconds_bucket{{{sel},le=\"0.25\"}}");
+/// podinfo's Rollout, judged from the metric source `metrics` (a preset: `prometheusClient` reads
+/// podinfo's own metrics, `traefik` the gateway's), with no hand-written PromQL.
+fn rollout_yaml(ns: &str, prometheus: &str, version: &str, args: &str, metrics: &str) -> String {
     let image = podinfo_image();
-    let bad = delta(&errors);
-    let total = delta(&requests);
-    let slow = format!("clamp_min({} - {}, 0)", delta(&requests), delta(&fast));
     format!(
         r#"
 apiVersion: gateway.networking.k8s.io/v1
@@ -124,18 +113,13 @@ spec:
   traffic: {{gatewayAPI: {{httpRoute: {NAME}}}}}
   gate:
     prometheus: {{address: "{prometheus}"}}
+    metrics: {{preset: {metrics}}}
     checks:
       - name: errors
         tolerance: 10
-        promql:
-          bad: '{bad}'
-          total: '{total}'
-          maxRatio: 0.01
+        errorRate: {{maxRatio: 0.01}}
       - name: latency
-        promql:
-          bad: '{slow}'
-          total: '{total}'
-          maxRatio: 0.05
+        latency: {{quantile: 0.95, max: 300ms}}
     policy: {{interval: 2s, minHealthy: 10s, maxHold: 5m}}
 "#
     )
@@ -214,7 +198,7 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
     let rss_idle = in_cluster_controller_rss_kib();
     assert_eq!(rss_idle.len(), 2, "two controller processes in containers on this host: {rss_idle:?}");
     let prometheus = c.prometheus.clone();
-    let (ok, out) = c.apply(&rollout_yaml(&ns, &prometheus, "v1", "")).await;
+    let (ok, out) = c.apply(&rollout_yaml(&ns, &prometheus, "v1", "", "prometheusClient")).await;
     assert!(ok, "{out}");
     wait_until("podinfo v1 promoted as stable", Duration::from_secs(180), || async {
         c.status(&ns, NAME).await.phase == Some(Phase::Promoted)
@@ -231,7 +215,7 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
     let started = std::time::Instant::now();
 
     // A healthy new version: every step passes on podinfo's own metrics.
-    let (ok, out) = c.apply(&rollout_yaml(&ns, &prometheus, "v2", "")).await;
+    let (ok, out) = c.apply(&rollout_yaml(&ns, &prometheus, "v2", "", "prometheusClient")).await;
     assert!(ok, "{out}");
     let v2 = revision(&c, &ns).await;
     // The leader pod is force-deleted mid-step: the standby takes the Lease and finishes.
@@ -259,6 +243,16 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
     assert_eq!(st.verdict, Some(Verdict::Pass));
     let step_ups: Vec<i32> = st.history.iter().filter(|d| d.action == "StepUp").map(|d| d.weight).collect();
     assert_eq!(step_ups, vec![20, 50, 100], "each step taken once: {:?}", st.history);
+    // podinfo's histogram has the Go client's default buckets: 300 ms is judged at 250 ms.
+    let latency_source = st.checks.iter().find(|c| c.name == "latency").and_then(|c| c.source.clone());
+    assert_eq!(
+        latency_source.as_deref(),
+        Some(
+            "prometheusClient: http_request_duration_seconds, judged at le=\"0.25\" (250ms, the largest boundary below 300ms)"
+        ),
+        "{:?}",
+        st.checks
+    );
     let healthy = load.snapshot();
     let failures: Vec<(u16, f64)> = healthy
         .iter()
@@ -269,7 +263,8 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
 
     // podinfo's own fault option: a third of the requests fail (500, 400 or 409).
     let errors_applied = std::time::Instant::now();
-    let (ok, out) = c.apply(&rollout_yaml(&ns, &prometheus, "v3", ", --random-error")).await;
+    let (ok, out) =
+        c.apply(&rollout_yaml(&ns, &prometheus, "v3", ", --random-error", "prometheusClient")).await;
     assert!(ok, "{out}");
     let v3 = revision(&c, &ns).await;
     wait_until("podinfo v3 rolled back", Duration::from_secs(300), || async {
@@ -286,7 +281,8 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
     // A canary whose container cannot start (a flag podinfo does not know) is rolled back as soon
     // as its pod crash-loops, saying so; stable keeps serving every request.
     let crash_applied = std::time::Instant::now();
-    let (ok, out) = c.apply(&rollout_yaml(&ns, &prometheus, "v4", ", --no-such-flag")).await;
+    let (ok, out) =
+        c.apply(&rollout_yaml(&ns, &prometheus, "v4", ", --no-such-flag", "prometheusClient")).await;
     assert!(ok, "{out}");
     let v4 = revision(&c, &ns).await;
     wait_until("the crash-looping v4 rolled back", Duration::from_secs(240), || async {
@@ -302,6 +298,25 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
     );
     let events = c.events(&ns);
     assert!(events.contains("CrashLoopBackOff"), "a Warning Event names it:\n{events}");
+    // The gate left on refserver's metric names (the default source): podinfo does not export
+    // them, and the reason says what it exports instead and which preset reads it.
+    let wrong_applied = std::time::Instant::now();
+    let (ok, out) = c.apply(&rollout_yaml(&ns, &prometheus, "v4b", "", "refserver")).await;
+    assert!(ok, "{out}");
+    let v4b = revision(&c, &ns).await;
+    wait_until("v4b rolled back: the wrong metric source", Duration::from_secs(240), || async {
+        let st = c.status(&ns, NAME).await;
+        st.phase == Some(Phase::RolledBack) && st.canary_revision.as_deref() == Some(v4b.as_str())
+    })
+    .await;
+    let wrong_source_after = wrong_applied.elapsed();
+    let wrong_source_reason = c.status(&ns, NAME).await.message.unwrap_or_default();
+    assert!(
+        wrong_source_reason.contains("no series http_server_request_duration_seconds_count{")
+            && wrong_source_reason.contains("the pods export http_request_duration_seconds_count")
+            && wrong_source_reason.contains("set metrics.preset: prometheusClient"),
+        "{wrong_source_reason}"
+    );
     let rss_after_rollouts = in_cluster_controller_rss_kib();
     let seen = load.stop().await;
     let failed_during_crash =
@@ -354,7 +369,7 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
     })
     .await;
     let load = Load::start(&format!("{}/", c.gateway), &format!("{NAME}.{ns}.e2e"), RPS, 4);
-    let (ok, out) = c.apply(&rollout_yaml(&ns, &prometheus, "v5", "")).await;
+    let (ok, out) = c.apply(&rollout_yaml(&ns, &prometheus, "v5", "", "traefik")).await;
     assert!(ok, "{out}");
     let v5 = revision(&c, &ns).await;
     wait_until("podinfo v5 promoted by the Helm-installed controller", Duration::from_secs(300), || async {
@@ -363,8 +378,33 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
     })
     .await;
     let helm_promoted_after = helm_started.elapsed();
+    let st = c.status(&ns, NAME).await;
+    let latency_source = st.checks.iter().find(|c| c.name == "latency").and_then(|c| c.source.clone());
+    assert_eq!(
+        latency_source.as_deref(),
+        Some("traefik: traefik_service_request_duration_seconds, judged at le=\"0.3\" (300ms)"),
+        "judged from the gateway's histogram: {:?}",
+        st.checks
+    );
+
+    // Errors seen only by the gateway (no app metrics read at all) roll back too.
+    let gateway_errors_applied = std::time::Instant::now();
+    let (ok, out) = c.apply(&rollout_yaml(&ns, &prometheus, "v6", ", --random-error", "traefik")).await;
+    assert!(ok, "{out}");
+    let v6 = revision(&c, &ns).await;
+    wait_until("podinfo v6 rolled back on the gateway's metrics", Duration::from_secs(300), || async {
+        let st = c.status(&ns, NAME).await;
+        st.phase == Some(Phase::RolledBack) && st.canary_revision.as_deref() == Some(v6.as_str())
+    })
+    .await;
+    let gateway_rolled_back_after = gateway_errors_applied.elapsed();
+    let gateway_reason = c.status(&ns, NAME).await.message.unwrap_or_default();
+    assert!(gateway_reason.contains("errors over budget"), "{gateway_reason}");
     let seen_helm = load.stop().await;
-    let failed_helm = seen_helm.iter().filter(|s| s.status >= 500 || s.status == 0).count();
+    let failed_helm = seen_helm
+        .iter()
+        .filter(|s| s.at < gateway_errors_applied && (s.status >= 500 || s.status == 0))
+        .count();
     assert_eq!(failed_helm, 0, "requests failed while the Helm-installed controller promoted v5");
     let (ok, logs) =
         kubectl(&c, &["logs", "-n", "rollgate-system", "-l", "app.kubernetes.io/name=rollgate", "--tail=-1"])
@@ -384,7 +424,11 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
             "crash_loop_rolled_back_after_s": crash_rolled_back_after.as_secs_f64(),
             "crash_loop_reason": crash_reason,
             "failed_during_crash_loop": failed_during_crash,
+            "wrong_metric_source_rolled_back_after_s": wrong_source_after.as_secs_f64(),
+            "wrong_metric_source_reason": wrong_source_reason,
             "helm_reinstall_to_promoted_s": helm_promoted_after.as_secs_f64(),
+            "v6_gateway_metrics_applied_to_rolled_back_s": gateway_rolled_back_after.as_secs_f64(),
+            "v6_rollback_reason": gateway_reason,
             "controller_rss_kib_idle": rss_idle,
             "controller_rss_kib_after_rollouts": rss_after_rollouts,
         }),

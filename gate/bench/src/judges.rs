@@ -115,6 +115,7 @@ fn rollgate(step: &Step<'_>, interval: u64, min_healthy: u64, max_hold: u64, rat
         budget: step.budget,
         tolerance: step.tolerance,
         unit: Unit::Requests,
+        source: None,
     };
     let mut at = interval;
     loop {

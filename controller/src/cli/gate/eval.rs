@@ -9,7 +9,7 @@ use rollgate_gate::{Decision, Missing, Policy, StepClock, evaluate};
 use super::render::{check_line, evaluation_json, word};
 use super::{EvalArgs, Opened, open, usage};
 use crate::cli::{Exit, Output};
-use crate::metrics_provider::{self, SeriesSelector};
+use crate::metrics_provider::{self, SeriesSelector, Span};
 
 pub(super) async fn run(a: EvalArgs) -> Exit {
     let Opened { gate, canary, stable, prometheus: provider } = match open(&a.source) {
@@ -24,7 +24,8 @@ pub(super) async fn run(a: EvalArgs) -> Exit {
         let elapsed = if a.lookback { total } else { started.elapsed().min(total) };
         let stable_sel = stable.as_ref().map(|s| s as &dyn SeriesSelector);
         let window = elapsed.max(Duration::from_secs(1));
-        let evidence = match metrics_provider::gather(&provider, &gate, &canary, stable_sel, window).await {
+        let span = Span { window, time: Some(k8s_openapi::jiff::Timestamp::now().as_second()) };
+        let evidence = match metrics_provider::gather(&provider, &gate, &canary, stable_sel, span).await {
             Ok(e) => e,
             Err(e) => return usage(e.to_string()),
         };

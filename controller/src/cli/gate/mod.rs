@@ -18,6 +18,7 @@ use clap::{Args, Subcommand};
 use rollgate_crds::duration::PositiveDuration;
 
 use super::{EXIT_CODES, Exit, Output, gate_file};
+use crate::metrics_provider::access::Access;
 use crate::metrics_provider::{self, LabelMatchers, prometheus::Prometheus};
 
 #[derive(Debug, Subcommand)]
@@ -137,9 +138,10 @@ pub(super) fn open(source: &SeriesSource) -> Result<Opened, String> {
         .map(LabelMatchers::parse)
         .transpose()
         .map_err(|e| format!("--stable-selector: {e}"))?;
-    for c in &gate.checks {
-        let unfilled =
-            metrics_provider::queries::for_check(c).map(|q| q.unfilled(&canary)).unwrap_or_default();
+    for c in gate.effective_checks().iter() {
+        let unfilled = metrics_provider::queries::for_check(c, gate.source_of(c))
+            .map(|q| q.unfilled(&canary))
+            .unwrap_or_default();
         if !unfilled.is_empty() {
             return Err(format!(
                 "checks {}: a promql query read by --selector may use only $window (it uses ${})",
@@ -148,6 +150,13 @@ pub(super) fn open(source: &SeriesSource) -> Result<Opened, String> {
             ));
         }
     }
-    let prometheus = Prometheus::new(&gate.prometheus.address).map_err(|e| format!("--prometheus: {e}"))?;
+    if gate.prometheus.auth.is_some() || gate.prometheus.tls.is_some() {
+        return Err("prometheus.auth and prometheus.tls name Secrets the CLI does not read: remove them \
+                    from the file and reach Prometheus directly (e.g. kubectl port-forward)"
+            .into());
+    }
+    let mut access = Access::address(&gate.prometheus.address);
+    access.headers = gate.prometheus.headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect();
+    let prometheus = Prometheus::new(&access).map_err(|e| format!("--prometheus: {e}"))?;
     Ok(Opened { gate, canary, stable, prometheus })
 }

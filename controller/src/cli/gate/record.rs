@@ -8,7 +8,7 @@ use rollgate_gate::replay::{CountPair, Sample, SampleCounts, Series};
 
 use super::{MAX_SAMPLES, Opened, RecordArgs, open, usage};
 use crate::cli::Exit;
-use crate::metrics_provider::{self, SeriesSelector};
+use crate::metrics_provider::{self, SeriesSelector, Span};
 
 fn timestamp(flag: &str, text: &str) -> Result<Timestamp, String> {
     text.parse::<Timestamp>().map_err(|e| format!("{flag}: {text:?} is not an RFC 3339 time ({e})"))
@@ -58,16 +58,17 @@ async fn record_series(a: &RecordArgs) -> Result<Series, String> {
         ));
     }
     let zero = SampleCounts { canary: CountPair { bad: 0, total: 0 }, stable: None };
-    let names = gate.checks.iter().map(|c| (c.name.clone(), zero));
+    let checks = gate.effective_checks();
+    let names = checks.iter().map(|c| (c.name.clone(), zero));
     let mut series = Series { samples: vec![Sample { at: 0.0, checks: names.collect() }] };
     for i in 1..=samples {
         let elapsed = i * every;
-        let at = prometheus.at(from.as_second() + elapsed as i64);
+        let span =
+            Span { window: Duration::from_secs(elapsed), time: Some(from.as_second() + elapsed as i64) };
         let stable_sel = stable.as_ref().map(|s| s as &dyn SeriesSelector);
-        let evidence =
-            metrics_provider::gather(&at, &gate, &canary, stable_sel, Duration::from_secs(elapsed))
-                .await
-                .map_err(|e| e.to_string())?;
+        let evidence = metrics_provider::gather(&prometheus, &gate, &canary, stable_sel, span)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut checks = std::collections::BTreeMap::new();
         for e in evidence {
             match e.canary {

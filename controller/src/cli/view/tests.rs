@@ -97,13 +97,17 @@ fn pending_check() -> CheckStatus {
         reason:
             "waiting for evidence: 312 of about 1500 requests; 0 of 312 requests bad (0 %), budget 0.020 %"
                 .into(),
+        source: None,
+        unit: Some("requests".into()),
     }
 }
 
 #[test]
 fn status_text_marks_the_current_step_and_shows_evidence() {
     let mut status = progressing(1);
-    status.checks = vec![pending_check()];
+    let mut check = pending_check();
+    check.source = Some("otel: http_server_request_duration_seconds_count".into());
+    status.checks = vec![check];
     status.history = (0..8)
         .map(|i| Decision {
             time: at(80 - i * 10),
@@ -117,6 +121,7 @@ fn status_text_marks_the_current_step_and_shows_evidence() {
     assert!(plain.starts_with("rollout shop/web: Progressing, canary weight 5 %, step 2 of 3\n"), "{plain}");
     assert!(plain.contains("1 % done  →  [5 % now]  →  100 %"), "{plain}");
     assert!(plain.contains("evidence: 312 of about 1500 requests"), "{plain}");
+    assert!(plain.contains("reads otel: http_server_request_duration_seconds_count\n"), "{plain}");
     assert!(!plain.contains('#'), "no bars when not a terminal:\n{plain}");
     assert!(!plain.contains("decision 2") && plain.contains("decision 3") && plain.contains("decision 7"));
     assert!(plain.contains("10s ago"), "{plain}");
