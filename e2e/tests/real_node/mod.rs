@@ -137,24 +137,66 @@ async fn leader(c: &Cluster) -> String {
     leader_opt(c).await.unwrap_or_default()
 }
 
-/// Resident memory (KiB) of the controller processes running in containers on this host (their
-/// command line is the image's `/rollgate controller`), largest first.
-fn in_cluster_controller_rss_kib() -> Vec<u64> {
-    let mut out: Vec<u64> = std::fs::read_dir("/proc")
+/// The `/proc/<pid>` directories of the controller processes running in containers on this host
+/// (their command line is the image's `/rollgate controller`).
+fn in_cluster_controllers() -> Vec<std::path::PathBuf> {
+    std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| {
-            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            if !cmdline.starts_with(b"/rollgate\0controller") {
-                return None;
-            }
-            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+        .map(|e| e.path())
+        .filter(|p| std::fs::read(p.join("cmdline")).is_ok_and(|c| c.starts_with(b"/rollgate\0controller")))
+        .collect()
+}
+
+/// Resident memory (KiB) of the in-cluster controller processes, largest first.
+fn in_cluster_controller_rss_kib() -> Vec<u64> {
+    let mut out: Vec<u64> = in_cluster_controllers()
+        .iter()
+        .filter_map(|p| {
+            let status = std::fs::read_to_string(p.join("status")).ok()?;
             status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
         })
         .collect();
     out.sort_unstable_by(|a, b| b.cmp(a));
     out
+}
+
+/// What the kernel says of an in-cluster controller process that the manifests' securityContext
+/// does not allow, if anything: its user, seccomp mode, capabilities, privilege escalation and
+/// root filesystem, read from `/proc`.
+fn unconfined(proc_dir: &std::path::Path) -> Vec<String> {
+    let status = std::fs::read_to_string(proc_dir.join("status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    let mut wrong = Vec::new();
+    for (name, want) in [
+        ("Uid:", "65532 65532 65532 65532"),
+        ("Seccomp:", "2"),
+        ("NoNewPrivs:", "1"),
+        ("CapEff:", "0000000000000000"),
+        ("CapPrm:", "0000000000000000"),
+    ] {
+        let got = field(name);
+        if got.as_deref() != Some(want) {
+            wrong.push(format!("{name} {got:?}, want {want}"));
+        }
+    }
+    // The root mount of its mount namespace: mountinfo's fifth field is the mount point, the
+    // sixth its options.
+    let mountinfo = std::fs::read_to_string(proc_dir.join("mountinfo")).unwrap_or_default();
+    let root_ro = mountinfo.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(4) == Some(&"/") && f.get(5).is_some_and(|o| o.split(',').any(|x| x == "ro"))
+    });
+    if !root_ro {
+        wrong.push("the root filesystem is not mounted read-only".into());
+    }
+    wrong
 }
 
 /// The revision of the template as applied.
@@ -186,7 +228,7 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
             .is_some_and(|s| s.ready_replicas == Some(2))
     })
     .await;
-    // The runtime enforces the manifests' securityContext: the process runs as 65532.
+    // Both controller pods run on the real node.
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), "rollgate-system");
     let listed =
         pods.list(&ListParams::default().labels("app.kubernetes.io/name=rollgate")).await.expect("pods");
@@ -197,6 +239,11 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
 
     let rss_idle = in_cluster_controller_rss_kib();
     assert_eq!(rss_idle.len(), 2, "two controller processes in containers on this host: {rss_idle:?}");
+    // The runtime enforces the securityContext, as the kernel reports it for each process.
+    for p in in_cluster_controllers() {
+        let wrong = unconfined(&p);
+        assert!(wrong.is_empty(), "{}: {wrong:?}", p.display());
+    }
     let prometheus = c.prometheus.clone();
     let (ok, out) = c.apply(&rollout_yaml(&ns, &prometheus, "v1", "", "prometheusClient")).await;
     assert!(ok, "{out}");
