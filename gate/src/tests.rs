@@ -18,32 +18,21 @@ fn clock(elapsed_s: u64) -> StepClock {
     }
 }
 
+/// A check counting requests.
+fn requests(name: &str, budget: f64, tolerance: f64) -> CheckSpec {
+    CheckSpec { name: name.into(), budget, tolerance, unit: Unit::Requests, source: None }
+}
+
+fn evidence(spec: CheckSpec, canary: Result<Counts, Missing>) -> CheckEvidence {
+    CheckEvidence { spec, canary, stable: None }
+}
+
 fn errors(bad: u64, total: u64) -> CheckEvidence {
-    CheckEvidence {
-        spec: CheckSpec {
-            name: "error-rate".into(),
-            budget: 0.0002,
-            tolerance: 10.0,
-            unit: Unit::Requests,
-            source: None,
-        },
-        canary: Ok(Counts { bad, total }),
-        stable: None,
-    }
+    evidence(requests("error-rate", 0.0002, 10.0), Ok(Counts { bad, total }))
 }
 
 fn slow(bad: u64, total: u64) -> CheckEvidence {
-    CheckEvidence {
-        spec: CheckSpec {
-            name: "latency".into(),
-            budget: 0.05,
-            tolerance: 3.0,
-            unit: Unit::Requests,
-            source: None,
-        },
-        canary: Ok(Counts { bad, total }),
-        stable: None,
-    }
+    evidence(requests("latency", 0.05, 3.0), Ok(Counts { bad, total }))
 }
 
 fn with_stable(mut e: CheckEvidence, bad: u64, total: u64) -> CheckEvidence {
@@ -52,17 +41,7 @@ fn with_stable(mut e: CheckEvidence, bad: u64, total: u64) -> CheckEvidence {
 }
 
 fn unavailable(name: &str) -> CheckEvidence {
-    CheckEvidence {
-        spec: CheckSpec {
-            name: name.into(),
-            budget: 0.05,
-            tolerance: 3.0,
-            unit: Unit::Requests,
-            source: None,
-        },
-        canary: Err(Missing::Unavailable("connection refused".into())),
-        stable: None,
-    }
+    evidence(requests(name, 0.05, 3.0), Err(Missing::Unavailable("connection refused".into())))
 }
 
 fn kind(d: &Decision) -> &'static str {
@@ -78,17 +57,8 @@ fn kind(d: &Decision) -> &'static str {
 }
 
 fn not_a_bucket(name: &str) -> CheckEvidence {
-    CheckEvidence {
-        spec: CheckSpec {
-            name: name.into(),
-            budget: 0.05,
-            tolerance: 3.0,
-            unit: Unit::Requests,
-            source: None,
-        },
-        canary: Err(Missing::Misconfigured("0.25 s is not a bucket boundary (buckets: 0.1, 0.5)".into())),
-        stable: None,
-    }
+    let why = "0.25 s is not a bucket boundary (buckets: 0.1, 0.5)";
+    evidence(requests(name, 0.05, 3.0), Err(Missing::Misconfigured(why.into())))
 }
 
 #[test]

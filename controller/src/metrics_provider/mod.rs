@@ -145,9 +145,9 @@ async fn counts(
     Ok(Read { counts: Counts { bad, total }, boundary })
 }
 
-/// A histogram bound as people write it: `250ms`, `1.2s`.
+/// A histogram bound as durations are written in the spec: `250ms`, `1.2s` (to the microsecond).
 fn seconds_text(s: f64) -> String {
-    if s < 1.0 { format!("{}ms", (s * 1e6).round() / 1e3) } else { format!("{}s", (s * 1e3).round() / 1e3) }
+    rollgate_crds::PositiveDuration::from(Duration::from_micros((s * 1e6).round() as u64)).to_string()
 }
 
 /// Request series of the conventions rollgate knows, and the preset that reads each.

@@ -10,6 +10,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
+use rollgate_crds::RolloutStatus;
 use rollgate_crds::rollout::{Phase, Verdict};
 use tokio::process::Command;
 
@@ -199,6 +200,36 @@ fn unconfined(proc_dir: &std::path::Path) -> Vec<String> {
     wrong
 }
 
+/// Waits until both replicas of the controller are Ready.
+async fn controllers_ready(deployments: &Api<Deployment>, what: &str) {
+    wait_until(what, Duration::from_secs(180), || async {
+        deployments
+            .get_opt("rollgate-controller")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|d| d.status)
+            .is_some_and(|s| s.ready_replicas == Some(2))
+    })
+    .await;
+}
+
+/// Applies podinfo's Rollout `yaml` and waits until its revision reaches `until` (as the canary
+/// for `RolledBack`, as stable for `Promoted`): the status then, and the time since the apply.
+async fn roll(c: &Cluster, ns: &str, yaml: &str, until: Phase, what: &str) -> (RolloutStatus, Duration) {
+    let applied = std::time::Instant::now();
+    let (ok, out) = c.apply(yaml).await;
+    assert!(ok, "{out}");
+    let rev = revision(c, ns).await;
+    wait_until(what, Duration::from_secs(300), || async {
+        let st = c.status(ns, NAME).await;
+        let side = if until == Phase::Promoted { &st.stable_revision } else { &st.canary_revision };
+        st.phase == Some(until) && side.as_deref() == Some(rev.as_str())
+    })
+    .await;
+    (c.status(ns, NAME).await, applied.elapsed())
+}
+
 /// The revision of the template as applied.
 async fn revision(c: &Cluster, ns: &str) -> String {
     rollgate_crds::revision::revision_of(&c.rollout(ns, NAME).await.spec.template)
@@ -218,16 +249,7 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
             .await;
     assert!(ok, "{out}");
     let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), "rollgate-system");
-    wait_until("both controller pods ready", Duration::from_secs(180), || async {
-        deployments
-            .get_opt("rollgate-controller")
-            .await
-            .ok()
-            .flatten()
-            .and_then(|d| d.status)
-            .is_some_and(|s| s.ready_replicas == Some(2))
-    })
-    .await;
+    controllers_ready(&deployments, "both controller pods ready").await;
     // Both controller pods run on the real node.
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), "rollgate-system");
     let listed =
@@ -309,18 +331,8 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
     let failed_healthy = failures.len();
 
     // podinfo's own fault option: a third of the requests fail (500, 400 or 409).
-    let errors_applied = std::time::Instant::now();
-    let (ok, out) =
-        c.apply(&rollout_yaml(&ns, &prometheus, "v3", ", --random-error", "prometheusClient")).await;
-    assert!(ok, "{out}");
-    let v3 = revision(&c, &ns).await;
-    wait_until("podinfo v3 rolled back", Duration::from_secs(300), || async {
-        let st = c.status(&ns, NAME).await;
-        st.phase == Some(Phase::RolledBack) && st.canary_revision.as_deref() == Some(v3.as_str())
-    })
-    .await;
-    let rolled_back_after = errors_applied.elapsed();
-    let st = c.status(&ns, NAME).await;
+    let v3 = rollout_yaml(&ns, &prometheus, "v3", ", --random-error", "prometheusClient");
+    let (st, rolled_back_after) = roll(&c, &ns, &v3, Phase::RolledBack, "podinfo v3 rolled back").await;
     assert_eq!(st.verdict, Some(Verdict::Fail));
     let reason = st.message.clone().unwrap_or_default();
     assert!(reason.contains("errors"), "the reason names the check: {reason}");
@@ -328,17 +340,10 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
     // A canary whose container cannot start (a flag podinfo does not know) is rolled back as soon
     // as its pod crash-loops, saying so; stable keeps serving every request.
     let crash_applied = std::time::Instant::now();
-    let (ok, out) =
-        c.apply(&rollout_yaml(&ns, &prometheus, "v4", ", --no-such-flag", "prometheusClient")).await;
-    assert!(ok, "{out}");
-    let v4 = revision(&c, &ns).await;
-    wait_until("the crash-looping v4 rolled back", Duration::from_secs(240), || async {
-        let st = c.status(&ns, NAME).await;
-        st.phase == Some(Phase::RolledBack) && st.canary_revision.as_deref() == Some(v4.as_str())
-    })
-    .await;
-    let crash_rolled_back_after = crash_applied.elapsed();
-    let crash_reason = c.status(&ns, NAME).await.message.unwrap_or_default();
+    let v4 = rollout_yaml(&ns, &prometheus, "v4", ", --no-such-flag", "prometheusClient");
+    let (st, crash_rolled_back_after) =
+        roll(&c, &ns, &v4, Phase::RolledBack, "the crash-looping v4 rolled back").await;
+    let crash_reason = st.message.unwrap_or_default();
     assert!(
         crash_reason.contains("the canary cannot run") && crash_reason.contains("CrashLoopBackOff"),
         "the reason says the canary crash-loops: {crash_reason}"
@@ -347,17 +352,10 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
     assert!(events.contains("CrashLoopBackOff"), "a Warning Event names it:\n{events}");
     // The gate left on refserver's metric names (the default source): podinfo does not export
     // them, and the reason says what it exports instead and which preset reads it.
-    let wrong_applied = std::time::Instant::now();
-    let (ok, out) = c.apply(&rollout_yaml(&ns, &prometheus, "v4b", "", "refserver")).await;
-    assert!(ok, "{out}");
-    let v4b = revision(&c, &ns).await;
-    wait_until("v4b rolled back: the wrong metric source", Duration::from_secs(240), || async {
-        let st = c.status(&ns, NAME).await;
-        st.phase == Some(Phase::RolledBack) && st.canary_revision.as_deref() == Some(v4b.as_str())
-    })
-    .await;
-    let wrong_source_after = wrong_applied.elapsed();
-    let wrong_source_reason = c.status(&ns, NAME).await.message.unwrap_or_default();
+    let v4b = rollout_yaml(&ns, &prometheus, "v4b", "", "refserver");
+    let (st, wrong_source_after) =
+        roll(&c, &ns, &v4b, Phase::RolledBack, "v4b rolled back: the wrong metric source").await;
+    let wrong_source_reason = st.message.unwrap_or_default();
     assert!(
         wrong_source_reason.contains("no series http_server_request_duration_seconds_count{")
             && wrong_source_reason.contains("the pods export http_request_duration_seconds_count")
@@ -405,27 +403,12 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
         .expect("helm runs");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "helm install: {text}");
-    wait_until("both pods of the chart ready", Duration::from_secs(180), || async {
-        deployments
-            .get_opt("rollgate-controller")
-            .await
-            .ok()
-            .flatten()
-            .and_then(|d| d.status)
-            .is_some_and(|s| s.ready_replicas == Some(2))
-    })
-    .await;
+    controllers_ready(&deployments, "both pods of the chart ready").await;
     let load = Load::start(&format!("{}/", c.gateway), &format!("{NAME}.{ns}.e2e"), RPS, 4);
-    let (ok, out) = c.apply(&rollout_yaml(&ns, &prometheus, "v5", "", "traefik")).await;
-    assert!(ok, "{out}");
-    let v5 = revision(&c, &ns).await;
-    wait_until("podinfo v5 promoted by the Helm-installed controller", Duration::from_secs(300), || async {
-        let st = c.status(&ns, NAME).await;
-        st.phase == Some(Phase::Promoted) && st.stable_revision.as_deref() == Some(v5.as_str())
-    })
-    .await;
+    let v5 = rollout_yaml(&ns, &prometheus, "v5", "", "traefik");
+    let (st, _) =
+        roll(&c, &ns, &v5, Phase::Promoted, "podinfo v5 promoted by the Helm-installed controller").await;
     let helm_promoted_after = helm_started.elapsed();
-    let st = c.status(&ns, NAME).await;
     let latency_source = st.checks.iter().find(|c| c.name == "latency").and_then(|c| c.source.clone());
     assert_eq!(
         latency_source.as_deref(),
@@ -436,16 +419,10 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
 
     // Errors seen only by the gateway (no app metrics read at all) roll back too.
     let gateway_errors_applied = std::time::Instant::now();
-    let (ok, out) = c.apply(&rollout_yaml(&ns, &prometheus, "v6", ", --random-error", "traefik")).await;
-    assert!(ok, "{out}");
-    let v6 = revision(&c, &ns).await;
-    wait_until("podinfo v6 rolled back on the gateway's metrics", Duration::from_secs(300), || async {
-        let st = c.status(&ns, NAME).await;
-        st.phase == Some(Phase::RolledBack) && st.canary_revision.as_deref() == Some(v6.as_str())
-    })
-    .await;
-    let gateway_rolled_back_after = gateway_errors_applied.elapsed();
-    let gateway_reason = c.status(&ns, NAME).await.message.unwrap_or_default();
+    let v6 = rollout_yaml(&ns, &prometheus, "v6", ", --random-error", "traefik");
+    let (st, gateway_rolled_back_after) =
+        roll(&c, &ns, &v6, Phase::RolledBack, "podinfo v6 rolled back on the gateway's metrics").await;
+    let gateway_reason = st.message.unwrap_or_default();
     assert!(gateway_reason.contains("errors over budget"), "{gateway_reason}");
     let seen_helm = load.stop().await;
     let failed_helm = seen_helm
