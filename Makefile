@@ -88,7 +88,7 @@ e2e: deps ## the end-to-end suite on the local control plane (needs root; builds
 	bash e2e/scripts/run-e2e.sh
 
 .PHONY: images
-images: deps ## container images FROM scratch with buildah (rollgate, refserver, podinfo, pause): OCI archives in the cache
+images: deps ## container images FROM scratch with buildah (rollgate, refserver, podinfo, coredns, pause): OCI archives in the cache
 	bash scripts/images.sh
 
 .PHONY: cluster-up

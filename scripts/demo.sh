@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # `make demo`: the product working end to end on the local control plane.
-# Brings up etcd, kube-apiserver, controller-manager, scheduler, Traefik, Prometheus and the
-# process-based node; installs the CRDs and runs the controller; deploys refserver v1; rolls out a
+# Brings up etcd, kube-apiserver, controller-manager, scheduler, Traefik, Prometheus and a real
+# node (kubelet, containerd, kube-proxy, CoreDNS) with the images built from this repository;
+# installs rollgate as users do (`kubectl apply -k manifests/`); deploys refserver v1; rolls out a
 # healthy v2 (promoted) and a v3 answering 10 % errors (rolled back), showing progress live; and
-# tears everything down. Needs root (network namespaces); builds what is missing.
+# tears everything down. Needs root (containers); builds what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-[ "$(id -u)" -eq 0 ] || die "make demo needs root for the pods' network namespaces (try: sudo make demo)"
+[ "$(id -u)" -eq 0 ] || die "make demo needs root for the node's containers (try: sudo make demo)"
 state=${ROLLGATE_DEMO_STATE:-$ROLLGATE_CACHE/demo}
 pids=()
 cleanup() {
@@ -23,9 +24,13 @@ env_file=$(bash e2e/scripts/cluster.sh up "$state" | tail -n1)
 . "$env_file"
 kubectl=$ROLLGATE_E2E_TOOLCHAIN/bin/kubectl
 bin=$CARGO_TARGET_DIR/debug
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 
-log "starting the rollgate controller (logs: $state/logs/controller.log)"
-"$bin/rollgate" controller --metrics-addr 127.0.0.1:0 --lease-namespace default --log-format text \
+log "installing rollgate in the cluster: kubectl apply -k manifests/ (logs: $state/logs/controller.log)"
+"$kubectl" apply --server-side --force-conflicts -k manifests/ >/dev/null
+"$kubectl" -n rollgate-system rollout status deployment/rollgate-controller --timeout=180s >/dev/null ||
+  die "the controller did not become ready; see: $kubectl -n rollgate-system describe pods"
+"$kubectl" -n rollgate-system logs -f -l app.kubernetes.io/name=rollgate --max-log-requests 4 --prefix \
   >"$state/logs/controller.log" 2>&1 &
 pids+=($!)
 
@@ -53,14 +58,16 @@ spec:
       terminationGracePeriodSeconds: 10
       containers:
         - name: refserver
-          image: registry.local/refserver:$1
+          image: ghcr.io/rollgate/refserver:$version
           env:
+            - {name: REFSERVER_VERSION, value: "$1"}
             - {name: REFSERVER_SHUTDOWN_DRAIN_DELAY_MS, value: "3000"}$2
           ports: [{name: http, containerPort: 8080}]
           readinessProbe: {httpGet: {path: /readyz, port: http}, periodSeconds: 1}
   traffic: {gatewayAPI: {httpRoute: refserver}}
   gate:
-    prometheus: {address: "$ROLLGATE_E2E_PROMETHEUS"}
+    # The in-cluster controller reaches Prometheus by its Service name.
+    prometheus: {address: "$ROLLGATE_E2E_PROMETHEUS_IN_CLUSTER"}
     # The playbook's checks with a 1 % error budget, so that a demo's few hundred requests per
     # step are enough evidence; minHealthy 10s instead of 3m.
     checks:

@@ -4,6 +4,7 @@
 #   ghcr.io/rollgate/refserver:$VERSION  refserver (static musl binary)
 #   localhost/podinfo:$PODINFO           podinfo, built from its Go module (the e2e's foreign app)
 #   registry.k8s.io/pause:3.10           the pod sandbox, built from the kubernetes module's source
+#   localhost/coredns:$COREDNS           the cluster DNS, built from its Go module
 # Each is written as an OCI archive into $ROLLGATE_CACHE/images/ (printed on stdout, one per line);
 # `cluster.sh` loads them into the node's containerd. The names match the manifests.
 #   scripts/images.sh [TOOLCHAIN_DIR]
@@ -54,4 +55,6 @@ image "ghcr.io/rollgate/rollgate:$VERSION" "$root/controller/Containerfile" "$bi
 image "ghcr.io/rollgate/refserver:$VERSION" "$root/server/Containerfile" "$bin/refserver"
 podinfo_version=$(awk '$1 == "require" && $2 == "github.com/stefanprodan/podinfo" {print $3}' "$root/e2e/toolchain/podinfo/go.mod")
 image "localhost/podinfo:$podinfo_version" "$root/e2e/images/podinfo.Containerfile" "$(readlink -f "$tc/bin/podinfo")"
+coredns_version=$(awk '$1 == "require" && $2 == "github.com/coredns/coredns" {print $3}' "$root/e2e/toolchain/coredns/go.mod")
+image "localhost/coredns:$coredns_version" "$root/e2e/images/coredns.Containerfile" "$(readlink -f "$tc/bin/coredns")"
 image "registry.k8s.io/pause:3.10" "$root/e2e/images/pause.Containerfile" "$(readlink -f "$tc/bin/pause")"

@@ -14,8 +14,10 @@ pub mod reconcile;
 pub mod rollout_watch;
 pub mod router;
 pub mod run;
+pub mod scope;
 pub mod status_view;
 pub mod verdict_api;
+pub mod watches;
 pub mod workload;
 
 #[cfg(test)]

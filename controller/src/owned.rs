@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-pub const FIELD_MANAGER: &str = "rollgate";
+use crate::scope::field_manager;
 
 /// Why an owned object could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -201,7 +201,7 @@ pub async fn ensure<K: Owned>(
     let observed = match observed {
         Some(o) => o,
         None => {
-            let pp = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+            let pp = PostParams { field_manager: Some(field_manager().into()), ..Default::default() };
             match api.create(&pp, desired).await {
                 Ok(_) => {
                     tracing::info!(object = %object, "owned object created");
@@ -226,7 +226,7 @@ pub async fn ensure<K: Owned>(
     };
     tracing::info!(object = %object, differs_at = %path, "updating an owned object");
     let patch = change_patch(&want, observed.meta().uid.as_deref(), K::replaced());
-    let pp = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    let pp = PatchParams { field_manager: Some(field_manager().into()), ..Default::default() };
     api.patch(&name, &pp, &Patch::Strategic(&patch)).await.map_err(|e| classify(object, e))?;
     Ok(Written::Updated)
 }

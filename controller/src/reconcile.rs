@@ -26,6 +26,7 @@ use crate::observability::ErrorLabels;
 use crate::owned::WriteError;
 use crate::plan::{self, Actions, Observed, Plan, SpecProblem, revision_of};
 use crate::router::{self, RouterError};
+use crate::scope::field_manager;
 use crate::workload::Role;
 
 mod access;
@@ -39,8 +40,6 @@ pub use context::{Clock, Context, ProviderFactory};
 use gate::{evaluate_gate, resolve_gate, validate};
 use notifications::notify;
 pub use notifications::{notification_kind, notification_payload};
-
-pub use crate::owned::FIELD_MANAGER;
 
 /// The Rollout to plan from. The watch cache can lag behind this controller's own status write
 /// (a Deployment or route event may trigger the next pass first); planning from the older
@@ -258,7 +257,7 @@ async fn patch_status(client: &Client, ns: &str, name: &str, status: &RolloutSta
         "kind": "Rollout",
         "status": status,
     });
-    Ok(api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?)
+    Ok(api.patch_status(name, &PatchParams::apply(field_manager()).force(), &Patch::Apply(&patch)).await?)
 }
 
 async fn publish_events(ctx: &Context, ro: &Rollout, events: &[plan::Event]) {

@@ -3,8 +3,8 @@
 //! Serves `/metrics`, `/healthz`, `/readyz` and the verdict API (`verdict_api`; on its own
 //! port with `--api-addr`) at once; takes part in leader election (a Lease,
 //! through kube-lease-manager) so that of several replicas only one acts; while leader, runs the
-//! kube-runtime `Controller` over Rollouts, owning their Deployments and Services and watching
-//! ReleaseGates and HTTPRoutes. Losing the lease stops the controller until it is won again.
+//! kube-runtime Controllers of its scope (`watches`, `scope`). Losing the lease stops them until
+//! it is won again.
 //! SIGTERM or SIGINT stops everything and releases the lease.
 
 use std::net::SocketAddr;
@@ -16,27 +16,19 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::DynamicObject;
+use kube::Client;
 use kube::discovery::Discovery;
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
-use kube::{Api, Client, ResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
-use rollgate_crds::labels::ROLLOUT;
-use rollgate_crds::{ReleaseGate, Rollout};
 
 use crate::connection::KubeArgs;
 use crate::metrics_provider::MetricProvider;
 use crate::metrics_provider::access::Access;
 use crate::metrics_provider::prometheus::Prometheus;
 use crate::observability::{CountRequests, Metrics, SharedMetrics};
-use crate::reconcile::{Context, ProviderFactory, error_policy, reconcile};
-use crate::router::gateway_api::http_route_resource;
-use crate::verdict_api;
+use crate::reconcile::{Context, ProviderFactory};
+use crate::scope::{Scope, ScopeError, set_field_manager};
+use crate::{verdict_api, watches};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ControllerArgs {
@@ -46,6 +38,21 @@ pub struct ControllerArgs {
     /// Serve the verdict API (`/api/v1/...`) on this address instead of beside the metrics.
     #[arg(long, env = "ROLLGATE_API_ADDR")]
     pub api_addr: Option<SocketAddr>,
+    /// Act only on Rollouts in this namespace (repeatable, or comma-separated; default: every
+    /// namespace). `-n NS` adds one.
+    #[arg(
+        long = "watch-namespace",
+        value_name = "NS",
+        env = "ROLLGATE_WATCH_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub watch_namespaces: Vec<String>,
+    /// Act only on Rollouts labelled `rollgate.dev/instance=<ID>` (default: only on Rollouts
+    /// without that label), writing as field manager `rollgate-<ID>` and electing a leader
+    /// through the Lease `rollgate-<ID>-controller`: installations with different ids never
+    /// touch each other's Rollouts.
+    #[arg(long, value_name = "ID", env = "ROLLGATE_INSTANCE")]
+    pub instance: Option<String>,
     /// Namespace of the leader-election Lease (default: the pod's, else `default`).
     #[arg(long, env = "ROLLGATE_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
@@ -70,8 +77,8 @@ pub enum RunError {
     Client(#[source] kube::Error),
     #[error(transparent)]
     Config(#[from] crate::connection::ConfigError),
-    #[error("--namespace: the controller watches every namespace (scoping is not supported yet)")]
-    Namespace,
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
     #[error("leader election: {0}")]
     Lease(#[source] kube_lease_manager::LeaseManagerError),
     #[error("webhook HTTP client: {0}")]
@@ -87,9 +94,10 @@ struct Health {
 }
 
 pub async fn run(args: ControllerArgs, kube: KubeArgs) -> Result<(), RunError> {
-    if kube.namespace.is_some() {
-        return Err(RunError::Namespace);
-    }
+    let mut namespaces = args.watch_namespaces.clone();
+    namespaces.extend(kube.namespace.clone());
+    let scope = Scope::new(namespaces, args.instance.clone())?;
+    set_field_manager(&scope);
     let metrics: SharedMetrics = Arc::new(Metrics::default());
     let config = kube.config().await?;
     let client = kube::client::ClientBuilder::try_from(config)
@@ -126,7 +134,7 @@ pub async fn run(args: ControllerArgs, kube: KubeArgs) -> Result<(), RunError> {
 
     let identity = args.identity.clone().unwrap_or_else(hostname);
     let lease_ns = args.lease_namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
-    let manager = LeaseManagerBuilder::new(client.clone(), "rollgate-controller")
+    let manager = LeaseManagerBuilder::new(client.clone(), scope.lease_name())
         .with_namespace(lease_ns)
         .with_identity(identity.clone())
         .with_duration(15)
@@ -136,11 +144,19 @@ pub async fn run(args: ControllerArgs, kube: KubeArgs) -> Result<(), RunError> {
         .map_err(RunError::Lease)?;
     let (mut leader, lease_task) = manager.watch().await;
     ready.store(true, Ordering::Release);
-    tracing::info!(%identity, metrics = %metrics_addr, "rollgate controller started; waiting for leadership");
+    let namespaces = if scope.namespaces.is_empty() { "all".to_string() } else { scope.namespaces.join(",") };
+    tracing::info!(
+        %identity,
+        metrics = %metrics_addr,
+        %namespaces,
+        instance = scope.instance.as_deref().unwrap_or(""),
+        lease = %scope.lease_name(),
+        "rollgate controller started; waiting for leadership"
+    );
 
     let providers: ProviderFactory =
         Arc::new(|access: &Access| Prometheus::new(access).map(|p| Arc::new(p) as Arc<dyn MetricProvider>));
-    let reporter = Reporter { controller: "rollgate".into(), instance: Some(identity.clone()) };
+    let reporter = Reporter { controller: scope.manager(), instance: Some(identity.clone()) };
     let (notifier, deliveries) = crate::notify::channel(metrics.clone()).map_err(RunError::Notifier)?;
     let ctx =
         Arc::new(Context::new(client.clone(), reporter, metrics.clone(), providers).with_notifier(notifier));
@@ -154,7 +170,7 @@ pub async fn run(args: ControllerArgs, kube: KubeArgs) -> Result<(), RunError> {
             }
             metrics.leader.set(1);
             tracing::info!("leadership acquired; reconciling");
-            let controller = controller(client.clone(), ctx.clone(), has_routes, args.concurrency);
+            let controller = watches::run(client.clone(), ctx.clone(), &scope, has_routes, args.concurrency);
             tokio::select! {
                 () = controller => {
                     tracing::info!("controller stopped");
@@ -186,85 +202,6 @@ pub async fn run(args: ControllerArgs, kube: KubeArgs) -> Result<(), RunError> {
         Err(e) => tracing::warn!(error = %e, "lease task"),
     }
     Ok(())
-}
-
-/// Runs the kube-runtime Controller until a shutdown signal.
-async fn controller(client: Client, ctx: Arc<Context>, watch_routes: bool, concurrency: u16) {
-    let rollouts: Api<Rollout> = Api::all(client.clone());
-    let owned = watcher::Config::default().labels(ROLLOUT);
-    // A short debounce folds the burst of events one write causes (status, Deployment, route)
-    // into one pass.
-    let config = kube::runtime::controller::Config::default()
-        .concurrency(concurrency)
-        .debounce(std::time::Duration::from_millis(200));
-    let mut c = Controller::new(rollouts, watcher::Config::default())
-        .with_config(config)
-        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
-        .owns(Api::<Service>::all(client.clone()), owned);
-    // A Rollout's pods (labelled by the Deployments rollgate writes): a canary that starts
-    // crash-looping changes its pods, not its Deployment, and must be seen at once.
-    c = c.watches(Api::<Pod>::all(client.clone()), watcher::Config::default().labels(ROLLOUT), |pod| {
-        let rollout = pod.labels().get(ROLLOUT).cloned();
-        rollout.map(|name| ObjectRef::<Rollout>::new(&name).within(&pod.namespace().unwrap_or_default()))
-    });
-    let store = c.store();
-    c = c.watches(Api::<ReleaseGate>::all(client.clone()), watcher::Config::default(), move |gate| {
-        let (ns, name) = (gate.namespace(), gate.name_any());
-        store
-            .state()
-            .into_iter()
-            .filter(|r| r.namespace() == ns && r.spec.gate_ref.as_ref().is_some_and(|g| g.name == name))
-            .map(|r| ObjectRef::from_obj(&*r))
-            .collect::<Vec<_>>()
-    });
-    if watch_routes {
-        let store = c.store();
-        let ar = http_route_resource();
-        c = c.watches_with(
-            Api::<DynamicObject>::all_with(client.clone(), &ar),
-            ar,
-            watcher::Config::default(),
-            move |route| {
-                let (ns, name) = (route.namespace(), route.name_any());
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|r| {
-                        r.namespace() == ns
-                            && r.spec.traffic.gateway_api.as_ref().is_some_and(|g| g.http_route == name)
-                    })
-                    .map(|r| ObjectRef::from_obj(&*r))
-                    .collect::<Vec<_>>()
-            },
-        );
-    } else {
-        tracing::info!("the HTTPRoute API is not served; gatewayAPI Rollouts will report it");
-    }
-    // Deleted Rollouts are not reconciled again: sweep what is remembered of them.
-    let store = c.store();
-    let swept = ctx.clone();
-    let sweeper = tokio::spawn(async move {
-        if store.wait_until_ready().await.is_err() {
-            return;
-        }
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
-        loop {
-            every.tick().await;
-            let live: std::collections::HashSet<(String, String)> =
-                store.state().iter().map(|r| (r.namespace().unwrap_or_default(), r.name_any())).collect();
-            swept.retain(|ns, name| live.contains(&(ns.to_string(), name.to_string())));
-        }
-    });
-    c.shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((obj, _)) => tracing::debug!(rollout = %obj.name, "reconciled"),
-                Err(e) => tracing::debug!(error = %e, "reconcile loop"),
-            }
-        })
-        .await;
-    sweeper.abort();
 }
 
 async fn http_routes_served(client: &Client) -> bool {

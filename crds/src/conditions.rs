@@ -7,10 +7,20 @@ pub const PAUSED: &str = "Paused";
 pub const METRICS_UNAVAILABLE: &str = "MetricsUnavailable";
 pub const INVALID_SPEC: &str = "InvalidSpec";
 pub const STABLE_BREACHING: &str = "StableBreaching";
+/// The canary's observed share of requests is far from the route's weight.
+pub const TRAFFIC_SPLIT_DIVERGED: &str = "TrafficSplitDiverged";
 
 /// Every condition type the controller maintains, in display order.
-pub const ALL: [&str; 7] =
-    [PROGRESSING, PROMOTED, ROLLED_BACK, PAUSED, METRICS_UNAVAILABLE, INVALID_SPEC, STABLE_BREACHING];
+pub const ALL: [&str; 8] = [
+    PROGRESSING,
+    PROMOTED,
+    ROLLED_BACK,
+    PAUSED,
+    METRICS_UNAVAILABLE,
+    INVALID_SPEC,
+    STABLE_BREACHING,
+    TRAFFIC_SPLIT_DIVERGED,
+];
 
 /// Reasons of the `InvalidSpec` condition (and of the Warning Event that comes with it).
 pub mod invalid {
@@ -55,6 +65,9 @@ pub mod reason {
     /// `StableBreaching=True` / `False`.
     pub const STABLE_BREACHING: &str = super::STABLE_BREACHING;
     pub const STABLE_HEALTHY: &str = "StableHealthy";
+    /// `TrafficSplitDiverged=True` / `False`.
+    pub const SPLIT_DIVERGED: &str = "SplitDiverged";
+    pub const SPLIT_MATCHES: &str = "SplitMatches";
 }
 
 /// The reasons of the Events rollgate publishes on a Rollout (the Event's `reason` and
@@ -75,6 +88,7 @@ pub enum EventReason {
     RejectedByApi,
     ProgressDeadlineExceeded,
     WriteFailed,
+    TrafficSplitDiverged,
 }
 
 impl EventReason {
@@ -94,6 +108,7 @@ impl EventReason {
             EventReason::RejectedByApi => invalid::REJECTED_BY_API,
             EventReason::ProgressDeadlineExceeded => PROGRESS_DEADLINE_EXCEEDED,
             EventReason::WriteFailed => "WriteFailed",
+            EventReason::TrafficSplitDiverged => TRAFFIC_SPLIT_DIVERGED,
         }
     }
 }

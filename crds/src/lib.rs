@@ -48,6 +48,9 @@ pub mod labels {
     pub const REVISION: &str = "rollgate.dev/revision";
     /// The owning Rollout's name.
     pub const ROLLOUT: &str = "rollgate.dev/rollout";
+    /// On a Rollout: the controller installation (`rollgate controller --instance`) that acts on
+    /// it. Rollouts without it belong to the installation started without `--instance`.
+    pub const INSTANCE: &str = "rollgate.dev/instance";
     /// One-shot actions: set to a new value (any token, e.g. a timestamp) to act once.
     /// `promote`: a value starting with `full` promotes fully, any other passes the step.
     pub const ACTION_PROMOTE: &str = "rollgate.dev/promote";

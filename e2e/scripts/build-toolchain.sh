@@ -4,7 +4,7 @@
 #   etcd; kube-apiserver, kube-controller-manager, kube-scheduler, kubectl; traefik; prometheus
 #   (Debian's package lacks Kubernetes service discovery); the Gateway API standard CRDs; and for
 #   the real node: kubelet, kube-proxy, the pause (sandbox) binary from the kubernetes module's
-#   source, and podinfo (the app nobody here wrote).
+#   source, CoreDNS (the cluster DNS) and podinfo (the app nobody here wrote).
 # Prints the directory holding bin/ and crds/ on stdout; with the argument `helm`, builds only helm
 # and prints its path (for `make chart-check`, which needs nothing else). Safe to run again: a warm cache is a
 # no-op. Needs Go (see go.mod files for the minimum) and the Go module proxy.
@@ -20,6 +20,7 @@ GATEWAY_API_VERSION=1.4.0
 # The sandbox image kubelet 1.35 expects (registry.k8s.io/pause), built here from source.
 PAUSE_VERSION=3.10
 HELM_VERSION=3.22.0
+COREDNS_VERSION=1.14.7
 
 command -v go >/dev/null || die "Go is required to build the control plane (https://go.dev/doc/install)"
 
@@ -103,7 +104,17 @@ if [ ! -x "$podinfo_out/podinfo" ]; then
     -o "$podinfo_out/podinfo.partial" github.com/stefanprodan/podinfo/cmd/podinfo)
   mv "$podinfo_out/podinfo.partial" "$podinfo_out/podinfo"
 fi
-for b in "$node_out/kubelet" "$node_out/kube-proxy" "$node_out/pause" "$podinfo_out/podinfo" "$helm_out/helm"; do
+coredns_out="$ROLLGATE_CACHE/toolchain/coredns-$COREDNS_VERSION-$(key coredns)"
+if [ ! -x "$coredns_out/coredns" ]; then
+  log "building coredns $COREDNS_VERSION (go build, static, cached in $coredns_out)"
+  mkdir -p "$coredns_out"
+  (cd "$here/toolchain/coredns" && CGO_ENABLED=0 go build -trimpath \
+    -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=v$COREDNS_VERSION" \
+    -o "$coredns_out/coredns.partial" .)
+  mv "$coredns_out/coredns.partial" "$coredns_out/coredns"
+fi
+for b in "$node_out/kubelet" "$node_out/kube-proxy" "$node_out/pause" "$podinfo_out/podinfo" "$coredns_out/coredns" \
+  "$helm_out/helm"; do
   ln -sf "$b" "$out/bin/$(basename "$b")"
 done
 

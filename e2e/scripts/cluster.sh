@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The local control plane: real etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# Traefik (Gateway API data plane) and Prometheus; rollgate-node standing in for a kubelet; and a
-# real node (containerd + runc + CNI bridge, kubelet, kube-proxy) running images built here.
-# The real node is tainted `rollgate.dev/real-node:NoSchedule`: only pods that tolerate it run
-# there (the in-cluster controller, the foreign app), the other scenarios keep rollgate-node.
+# Traefik (Gateway API data plane) and Prometheus as host processes, and a real node
+# (containerd + runc + CNI bridge, kubelet, kube-proxy, CoreDNS) running images built here.
+# Prometheus is also a Service, `prometheus.monitoring:9090`, so pods reach it by name.
 #
 #   e2e/scripts/cluster.sh up   [STATE_DIR]   start everything; prints the env file to source
 #   e2e/scripts/cluster.sh down [STATE_DIR]   stop everything, remove namespaces and links
 #
 # STATE_DIR (default ~/.cache/rollgate/cluster) holds certificates, data, logs/ and env. Needs
-# root (network namespaces). Only loopback and the pod bridge (10.200.0.0/16) carry traffic.
+# root (containers, network namespaces). Only loopback, the host's cluster address (10.200.0.1)
+# and the pod bridge (10.201.0.0/24) carry traffic.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 root=$(cd "$here/.." && pwd)
@@ -19,18 +19,51 @@ cmd=${1:-}
 state=${2:-$ROLLGATE_CACHE/cluster}
 : "${APISERVER_PORT:=16443}" "${ETCD_PORT:=23790}" "${GATEWAY_PORT:=18000}" "${PROMETHEUS_PORT:=19090}"
 : "${TRAEFIK_PING_PORT:=18081}"
-BRIDGE=rg0
+# The host's address on the cluster network (a dummy link): the API server, the kubelet and
+# Prometheus listen there, and pods reach it through their bridge's gateway.
+HOST_LINK=rg0
 NODE_IP=10.200.0.1
-NET_PREFIX=rgp
-# The real node: its pods live on their own CNI bridge and subnet.
+# The node: its pods live on their own CNI bridge and subnet.
 REAL_NODE=rollgate-real
 REAL_BRIDGE=rgc0
 REAL_SUBNET=10.201.0.0/24
-REAL_TAINT=rollgate.dev/real-node
+CLUSTER_DNS=10.96.0.10
+# The host-wide names (links, subnet, ports) belong to one cluster at a time: the state directory
+# of the running one is recorded here, and only that directory's `down` removes them.
+CLAIM=/run/rollgate-cluster
+
+# Whether this state directory holds the claim on the host-wide names.
+ours() {
+  [ -f "$CLAIM" ] && [ "$(cat "$CLAIM")" = "$state" ]
+}
+
+# Another cluster holds the host-wide names (or they are in use by something else): say which,
+# and how to stop it, instead of breaking it.
+refuse_if_taken() {
+  if [ -f "$CLAIM" ] && ! ours; then
+    local other pid alive=""
+    other=$(cat "$CLAIM")
+    for pid in $(cat "$other"/pids/* 2>/dev/null || true); do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ -n "$alive" ] && die "a local cluster is already running from $other; stop it first: bash e2e/scripts/cluster.sh down $other"
+    die "a local cluster from $other did not stop cleanly; clean it up first: bash e2e/scripts/cluster.sh down $other"
+  fi
+  ours && return 0
+  local l
+  for l in "$HOST_LINK" "$REAL_BRIDGE"; do
+    ip link show "$l" >/dev/null 2>&1 &&
+      die "link $l exists but no cluster of this script claims it (not made by $state); remove it yourself (ip link del $l) if it is a leftover"
+  done
+  local port
+  for port in "$APISERVER_PORT" "$ETCD_PORT" "$GATEWAY_PORT" "$PROMETHEUS_PORT" "$TRAEFIK_PING_PORT" 10250; do
+    if ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
+      die "port $port is in use by another process ($(ss -Hltnp "sport = :$port" | grep -o 'users:.*' | head -n1)); stop it first"
+    fi
+  done
+}
 
 down() {
   if [ -d "$state/pids" ]; then
-    for f in node kube-proxy kubelet traefik prometheus scheduler controller-manager apiserver etcd containerd; do
+    for f in kube-proxy kubelet traefik prometheus scheduler controller-manager apiserver etcd containerd; do
       [ -f "$state/pids/$f" ] || continue
       pid=$(cat "$state/pids/$f")
       kill -TERM "$pid" 2>/dev/null || true
@@ -39,16 +72,15 @@ down() {
       rm -f "$state/pids/$f"
     done
   fi
-  # Leftover pod processes, namespaces and links (also after a crash).
-  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$NET_PREFIX" || true); do
-    for pid in $(ip netns pids "$ns" 2>/dev/null || true); do kill -KILL "$pid" 2>/dev/null || true; done
-    ip netns del "$ns" 2>/dev/null || true
-  done
-  for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep "^${NET_PREFIX}h" || true); do
-    ip link del "$l" 2>/dev/null || true
-  done
-  ip link del "$BRIDGE" 2>/dev/null || true
+  # The containers, mounts and kube-proxy rules this directory made; the host-wide links and pod
+  # namespaces only when it holds the claim (another cluster's are not ours to remove).
   real_node_down
+  if ours; then
+    ip link del "$HOST_LINK" 2>/dev/null || true
+    rm -f "$CLAIM"
+  elif [ -f "$CLAIM" ]; then
+    log "left the links of the cluster running from $(cat "$CLAIM") alone"
+  fi
   [ -d "$state" ] && log "control plane stopped; logs in $state/logs"
   return 0
 }
@@ -120,15 +152,17 @@ real_node_down() {
       umount -l "$m" 2>/dev/null || true
     done
   fi
-  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^cni-' || true); do
-    # Only the namespaces whose pods were on this cluster's CNI bridge.
-    if ip netns exec "$ns" ip -o -4 addr show 2>/dev/null | grep -q " ${REAL_SUBNET%.*}\."; then
-      ip netns del "$ns" 2>/dev/null || true
-    fi
-  done
-  ip link del "$REAL_BRIDGE" 2>/dev/null || true
-  # kube-proxy removes its own rules.
-  if [ -f "$state/real-node" ]; then
+  if ours; then
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^cni-' || true); do
+      # Only the namespaces whose pods were on this cluster's CNI bridge.
+      if ip netns exec "$ns" ip -o -4 addr show 2>/dev/null | grep -q " ${REAL_SUBNET%.*}\."; then
+        ip netns del "$ns" 2>/dev/null || true
+      fi
+    done
+    ip link del "$REAL_BRIDGE" 2>/dev/null || true
+  fi
+  # kube-proxy removes its own rules (host-wide chains: only with the claim).
+  if [ -f "$state/real-node" ] && ours; then
     local kp
     kp="$(cat "$state/real-node")/bin/kube-proxy"
     [ -x "$kp" ] && "$kp" --cleanup --proxy-mode iptables >/dev/null 2>&1 || true
@@ -187,16 +221,47 @@ evictionHard: {}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 resolvConf: /etc/resolv.conf
-registerWithTaints: [{key: $REAL_TAINT, effect: NoSchedule}]
+clusterDNS: [$CLUSTER_DNS]
+clusterDomain: cluster.local
 serializeImagePulls: false
 KUBELET
   start kubelet "$tc/bin/kubelet" --config "$state/kubelet.yaml" --kubeconfig "$state/kubeconfig" \
     --hostname-override "$REAL_NODE" --node-ip "$NODE_IP" --root-dir "$state/kubelet" \
     --cert-dir "$state/kubelet/pki"
   start kube-proxy "$tc/bin/kube-proxy" --kubeconfig "$state/kubeconfig" --hostname-override "$REAL_NODE" \
-    --proxy-mode iptables --cluster-cidr 10.200.0.0/15 --bind-address "$NODE_IP" \
+    --proxy-mode iptables --cluster-cidr "$REAL_SUBNET" --bind-address "$NODE_IP" \
     --metrics-bind-address 127.0.0.1:10249 --healthz-bind-address 127.0.0.1:10256
   wait_for "node $REAL_NODE" 90 "$tc/bin/kubectl" wait --for=condition=Ready "node/$REAL_NODE" --timeout=1s
+}
+
+# CoreDNS in the cluster, and the host's Prometheus as the Service prometheus.monitoring:9090
+# (no selector: its EndpointSlice names the host), so that pods use it by name as users do.
+cluster_services() { # toolchain dir
+  local kubectl="$1/bin/kubectl" coredns_version
+  coredns_version=$(awk '$1 == "require" && $2 == "github.com/coredns/coredns" {print $3}' "$here/toolchain/coredns/go.mod")
+  sed "s|COREDNS_IMAGE|localhost/coredns:$coredns_version|" "$here/manifests/coredns.yaml" | "$kubectl" apply -f - >/dev/null
+  "$kubectl" apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Namespace
+metadata: {name: monitoring}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: prometheus, namespace: monitoring}
+spec:
+  ports: [{name: web, port: 9090, targetPort: $PROMETHEUS_PORT, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: prometheus-host
+  namespace: monitoring
+  labels: {kubernetes.io/service-name: prometheus, endpointslice.kubernetes.io/managed-by: rollgate-e2e}
+addressType: IPv4
+ports: [{name: web, port: $PROMETHEUS_PORT, protocol: TCP}]
+endpoints: [{addresses: ["$NODE_IP"], conditions: {ready: true}}]
+YAML
+  wait_for "CoreDNS" 120 "$kubectl" -n kube-system wait --for=condition=Available deployment/coredns --timeout=1s
 }
 
 kubeconfig() {
@@ -219,21 +284,23 @@ KC
 up() {
   [ "$(id -u)" -eq 0 ] || die "the local control plane needs root (network namespaces)"
   apt_install iproute2 openssl curl
+  refuse_if_taken
   local tc
   tc=$(bash "$here/scripts/build-toolchain.sh")
-  log "building rollgate, rollgate-node and refserver"
-  (cd "$root" && cargo build -q --locked -p rollgate -p rollgate-e2e -p refserver --bins)
+  log "building rollgate (CLI, host controller) and the load generator"
+  (cd "$root" && cargo build -q --locked -p rollgate -p rollgate-e2e --bins)
   down
+  printf '%s\n' "$state" >"$CLAIM"
   rm -rf "$state/etcd" "$state/prometheus-data"
-  mkdir -p "$state/pids" "$state/logs/pods"
+  mkdir -p "$state/pids" "$state/logs"
   certs
   kubeconfig
   export KUBECONFIG=$state/kubeconfig
   local kubectl="$tc/bin/kubectl"
 
-  ip link add "$BRIDGE" type bridge
-  ip addr add "$NODE_IP/16" dev "$BRIDGE"
-  ip link set "$BRIDGE" up
+  ip link add "$HOST_LINK" type dummy
+  ip addr add "$NODE_IP/32" dev "$HOST_LINK"
+  ip link set "$HOST_LINK" up
 
   start etcd "$tc/bin/etcd" --data-dir "$state/etcd" --unsafe-no-fsync \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
@@ -258,12 +325,9 @@ up() {
     --use-service-account-credentials=false
   start scheduler "$tc/bin/kube-scheduler" --kubeconfig "$state/kubeconfig" \
     --bind-address 127.0.0.1 --secure-port 10359 --leader-elect=false
-  start node "$CARGO_TARGET_DIR/debug/rollgate-node" --node-ip "$NODE_IP" --bridge "$BRIDGE" \
-    --net-prefix "$NET_PREFIX" --log-dir "$state/logs/pods" \
-    --image "refserver=$CARGO_TARGET_DIR/debug/refserver"
-  wait_for "node rollgate-node" 60 "$kubectl" wait --for=condition=Ready node/rollgate-node --timeout=1s
   real_node_up "$tc"
   wait_for "default service account" 60 "$kubectl" get serviceaccount default
+  cluster_services "$tc"
 
   log "installing the Gateway API and rollgate CRDs and the demo Gateway"
   "$kubectl" apply --server-side -f "$tc/crds/" >/dev/null
@@ -309,6 +373,7 @@ export ROLLGATE_E2E_STATE=$state
 export ROLLGATE_E2E_TOOLCHAIN=$tc
 export ROLLGATE_E2E_GATEWAY=http://127.0.0.1:$GATEWAY_PORT
 export ROLLGATE_E2E_PROMETHEUS=http://$NODE_IP:$PROMETHEUS_PORT
+export ROLLGATE_E2E_PROMETHEUS_IN_CLUSTER=http://prometheus.monitoring:9090
 export ROLLGATE_E2E_REAL_NODE=$REAL_NODE
 export ROLLGATE_E2E_CONTAINERD=$state/containerd/containerd.sock
 export ROLLGATE_E2E_PROMETHEUS_PID=$(cat "$state/pids/prometheus")

@@ -18,10 +18,11 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::check::CheckSpec;
+use crate::check::{CheckSpec, Unit};
 use crate::decision::{
     Advance, CheckReport, Decision, Inconclusive, Judged, Pending, RollbackCause, Unreadable, Wait,
 };
+use crate::split::Traffic;
 use crate::sprt::{self, Counts, ErrorRates, Outcome};
 
 /// Why a check has no counts.
@@ -84,6 +85,9 @@ pub enum CheckResult {
 pub struct Evaluation {
     pub decision: Decision,
     pub checks: Vec<CheckReport>,
+    /// Requests each version answered over the step, from the first request-counting check
+    /// read for both (to judge the traffic split); `None` when none was.
+    pub traffic: Option<Traffic>,
 }
 
 /// What the checks of one evaluation found, sorted by what they mean for the step.
@@ -172,7 +176,13 @@ pub fn evaluate(evidence: &[CheckEvidence], clock: StepClock, policy: Policy) ->
         (d @ Decision::Rollback(_), _) | (d, None) => d,
         (_, Some(u)) => Decision::Misconfigured(u),
     };
-    Evaluation { decision, checks: reports }
+    let traffic = evidence.iter().find_map(|e| match (&e.canary, e.stable) {
+        (Ok(c), Some(s)) if e.spec.unit == Unit::Requests => {
+            Some(Traffic { canary: c.total, stable: s.total })
+        }
+        _ => None,
+    });
+    Evaluation { decision, checks: reports, traffic }
 }
 
 fn decide(

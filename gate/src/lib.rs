@@ -7,6 +7,7 @@
 //! - `evaluate`: one evaluation of a step, every check judged, one `Decision`;
 //! - `decision`: decisions as data, and the words for them (`Decision::reason`);
 //! - `replay`: a recorded series of counts through the gate;
+//! - `split`: whether the traffic split that happened is the one the route asked for;
 //! - `defaults`: how evidence is judged unless a gate says otherwise;
 //! - `format`: durations and shares as people read them.
 
@@ -16,6 +17,7 @@ pub mod defaults;
 mod evaluate;
 pub mod format;
 pub mod replay;
+pub mod split;
 pub mod sprt;
 
 pub use check::{CheckError, CheckSpec, Measure, Unit};
@@ -25,6 +27,7 @@ pub use decision::{
 pub use evaluate::{
     CheckEvidence, CheckResult, Evaluation, InconclusivePolicy, Missing, Policy, StepClock, evaluate,
 };
+pub use split::{Split, Traffic};
 pub use sprt::{Counts, ErrorRates, Outcome};
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{- define "rollgate.serviceAccount" -}}
-{{- default "rollgate" .Values.serviceAccount.name }}
+{{- default .Release.Name .Values.serviceAccount.name }}
 {{- end }}
 
 {{- define "rollgate.leaseNamespace" -}}

@@ -18,6 +18,7 @@
 mod conditions;
 mod outcomes;
 mod planner;
+mod split;
 mod stepping;
 
 use std::time::Duration;

@@ -24,6 +24,7 @@ impl Planner<'_, '_> {
         self.set_condition(cond::PAUSED, false, cond::reason::PROMOTED, why);
         self.set_condition(cond::METRICS_UNAVAILABLE, false, cond::reason::PROMOTED, why);
         self.set_condition(cond::STABLE_BREACHING, false, cond::reason::PROMOTED, why);
+        self.end_split(cond::reason::PROMOTED, why);
         if first_time {
             self.record(HistoryAction::Promote, 0, why);
             self.event(false, EventReason::Promoted, why.to_string());

@@ -173,6 +173,7 @@ impl Planner<'_, '_> {
         };
         self.status.last_evaluated_at = Some(self.now());
         self.status.checks = eval.checks.iter().map(check_status).collect();
+        self.judge_split(eval, self.status.canary_weight);
         let paused_by_spec = self.o.spec.paused;
         let metrics_down = matches!(eval.decision, Decision::MetricsUnavailable(..));
         let reason = eval.decision.reason();
@@ -258,6 +259,7 @@ impl Planner<'_, '_> {
         self.status.message = Some(why.clone());
         self.set_condition(cond::PROGRESSING, true, action.as_str(), &why);
         self.set_condition(cond::PROMOTED, false, action.as_str(), &why);
+        self.end_split(action.as_str(), &why);
         self.set_condition(cond::ROLLED_BACK, false, action.as_str(), &why);
         self.set_condition(cond::PAUSED, false, action.as_str(), &why);
         self.record(action, 0, &why);

@@ -576,3 +576,67 @@ fn the_gate_is_evaluated_once_per_interval_so_status_writes_do_not_storm() {
     assert_eq!(p.status, w.status);
     assert!(p.requeue <= Duration::from_secs(10));
 }
+
+/// An evaluation in which the canary answered `canary` requests and stable `stable`, none bad.
+fn split_judge(canary: u64, stable: u64) -> impl Fn(Duration) -> Evaluation {
+    move |window: Duration| {
+        let spec = CheckSpec {
+            name: "error-rate".into(),
+            budget: 0.01,
+            tolerance: 10.0,
+            unit: rollgate_gate::Unit::Requests,
+            source: None,
+        };
+        evaluate(
+            &[CheckEvidence {
+                spec,
+                canary: Ok(Counts { bad: 0, total: canary }),
+                stable: Some(Counts { bad: 0, total: stable }),
+            }],
+            StepClock {
+                elapsed: window,
+                min_healthy: Duration::from_secs(600),
+                max_hold: Duration::from_secs(3600),
+            },
+            Policy { rates: RATES, on_inconclusive: InconclusivePolicy::Pause, compare_with_stable: true },
+        )
+    }
+}
+
+fn split_condition(w: &World) -> Option<(String, String, String)> {
+    let c = w.status.conditions.iter().find(|c| c.type_ == cond::TRAFFIC_SPLIT_DIVERGED)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[test]
+fn a_split_far_from_the_weight_is_reported_once_and_cleared_when_it_matches() {
+    let mut w = deployed();
+    assert_eq!(split_condition(&w), None, "no split judged for a first deploy");
+    w.new_version("v2");
+    // At weight 1 % the canary answered none of 4 000 requests: about 40 were due.
+    let starved = split_judge(0, 4000);
+    w.run_until(20, &starved, |w| split_condition(w).is_some_and(|c| c.0 == "True"));
+    let (_, reason, message) = split_condition(&w).expect("condition");
+    assert_eq!(reason, cond::reason::SPLIT_DIVERGED);
+    assert_eq!(
+        message,
+        "the canary answered 0 of 4000 requests (0 %) at weight 1 %, where about 40 were due"
+    );
+    assert_eq!(w.status.canary_weight, 1);
+    for _ in 0..5 {
+        w.step(&starved);
+    }
+    let warnings: Vec<_> =
+        w.events.iter().filter(|e| e.reason == EventReason::TrafficSplitDiverged).collect();
+    assert_eq!(warnings.len(), 1, "one Event per divergence: {warnings:?}");
+    assert!(warnings[0].warning && warnings[0].note.contains("does not split traffic as the route asks"));
+    // The data plane catches up: 38 of 4 000 is what chance gives at 1 %.
+    w.step(&split_judge(38, 3962));
+    w.step(&split_judge(38, 3962));
+    let (status, reason, _) = split_condition(&w).expect("condition");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", cond::reason::SPLIT_MATCHES));
+    // A new canary starts with no judgement carried over as True.
+    w.new_version("v3");
+    w.step(&split_judge(0, 0));
+    assert_ne!(split_condition(&w).map(|c| c.0), Some("True".into()));
+}

@@ -45,7 +45,8 @@ pub fn notification_kind(reason: EventReason) -> Option<NotificationEvent> {
         | EventReason::NameConflict
         | EventReason::RejectedByApi
         | EventReason::ProgressDeadlineExceeded
-        | EventReason::WriteFailed => None,
+        | EventReason::WriteFailed
+        | EventReason::TrafficSplitDiverged => None,
     }
 }
 

@@ -16,9 +16,8 @@ use serde_json::{Value, json};
 use super::{RouterError, RouterResult, TrafficRouter};
 use crate::error::Error;
 use crate::plan::SpecProblem;
+use crate::scope::field_manager;
 use crate::workload::{Role, name};
-
-pub const FIELD_MANAGER: &str = "rollgate";
 
 pub fn http_route_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
@@ -133,7 +132,7 @@ impl TrafficRouter for GatewayApi {
                 "spec": { "rules": rules },
             });
             self.api(ro)
-                .patch(&self.route, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+                .patch(&self.route, &PatchParams::apply(field_manager()).force(), &Patch::Apply(&patch))
                 .await
                 .map_err(Error::from)?;
             tracing::info!(route = %self.route, weight, "canary weight applied");

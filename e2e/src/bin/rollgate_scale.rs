@@ -102,7 +102,7 @@ fn rollout(ns: &str, i: usize) -> Rollout {
             "template": {"spec": {
                 // No node has this label: the pods stay Pending and the Rollout waits.
                 "nodeSelector": {"rollgate.dev/bench": "nowhere"},
-                "containers": [{"name": "app", "image": "registry.local/refserver:v1"}]
+                "containers": [{"name": "app", "image": "ghcr.io/rollgate/refserver:0.1.0"}]
             }},
             "traffic": {"replicaRatio": {}},
             "gate": {"prometheus": {"address": "http://127.0.0.1:9"}, "checks": [{"name": "error-rate", "errorRate": {"maxRatio": 0.01}}]}
@@ -219,7 +219,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in (0..args.rollouts).step_by((args.rollouts / 20).max(1)) {
         let name = format!("r{i:04}");
         let patch = json!({"spec": {"template": {"spec": {"containers": [
-            {"name": "app", "image": "registry.local/refserver:v1", "env": [{"name": "CHANGE", "value": "1"}]}
+            {"name": "app", "image": "ghcr.io/rollgate/refserver:0.1.0", "env": [{"name": "CHANGE", "value": "1"}]}
         ]}}}});
         let at = Instant::now();
         let Ok(patched) =

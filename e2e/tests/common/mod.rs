@@ -33,7 +33,7 @@ impl Cluster {
     pub async fn connect() -> Cluster {
         let client = Client::try_default().await.expect("kube client from KUBECONFIG");
         let bin_dir =
-            PathBuf::from(env!("CARGO_BIN_EXE_rollgate-node")).parent().expect("bin dir").to_path_buf();
+            PathBuf::from(env!("CARGO_BIN_EXE_rollgate-load")).parent().expect("bin dir").to_path_buf();
         Cluster {
             client,
             state: PathBuf::from(env("ROLLGATE_E2E_STATE")),
@@ -222,6 +222,11 @@ pub struct Controller {
 
 impl Controller {
     pub async fn start(cluster: &Cluster, tag: &str) -> Controller {
+        Controller::start_with(cluster, tag, &[]).await
+    }
+
+    /// Starts one with extra flags (a scope: `--watch-namespace`, `--instance`).
+    pub async fn start_with(cluster: &Cluster, tag: &str, extra: &[&str]) -> Controller {
         let log = cluster.state.join("logs").join(format!("controller-{tag}.log"));
         let file = std::fs::File::create(&log).expect("controller log");
         // A free loopback port for the verdict API (its own port, as `--api-addr` documents).
@@ -234,6 +239,7 @@ impl Controller {
             .arg(api_addr.to_string())
             .arg("--identity")
             .arg(format!("e2e-{tag}"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(file)
             .kill_on_drop(true)
@@ -335,7 +341,14 @@ pub fn shares(seen: &[Seen]) -> BTreeMap<String, f64> {
     counts
 }
 
+/// The refserver image `make images` builds (its tag is the workspace's version); each scenario's
+/// "versions" of refserver are this image with `REFSERVER_VERSION` set.
+pub fn refserver_image() -> String {
+    format!("ghcr.io/rollgate/refserver:{}", env!("CARGO_PKG_VERSION"))
+}
+
 pub fn rollout_yaml(ns: &str, name: &str, version: &str, env: &[(&str, &str)], gate_extra: &str) -> String {
+    let image = refserver_image();
     let env_yaml: String =
         env.iter().map(|(k, v)| format!("\n            - {{name: {k}, value: \"{v}\"}}")).collect();
     format!(
@@ -362,8 +375,9 @@ spec:
       terminationGracePeriodSeconds: 10
       containers:
         - name: refserver
-          image: registry.local/refserver:{version}
+          image: {image}
           env:
+            - {{name: REFSERVER_VERSION, value: "{version}"}}
             - {{name: REFSERVER_SHUTDOWN_DRAIN_DELAY_MS, value: "3000"}}{env_yaml}
           ports: [{{name: http, containerPort: 8080}}]
           readinessProbe: {{httpGet: {{path: /readyz, port: http}}, periodSeconds: 1}}

@@ -1,7 +1,8 @@
 //! Scenario 13: on the real node (kubelet, containerd, runc, CNI, kube-proxy), rollgate installed
 //! in-cluster from `manifests/` with its own ServiceAccount and RBAC rolls out podinfo, an app
 //! nobody here wrote, judged from podinfo's own metrics: a healthy version is promoted, a version
-//! answering errors is rolled back, and the controller is never denied by RBAC.
+//! answering errors is rolled back, and the controller is never denied by RBAC. The controller
+//! reaches Prometheus by its Service name, resolved by the cluster's DNS.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -91,8 +92,6 @@ spec:
     metadata:
       annotations: {{e2e/version: "{version}"}}
     spec:
-      nodeSelector: {{kubernetes.io/hostname: rollgate-real}}
-      tolerations: [{{key: rollgate.dev/real-node, operator: Exists, effect: NoSchedule}}]
       terminationGracePeriodSeconds: 15
       securityContext: {{runAsNonRoot: true, runAsUser: 65532, seccompProfile: {{type: RuntimeDefault}}}}
       containers:
@@ -243,10 +242,17 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
 
     // Installed as users install it: kustomize, its own ServiceAccount and RBAC, two replicas.
     let _installed = Installed { kubectl: c.kubectl(), helm: c.toolchain.join("bin/helm") };
-    let overlay = manifests().join("e2e/manifests/real-node");
-    let (ok, out) =
-        kubectl(&c, &["apply", "--server-side", "--force-conflicts", "-k", &overlay.display().to_string()])
-            .await;
+    let (ok, out) = kubectl(
+        &c,
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-k",
+            &manifests().join("manifests").display().to_string(),
+        ],
+    )
+    .await;
     assert!(ok, "{out}");
     let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), "rollgate-system");
     controllers_ready(&deployments, "both controller pods ready").await;
@@ -266,7 +272,10 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
         let wrong = unconfined(&p);
         assert!(wrong.is_empty(), "{}: {wrong:?}", p.display());
     }
-    let prometheus = c.prometheus.clone();
+    // The address a user writes: the Service's `name.namespace`, resolved in the controller's pod
+    // by CoreDNS and routed by kube-proxy to the Prometheus behind it.
+    let prometheus =
+        std::env::var("ROLLGATE_E2E_PROMETHEUS_IN_CLUSTER").expect("ROLLGATE_E2E_PROMETHEUS_IN_CLUSTER");
     let (ok, out) = c.apply(&rollout_yaml(&ns, &prometheus, "v1", "", "prometheusClient")).await;
     assert!(ok, "{out}");
     wait_until("podinfo v1 promoted as stable", Duration::from_secs(180), || async {
@@ -350,6 +359,16 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
     );
     let events = c.events(&ns);
     assert!(events.contains("CrashLoopBackOff"), "a Warning Event names it:\n{events}");
+    // An image the node does not have (and may not pull) is rolled back naming it.
+    let v4c = rollout_yaml(&ns, &prometheus, "v4c", "", "prometheusClient")
+        .replace(&podinfo_image(), "localhost/podinfo:not-loaded");
+    let (st, missing_image_after) =
+        roll(&c, &ns, &v4c, Phase::RolledBack, "v4c rolled back: its image is not on the node").await;
+    let missing_image_reason = st.message.unwrap_or_default();
+    assert!(
+        missing_image_reason.contains("ErrImageNeverPull") && missing_image_reason.contains("not-loaded"),
+        "the reason names the image: {missing_image_reason}"
+    );
     // The gate left on refserver's metric names (the default source): podinfo does not export
     // them, and the reason says what it exports instead and which preset reads it.
     let v4b = rollout_yaml(&ns, &prometheus, "v4b", "", "refserver");
@@ -366,7 +385,7 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
     let seen = load.stop().await;
     let failed_during_crash =
         seen.iter().filter(|s| s.at >= crash_applied && (s.status >= 500 || s.status == 0)).count();
-    assert_eq!(failed_during_crash, 0, "stable stopped serving while the canary crash-looped");
+    assert_eq!(failed_during_crash, 0, "stable stopped serving while a canary could not run");
 
     // The controller did all of it under its own ServiceAccount: never denied.
     let (ok, logs) =
@@ -390,14 +409,6 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
     let out = Command::new(c.toolchain.join("bin/helm"))
         .args(["install", "rollgate", &manifests().join("charts/rollgate").display().to_string()])
         .args(["--namespace", "rollgate-system", "--create-namespace", "--wait", "--timeout", "3m"])
-        .args(["--set", "nodeSelector.kubernetes\\.io/hostname=rollgate-real"])
-        .args([
-            "--set",
-            "tolerations[0].key=rollgate.dev/real-node",
-            "--set",
-            "tolerations[0].operator=Exists",
-        ])
-        .args(["--set", "tolerations[0].effect=NoSchedule"])
         .output()
         .await
         .expect("helm runs");
@@ -442,12 +453,15 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
         serde_json::json!({
             "requests": seen.len(),
             "failed_during_healthy_rollout": failed_healthy,
+            "prometheus_address": prometheus,
             "v2_applied_to_promoted_s": promoted_after.as_secs_f64(),
             "v3_applied_to_rolled_back_s": rolled_back_after.as_secs_f64(),
             "rollback_reason": reason,
             "crash_loop_rolled_back_after_s": crash_rolled_back_after.as_secs_f64(),
             "crash_loop_reason": crash_reason,
             "failed_during_crash_loop": failed_during_crash,
+            "missing_image_rolled_back_after_s": missing_image_after.as_secs_f64(),
+            "missing_image_reason": missing_image_reason,
             "wrong_metric_source_rolled_back_after_s": wrong_source_after.as_secs_f64(),
             "wrong_metric_source_reason": wrong_source_reason,
             "helm_reinstall_to_promoted_s": helm_promoted_after.as_secs_f64(),

@@ -1,0 +1,136 @@
+//! The kube-runtime Controllers of one installation: one per watched namespace (one for all when
+//! unscoped), each over the installation's Rollouts and what they own, and the sweep of what is
+//! remembered of deleted Rollouts.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::DynamicObject;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use rollgate_crds::labels::ROLLOUT;
+use rollgate_crds::{ReleaseGate, Rollout};
+
+use crate::reconcile::{Context, error_policy, reconcile};
+use crate::router::gateway_api::http_route_resource;
+use crate::scope::Scope;
+
+/// Runs the Controllers until a shutdown signal.
+pub async fn run(client: Client, ctx: Arc<Context>, scope: &Scope, watch_routes: bool, concurrency: u16) {
+    if !watch_routes {
+        tracing::info!("the HTTPRoute API is not served; gatewayAPI Rollouts will report it");
+    }
+    let mut stores = Vec::new();
+    let mut loops = Vec::new();
+    for (namespace, rollouts) in scope.apis::<Rollout>(&client) {
+        let c = controller(&client, namespace.as_deref(), rollouts, scope, watch_routes, concurrency);
+        stores.push(c.store());
+        loops.push(c.shutdown_on_signal().run(reconcile, error_policy, ctx.clone()).for_each(
+            |result| async move {
+                match result {
+                    Ok((obj, _)) => tracing::debug!(rollout = %obj.name, "reconciled"),
+                    Err(e) => tracing::debug!(error = %e, "reconcile loop"),
+                }
+            },
+        ));
+    }
+    let sweeper = tokio::spawn(sweep(stores, ctx));
+    futures::future::join_all(loops).await;
+    sweeper.abort();
+}
+
+/// `K` in `namespace`, or in every namespace.
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The Controller of the installation's Rollouts in `namespace` (all when `None`).
+fn controller(
+    client: &Client,
+    namespace: Option<&str>,
+    rollouts: Api<Rollout>,
+    scope: &Scope,
+    watch_routes: bool,
+    concurrency: u16,
+) -> Controller<Rollout> {
+    let owned = watcher::Config::default().labels(ROLLOUT);
+    // A short debounce folds the burst of events one write causes (status, Deployment, route)
+    // into one pass.
+    let config = kube::runtime::controller::Config::default()
+        .concurrency(concurrency)
+        .debounce(Duration::from_millis(200));
+    // Objects of Rollouts outside the scope map to Rollouts the store does not hold: nothing runs.
+    let mut c = Controller::new(rollouts, watcher::Config::default().labels(&scope.rollout_selector()))
+        .with_config(config)
+        .owns(api::<Deployment>(client, namespace), owned.clone())
+        .owns(api::<Service>(client, namespace), owned);
+    // A Rollout's pods (labelled by the Deployments rollgate writes): a canary that starts
+    // crash-looping changes its pods, not its Deployment, and must be seen at once.
+    c = c.watches(api::<Pod>(client, namespace), watcher::Config::default().labels(ROLLOUT), |pod| {
+        let rollout = pod.labels().get(ROLLOUT).cloned();
+        rollout.map(|name| ObjectRef::<Rollout>::new(&name).within(&pod.namespace().unwrap_or_default()))
+    });
+    let store = c.store();
+    c = c.watches(api::<ReleaseGate>(client, namespace), watcher::Config::default(), move |gate| {
+        let (ns, name) = (gate.namespace(), gate.name_any());
+        store
+            .state()
+            .into_iter()
+            .filter(|r| r.namespace() == ns && r.spec.gate_ref.as_ref().is_some_and(|g| g.name == name))
+            .map(|r| ObjectRef::from_obj(&*r))
+            .collect::<Vec<_>>()
+    });
+    if watch_routes {
+        let store = c.store();
+        let ar = http_route_resource();
+        let routes: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        c = c.watches_with(routes, ar, watcher::Config::default(), move |route| {
+            let (ns, name) = (route.namespace(), route.name_any());
+            store
+                .state()
+                .into_iter()
+                .filter(|r| {
+                    r.namespace() == ns
+                        && r.spec.traffic.gateway_api.as_ref().is_some_and(|g| g.http_route == name)
+                })
+                .map(|r| ObjectRef::from_obj(&*r))
+                .collect::<Vec<_>>()
+        });
+    }
+    c
+}
+
+/// Deleted Rollouts are not reconciled again: forgets what is remembered of them, every minute.
+async fn sweep(stores: Vec<Store<Rollout>>, ctx: Arc<Context>) {
+    for store in &stores {
+        if store.wait_until_ready().await.is_err() {
+            return;
+        }
+    }
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        every.tick().await;
+        let live: HashSet<(String, String)> = stores
+            .iter()
+            .flat_map(Store::state)
+            .map(|r| (r.namespace().unwrap_or_default(), r.name_any()))
+            .collect();
+        ctx.retain(|ns, name| live.contains(&(ns.to_string(), name.to_string())));
+    }
+}
