@@ -19,7 +19,7 @@ cmd=${1:-}
 state=${2:-$ROLLGATE_CACHE/cluster}
 : "${APISERVER_PORT:=16443}" "${ETCD_PORT:=23790}" "${GATEWAY_PORT:=18000}" "${PROMETHEUS_PORT:=19090}"
 : "${TRAEFIK_PING_PORT:=18081}"
-# The host's address on the cluster network (a dummy link): the API server, the kubelet and
+# The host's address on the cluster network (a bridge with no ports): the API server, the kubelet and
 # Prometheus listen there, and pods reach it through their bridge's gateway.
 HOST_LINK=rg0
 NODE_IP=10.200.0.1
@@ -298,7 +298,7 @@ up() {
   export KUBECONFIG=$state/kubeconfig
   local kubectl="$tc/bin/kubectl"
 
-  ip link add "$HOST_LINK" type dummy
+  ip link add "$HOST_LINK" type bridge
   ip addr add "$NODE_IP/32" dev "$HOST_LINK"
   ip link set "$HOST_LINK" up
 

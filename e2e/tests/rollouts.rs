@@ -6,7 +6,6 @@ mod local_cluster;
 mod prometheus_auth;
 mod real_node;
 mod safety;
-mod split;
 mod tenancy;
 
 use std::time::Duration;
