@@ -6,7 +6,6 @@
 
 use std::sync::OnceLock;
 
-use kube::{Api, Client, Resource};
 use rollgate_crds::labels::INSTANCE;
 
 /// The default field manager and Lease name.
@@ -77,16 +76,12 @@ impl Scope {
         format!("{}-controller", self.manager())
     }
 
-    /// One Api per watched namespace (one for all when unscoped), with the namespace.
-    pub fn apis<K>(&self, client: &Client) -> Vec<(Option<String>, Api<K>)>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        <K as Resource>::DynamicType: Default,
-    {
+    /// The namespaces to watch, one by one; `[None]` (all at once) when unscoped.
+    pub fn watched(&self) -> Vec<Option<&str>> {
         if self.namespaces.is_empty() {
-            return vec![(None, Api::all(client.clone()))];
+            return vec![None];
         }
-        self.namespaces.iter().map(|ns| (Some(ns.clone()), Api::namespaced(client.clone(), ns))).collect()
+        self.namespaces.iter().map(|ns| Some(ns.as_str())).collect()
     }
 }
 

@@ -28,8 +28,8 @@ pub async fn run(client: Client, ctx: Arc<Context>, scope: &Scope, watch_routes:
     }
     let mut stores = Vec::new();
     let mut loops = Vec::new();
-    for (namespace, rollouts) in scope.apis::<Rollout>(&client) {
-        let c = controller(&client, namespace.as_deref(), rollouts, scope, watch_routes, concurrency);
+    for namespace in scope.watched() {
+        let c = controller(&client, namespace, scope, watch_routes, concurrency);
         stores.push(c.store());
         loops.push(c.shutdown_on_signal().run(reconcile, error_policy, ctx.clone()).for_each(
             |result| async move {
@@ -61,7 +61,6 @@ where
 fn controller(
     client: &Client,
     namespace: Option<&str>,
-    rollouts: Api<Rollout>,
     scope: &Scope,
     watch_routes: bool,
     concurrency: u16,
@@ -73,6 +72,7 @@ fn controller(
         .concurrency(concurrency)
         .debounce(Duration::from_millis(200));
     // Objects of Rollouts outside the scope map to Rollouts the store does not hold: nothing runs.
+    let rollouts = api::<Rollout>(client, namespace);
     let mut c = Controller::new(rollouts, watcher::Config::default().labels(&scope.rollout_selector()))
         .with_config(config)
         .owns(api::<Deployment>(client, namespace), owned.clone())
