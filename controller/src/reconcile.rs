@@ -27,11 +27,12 @@ use crate::owned::WriteError;
 use crate::plan::{self, Actions, Observed, Plan, SpecProblem, revision_of};
 use crate::router::{self, RouterError};
 use crate::scope::field_manager;
-use crate::workload::Role;
+use crate::workload::{self, Role};
 
 mod access;
 mod apply;
 mod context;
+mod endpoints;
 mod events;
 mod gate;
 mod notifications;
@@ -131,6 +132,15 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
         spec_problem: problem.clone(),
         gate_interval: policy.interval.as_std(),
     };
+    let wanted = plan::endpoints_wanted(&observed);
+    for (want, role, state) in [
+        (wanted.stable, Role::Stable, observed.stable.as_mut()),
+        (wanted.canary, Role::Canary, observed.canary.as_mut()),
+    ] {
+        if let (true, Some(state)) = (want, state) {
+            state.ready_endpoints = endpoints::ready(&client, ns, &workload::name(name, role)).await?;
+        }
+    }
     let evaluation = match (plan::evaluation_window(&observed), &gate, &provider) {
         (Some(window), Some(gate), Some(provider)) => {
             // Every query of this evaluation is read at the instant the window ends.

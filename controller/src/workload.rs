@@ -119,7 +119,7 @@ pub fn state(d: &Deployment) -> DeploymentState {
             })
             .map(|c| c.message.clone().unwrap_or_else(|| c.reason.clone().unwrap_or_default()))
     });
-    DeploymentState { revision, replicas: want, available, problem, stuck: None }
+    DeploymentState { revision, replicas: want, available, problem, stuck: None, ready_endpoints: None }
 }
 
 /// Container states that waiting does not cure: the kubelet keeps failing the same way.

@@ -226,11 +226,24 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
     for s in seen.iter().filter(|s| s.status != 200) {
         *by_status.entry(s.status).or_insert(0) += 1;
     }
+    // When a request fails, say when, against the weights and the rollout's messages.
+    let at = |t: std::time::Instant| format!("{:.1}s", t.saturating_duration_since(applied).as_secs_f64());
+    // A response without refserver's version header came from the gateway itself.
+    let failures: Vec<String> = seen
+        .iter()
+        .filter(|s| s.status != 200)
+        .map(|s| {
+            let from = if s.version.is_empty() { "the gateway" } else { s.version.as_str() };
+            format!("{} from {from} at {}", s.status, at(s.at))
+        })
+        .collect();
+    let story: Vec<String> = timeline.iter().map(|(t, l)| format!("{} {l}", at(*t))).collect();
     assert_eq!(
         failed,
         0,
-        "requests lost during the shifts: {failed} of {} (by status: {by_status:?})",
-        seen.len()
+        "requests lost during the shifts: {failed} of {} (by status: {by_status:?}): {failures:?}\ntimeline (from the apply):\n{}",
+        seen.len(),
+        story.join("\n")
     );
     // The observed share of v2 during each step matches its weight. Responses in the first and
     // last 2 s of a step are left out (the data plane applies a change a moment after the route

@@ -44,6 +44,9 @@ pub const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
 /// Rollout at once, so a waiting Rollout is not polled; it is woken at its deadline (or after
 /// this long, whichever is sooner) to check it.
 pub const WAIT_FOR_DEPLOYMENT: Duration = STEADY;
+/// Requeue while an available Deployment's pods are not yet ready endpoints of its Service:
+/// EndpointSlices are not watched, and they usually follow within a second.
+pub const WAIT_FOR_ENDPOINTS: Duration = Duration::from_millis(500);
 
 /// One of the two Deployments, as observed.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +62,31 @@ pub struct DeploymentState {
     /// A pod of this Deployment that cannot run and will not heal by waiting (a container
     /// crash-looping, an image that cannot be had), named with its reason.
     pub stuck: Option<String>,
+    /// Ready endpoints in the EndpointSlices of its Service, when they were read: only just
+    /// before traffic moves to it (see `endpoints_wanted`), since a gateway answers 503 for a
+    /// share of traffic sent to a Service it has no ready endpoint for.
+    pub ready_endpoints: Option<i32>,
+}
+
+impl DeploymentState {
+    /// Available, and (when they were read) every replica is a ready endpoint of its Service.
+    pub fn serving(&self) -> bool {
+        self.available && self.ready_endpoints.is_none_or(|n| n >= self.replicas)
+    }
+
+    /// Why an available Deployment is not serving yet, if that is the case.
+    fn endpoints_missing(&self) -> Option<String> {
+        let ready = self.ready_endpoints?;
+        (self.available && ready < self.replicas)
+            .then(|| format!("{ready} of {} pods are ready endpoints of its Service yet", self.replicas))
+    }
+}
+
+/// Which Services' endpoints the reconciler must read before planning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointsWanted {
+    pub stable: bool,
+    pub canary: bool,
 }
 
 /// One-shot actions requested through annotations and not yet handled.
@@ -196,6 +224,31 @@ pub fn plan(o: &Observed<'_>, evaluation: Option<&Evaluation>) -> Plan {
     p.finish()
 }
 
+/// Whose endpoints to read: traffic is about to move to a Deployment the gateway may not route
+/// to yet. The canary's before its first weight (available, and the route still sends it
+/// nothing); stable's before a promotion returns traffic to it. A replica-ratio router sends
+/// traffic through one Service that a pod joins once ready, so it needs neither.
+pub fn endpoints_wanted(o: &Observed<'_>) -> EndpointsWanted {
+    let mut wanted = EndpointsWanted::default();
+    if o.spec.traffic.replica_ratio.is_some()
+        || o.spec_problem.is_some()
+        || !matches!(o.status.phase, Some(Phase::Progressing | Phase::Paused))
+        || o.status.canary_revision.as_deref() != Some(o.revision.as_str())
+    {
+        return wanted;
+    }
+    let step = o.status.current_step.unwrap_or(0).max(0) as usize;
+    if step < o.spec.steps.len() {
+        wanted.canary = canary_available(o) && o.router_weight.unwrap_or(0) == 0;
+    } else {
+        wanted.stable = o.router_weight != Some(0)
+            && o.stable
+                .as_ref()
+                .is_some_and(|s| s.available && s.revision.as_deref() == Some(o.revision.as_str()));
+    }
+    wanted
+}
+
 /// What a Rollout waiting for a Deployment says. No elapsed time: it would change the status,
 /// and so write it and wake the Rollout again, on every pass.
 fn waiting(what: &str, since: Timestamp, deadline: Duration, problem: Option<String>) -> String {
@@ -205,6 +258,11 @@ fn waiting(what: &str, since: Timestamp, deadline: Duration, problem: Option<Str
 
 fn canary_available(o: &Observed<'_>) -> bool {
     o.canary.as_ref().is_some_and(|c| c.available && c.revision.as_deref() == Some(o.revision.as_str()))
+}
+
+/// The canary is available and, when its endpoints were read, the gateway can route to it.
+fn canary_serving(o: &Observed<'_>) -> bool {
+    canary_available(o) && o.canary.as_ref().is_some_and(DeploymentState::serving)
 }
 
 /// (stable, canary) replicas. With a gateway both run the full count (the canary must carry

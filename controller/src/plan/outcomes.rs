@@ -37,15 +37,16 @@ impl Planner<'_, '_> {
         self.canary = CanaryIntent::Present { replicas: self.o.spec.replicas };
         self.requeue = CONVERGE;
         self.status.phase = Some(Phase::Progressing);
-        let stable_ready = self
-            .o
-            .stable
-            .as_ref()
-            .is_some_and(|s| s.available && s.revision.as_deref() == Some(rev.as_str()));
-        if !stable_ready {
+        let stable = self.o.stable.as_ref().filter(|s| s.revision.as_deref() == Some(rev.as_str()));
+        if !stable.is_some_and(DeploymentState::serving) {
             // The canary keeps serving while stable takes its template.
             self.weight = Some(self.status.canary_weight);
-            self.status.message = Some(format!("promoting {rev}: waiting for stable to run it"));
+            let why = stable.and_then(DeploymentState::endpoints_missing).map(|m| format!(" ({m})"));
+            if why.is_some() {
+                self.requeue = WAIT_FOR_ENDPOINTS;
+            }
+            self.status.message =
+                Some(format!("promoting {rev}: waiting for stable to run it{}", why.unwrap_or_default()));
             return;
         }
         self.weight = Some(0);

@@ -120,7 +120,7 @@ impl Planner<'_, '_> {
             self.promote();
             return;
         }
-        if !canary_available(self.o) {
+        if !canary_serving(self.o) {
             self.wait_for_canary();
             return;
         }
@@ -289,11 +289,13 @@ impl Planner<'_, '_> {
             self.rollback(&format!("the canary cannot run: {stuck}"), None);
             return;
         }
-        let problem = self.o.canary.as_ref().and_then(|c| c.problem.clone());
+        let endpoints = self.o.canary.as_ref().and_then(DeploymentState::endpoints_missing);
+        let problem = self.o.canary.as_ref().and_then(|c| c.problem.clone()).or(endpoints.clone());
         let since_at = self.status.canary_waiting_since.as_ref().map_or(self.o.now, |t| t.0);
         self.status.message =
             Some(waiting("waiting for the canary to be available", since_at, deadline, problem));
-        self.requeue = WAIT_FOR_DEPLOYMENT.min(deadline.saturating_sub(since) + Duration::from_secs(1));
+        let poll = if endpoints.is_some() { WAIT_FOR_ENDPOINTS } else { WAIT_FOR_DEPLOYMENT };
+        self.requeue = poll.min(deadline.saturating_sub(since) + Duration::from_secs(1));
     }
 
     pub(super) fn canary_replicas(&self, weight: i32) -> i32 {

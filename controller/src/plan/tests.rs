@@ -31,6 +31,9 @@ struct World {
     canary_stuck: Option<String>,
     /// Stable becomes available when asked (false: a first version that never does).
     stable_starts: bool,
+    /// Passes for which a Deployment that just became available is not yet a ready endpoint
+    /// of its Service (the EndpointSlice controller lags the Deployment's status).
+    endpoints_lag: usize,
     events: Vec<Event>,
 }
 
@@ -47,6 +50,7 @@ impl World {
             canary_starts: true,
             canary_stuck: None,
             stable_starts: true,
+            endpoints_lag: 0,
             events: Vec::new(),
         }
     }
@@ -73,7 +77,15 @@ impl World {
 
     /// One reconcile: plan (evaluating with `judge` when asked), then let the cluster converge.
     fn step(&mut self, judge: &dyn Fn(Duration) -> Evaluation) -> Plan {
-        let o = self.observed();
+        let mut o = self.observed();
+        // The reconciler reads the endpoints the planner asks for.
+        let wanted = endpoints_wanted(&o);
+        let lagging = self.endpoints_lag > 0 && (wanted.stable || wanted.canary);
+        for (want, state) in [(wanted.stable, o.stable.as_mut()), (wanted.canary, o.canary.as_mut())] {
+            if let (true, Some(s)) = (want, state) {
+                s.ready_endpoints = Some(if lagging { 0 } else { s.replicas });
+            }
+        }
         let eval = evaluation_window(&o).map(judge);
         let plan = plan(&o, eval.as_ref());
         // Same input, same plan: reconciling is idempotent.
@@ -87,6 +99,7 @@ impl World {
                     available: self.stable_starts,
                     problem: (!self.stable_starts).then(|| "exceeded quota: pods=0".to_string()),
                     stuck: None,
+                    ready_endpoints: None,
                 })
             }
             StableIntent::Keep { replicas } => {
@@ -104,6 +117,7 @@ impl World {
                     available: self.canary_starts,
                     problem: None,
                     stuck: self.canary_stuck.clone(),
+                    ready_endpoints: None,
                 })
             }
             CanaryIntent::Keep => {}
@@ -120,6 +134,9 @@ impl World {
         self.events.extend(plan.events.clone());
         self.actions = Actions::default();
         self.now += SignedDuration::try_from(plan.requeue).expect("duration");
+        if lagging {
+            self.endpoints_lag -= 1;
+        }
         plan
     }
 
@@ -247,6 +264,72 @@ fn a_healthy_canary_is_stepped_through_every_weight_and_promoted() {
     let actions: Vec<&str> = w.status.history.iter().map(|d| d.action.as_str()).collect();
     assert_eq!(actions, ["Promote", "Start", "StepUp", "StepUp", "StepUp", "PromoteStart", "Promote"]);
     assert!(w.status.checks.iter().all(|c| c.result == CheckResult::Pass));
+}
+
+#[test]
+fn traffic_moves_only_to_pods_that_are_ready_endpoints() {
+    let mut w = deployed();
+    w.new_version("v2");
+    // The simulated clock jumps a whole requeue (10 min) while the canary starts.
+    w.spec.progress_deadline = Duration::from_secs(3600).into();
+    let healthy = judge(0, 50);
+    // The canary is available; its Service has no ready endpoint for two passes.
+    w.run_until(5, &healthy, |w| w.canary.as_ref().is_some_and(|c| c.available));
+    w.endpoints_lag = 2;
+    for _ in 0..2 {
+        let p = w.step(&healthy);
+        assert_eq!(w.router_weight, Some(0), "no weight before the gateway can route to the canary");
+        assert_eq!(p.requeue, WAIT_FOR_ENDPOINTS);
+        let msg = p.status.message.unwrap_or_default();
+        assert!(msg.contains("0 of 2 pods are ready endpoints of its Service yet"), "{msg}");
+    }
+    w.step(&healthy);
+    assert_eq!(w.router_weight, Some(1), "the first step once the endpoints are ready");
+    // At promotion, traffic returns to stable only once its new pods are ready endpoints.
+    w.run_until(100, &healthy, |w| {
+        w.status.message.as_deref().is_some_and(|m| m.contains("waiting for stable"))
+    });
+    w.endpoints_lag = 1;
+    let p = w.step(&healthy);
+    assert_eq!(w.router_weight, Some(100), "the canary keeps the traffic");
+    assert!(p.status.message.unwrap_or_default().contains("0 of 2 pods are ready endpoints"));
+    w.run_until(10, &healthy, |w| w.status.phase == Some(Phase::Promoted));
+    assert_eq!(w.router_weight, Some(0));
+}
+
+#[test]
+fn endpoints_are_read_only_just_before_traffic_moves() {
+    let mut w = deployed();
+    assert_eq!(endpoints_wanted(&w.observed()), EndpointsWanted::default(), "steady");
+    w.new_version("v2");
+    let healthy = judge(0, 50);
+    let mut wanted = Vec::new();
+    for _ in 0..100 {
+        let o = w.observed();
+        let e = endpoints_wanted(&o);
+        if e != EndpointsWanted::default() {
+            wanted.push((e, o.router_weight));
+        }
+        w.step(&healthy);
+        if w.status.phase == Some(Phase::Promoted) {
+            break;
+        }
+    }
+    let canary = EndpointsWanted { stable: false, canary: true };
+    let stable = EndpointsWanted { stable: true, canary: false };
+    assert_eq!(wanted, [(canary, Some(0)), (stable, Some(100))], "once each, at weight 0 and at 100");
+    // A replica-ratio router needs neither: its one Service takes a pod once it is ready.
+    let mut w = World::new(RolloutSpec::test().with_replica_ratio());
+    w.run_until(5, &healthy, |w| w.status.phase == Some(Phase::Promoted));
+    w.new_version("v2");
+    for _ in 0..100 {
+        assert_eq!(endpoints_wanted(&w.observed()), EndpointsWanted::default());
+        w.step(&healthy);
+        if w.status.phase == Some(Phase::Promoted) {
+            break;
+        }
+    }
+    assert_eq!(w.status.phase, Some(Phase::Promoted));
 }
 
 #[test]

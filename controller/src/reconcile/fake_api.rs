@@ -93,9 +93,10 @@ impl FakeApi {
             async move {
                 let method = req.method().clone();
                 let path = req.uri().path().to_string();
+                let query = req.uri().query().unwrap_or_default().replace("%2F", "/").replace("%3D", "=");
                 let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                 let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                let (code, answer) = fake.answer(method, path, body);
+                let (code, answer) = fake.answer(method, path, &query, body);
                 let response = Response::builder()
                     .status(code)
                     .body(Body::from(serde_json::to_vec(&answer).unwrap_or_default()))
@@ -162,7 +163,7 @@ impl FakeApi {
         self.with(|s| s.reject.clear());
     }
 
-    fn answer(&self, method: Method, path: String, body: Value) -> (StatusCode, Value) {
+    fn answer(&self, method: Method, path: String, query: &str, body: Value) -> (StatusCode, Value) {
         let seen = Seen { method: method.clone(), path: path.clone(), body: body.clone() };
         let crashed = self.with(|s| s.crash_after.is_some_and(|limit| s.writes >= limit));
         if crashed {
@@ -195,6 +196,29 @@ impl FakeApi {
                 (
                     StatusCode::OK,
                     json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}),
+                )
+            }
+            // A Service's EndpointSlices: every available pod of the Deployment of the same name
+            // is a ready endpoint at once.
+            Method::GET if path.ends_with("/endpointslices") => {
+                let service = query.split("kubernetes.io/service-name=").nth(1).unwrap_or_default();
+                let service = service.split('&').next().unwrap_or_default();
+                let deployment = path
+                    .replace("/apis/discovery.k8s.io/v1/", "/apis/apps/v1/")
+                    .replace("/endpointslices", &format!("/deployments/{service}"));
+                let ready = self
+                    .get(&deployment)
+                    .and_then(|d| d["status"]["availableReplicas"].as_u64())
+                    .unwrap_or(0);
+                let endpoints: Vec<Value> = (0..ready)
+                    .map(|i| json!({"addresses": [format!("10.0.0.{i}")], "conditions": {"ready": true}}))
+                    .collect();
+                let slice = json!({
+                    "metadata": {"name": format!("{service}-1")}, "addressType": "IPv4", "endpoints": endpoints,
+                });
+                (
+                    StatusCode::OK,
+                    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "metadata": {}, "items": [slice]}),
                 )
             }
             Method::GET => match self.get(&path) {
