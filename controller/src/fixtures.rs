@@ -27,6 +27,7 @@ impl RolloutSpecExt for RolloutSpec {
         RolloutSpec {
             replicas: 2,
             template: template("v1"),
+            workload_ref: None,
             service: Default::default(),
             traffic: TrafficSpec {
                 gateway_api: Some(GatewayApiTraffic { http_route: "web".into() }),

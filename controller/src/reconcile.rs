@@ -15,7 +15,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Client, Resource, ResourceExt};
 use rollgate_crds::conditions::{self as cond, EventReason};
-use rollgate_crds::labels::{ACTION_ABORT, ACTION_PROMOTE, ACTION_RETRY};
+use rollgate_crds::labels::{ACTION_ABORT, ACTION_PROMOTE, ACTION_RETRY, FINALIZER_RESTORE};
 use rollgate_crds::{Rollout, RolloutStatus};
 use serde_json::json;
 use tracing::Instrument;
@@ -30,6 +30,7 @@ use crate::scope::field_manager;
 use crate::workload::{self, Role};
 
 mod access;
+mod adopt;
 mod apply;
 mod context;
 mod endpoints;
@@ -63,7 +64,14 @@ pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action> {
     let ns = ro.namespace().unwrap_or_default();
     let name = ro.name_any();
     if ro.meta().deletion_timestamp.is_some() {
-        // Owner references let the garbage collector remove the Deployments and Services.
+        // An adopted Deployment serves again before the finalizer goes; then owner references
+        // let the garbage collector remove rollgate's Deployments and Services.
+        if ro.finalizers().iter().any(|f| f == FINALIZER_RESTORE) {
+            if !adopt::release(&ctx.client, &ro).await? {
+                return Ok(Action::requeue(plan::CONVERGE));
+            }
+            adopt::remove_finalizer(&ctx.client, &ro).await?;
+        }
         ctx.metrics.forget(&ns, &name);
         ctx.forget(&ns, &name);
         return Ok(Action::await_change());
@@ -88,6 +96,21 @@ pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action> {
 
 async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> Result<Action> {
     let client = ctx.client.clone();
+    // An adopted Deployment lends its template (canary pods lose the labels it selects on);
+    // the rest of the pass sees the Rollout as if the template were its own.
+    let (adopted, adoption_problem) = match adopt::resolve(&client, ro).await? {
+        Some(Ok(d)) => (Some(d), None),
+        Some(Err(p)) => (None, Some(p)),
+        None => (None, None),
+    };
+    let effective;
+    let ro = match &adopted {
+        Some(d) => {
+            effective = adopt::with_template(ro, d);
+            &effective
+        }
+        None => ro,
+    };
     let (gate, gate_hooks, mut problem) = match resolve_gate(&client, ro, ns).await? {
         Ok((g, hooks)) => {
             let problem = validate(ro, &g).err();
@@ -95,6 +118,9 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
         }
         Err(p) => (None, None, Some(p)),
     };
+    if adoption_problem.is_some() {
+        problem = adoption_problem;
+    }
     let mut provider = None;
     if let (Some(g), None) = (&gate, &problem) {
         match access::provider(ctx, ns, &g.prometheus).await? {
@@ -102,7 +128,13 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
             Err(p) => problem = Some(p),
         }
     }
-    let world = World::observe(&client, ro).await?;
+    if let (Some(d), None) = (&adopted, &problem)
+        && let Some(version) = adopt::claim(&client, ro, d).await?
+    {
+        ctx.remember_version(ns, name, Some(version));
+    }
+    let mut world = World::observe(&client, ro).await?;
+    world.hidden = adopted.as_ref().map(adopt::selected_labels).unwrap_or_default();
     let uid = ro.uid().unwrap_or_default();
     problem = problem.or_else(|| world.conflict(&uid)).or_else(|| rejected_before(ro));
     let stable_s = world.state(Role::Stable);
@@ -156,7 +188,15 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
     write_status(ctx, ns, name, ro.status.as_ref(), &plan.status).await?;
     if problem.is_none() {
         match act(&client, ro, &plan, &world, router.as_ref(), router_weight, &revision).await {
-            Ok(()) => {}
+            Ok(()) => {
+                // rollgate's stable serves the adopted Deployment's pods' traffic from here.
+                if let Some(d) = &adopted
+                    && plan.status.stable_revision.is_some()
+                    && observed.stable.as_ref().is_some_and(|s| s.available)
+                {
+                    adopt::scale_down(&client, ro, d).await?;
+                }
+            }
             Err(Error::Owned(e @ (WriteError::Conflict { .. } | WriteError::Rejected { .. }))) => {
                 // Permanent for this spec: shown as InvalidSpec, not retried until it changes.
                 tracing::warn!(error = %e, "an owned object cannot be written");

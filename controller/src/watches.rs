@@ -14,7 +14,7 @@ use kube::api::DynamicObject;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use rollgate_crds::labels::ROLLOUT;
+use rollgate_crds::labels::{ADOPTED_BY, ROLLOUT};
 use rollgate_crds::{ReleaseGate, Rollout};
 
 use crate::reconcile::{Context, error_policy, reconcile};
@@ -82,6 +82,11 @@ fn controller(
     c = c.watches(api::<Pod>(client, namespace), watcher::Config::default().labels(ROLLOUT), |pod| {
         let rollout = pod.labels().get(ROLLOUT).cloned();
         rollout.map(|name| ObjectRef::<Rollout>::new(&name).within(&pod.namespace().unwrap_or_default()))
+    });
+    // A Deployment a Rollout adopted: a change to its template starts a rollout.
+    c = c.watches(api::<Deployment>(client, namespace), watcher::Config::default().labels(ADOPTED_BY), |d| {
+        let rollout = d.labels().get(ADOPTED_BY).cloned();
+        rollout.map(|name| ObjectRef::<Rollout>::new(&name).within(&d.namespace().unwrap_or_default()))
     });
     let store = c.store();
     c = c.watches(api::<ReleaseGate>(client, namespace), watcher::Config::default(), move |gate| {

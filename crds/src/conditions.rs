@@ -30,6 +30,8 @@ pub mod invalid {
     pub const NAME_CONFLICT: &str = "NameConflict";
     /// The API server refused an object built from the spec (e.g. a container name it rejects).
     pub const REJECTED_BY_API: &str = "RejectedByAPI";
+    /// `spec.workloadRef` names a Deployment that does not exist.
+    pub const WORKLOAD_NOT_FOUND: &str = "WorkloadNotFound";
 }
 
 /// Reason of `Progressing=False` when a first version never became available.
@@ -86,6 +88,7 @@ pub enum EventReason {
     InvalidSpec,
     NameConflict,
     RejectedByApi,
+    WorkloadNotFound,
     ProgressDeadlineExceeded,
     WriteFailed,
     TrafficSplitDiverged,
@@ -106,6 +109,7 @@ impl EventReason {
             EventReason::InvalidSpec => invalid::INVALID_SPEC,
             EventReason::NameConflict => invalid::NAME_CONFLICT,
             EventReason::RejectedByApi => invalid::REJECTED_BY_API,
+            EventReason::WorkloadNotFound => invalid::WORKLOAD_NOT_FOUND,
             EventReason::ProgressDeadlineExceeded => PROGRESS_DEADLINE_EXCEEDED,
             EventReason::WriteFailed => "WriteFailed",
             EventReason::TrafficSplitDiverged => TRAFFIC_SPLIT_DIVERGED,

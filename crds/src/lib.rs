@@ -51,6 +51,15 @@ pub mod labels {
     /// On a Rollout: the controller installation (`rollgate controller --instance`) that acts on
     /// it. Rollouts without it belong to the installation started without `--instance`.
     pub const INSTANCE: &str = "rollgate.dev/instance";
+    /// On a Deployment a Rollout adopts (`spec.workloadRef`): the Rollout's name. A second
+    /// Rollout referencing it is refused, naming the first.
+    pub const ADOPTED_BY: &str = "rollgate.dev/adopted-by";
+    /// On an adopted Deployment: its replicas before rollgate scaled it to zero, restored when
+    /// the Rollout is deleted.
+    pub const REPLICAS_BEFORE_ADOPTION: &str = "rollgate.dev/replicas-before-adoption";
+    /// The finalizer of a Rollout that adopted a Deployment: it is scaled back before the
+    /// Rollout (and with it rollgate's Deployments) goes.
+    pub const FINALIZER_RESTORE: &str = "rollgate.dev/restore-workload";
     /// One-shot actions: set to a new value (any token, e.g. a timestamp) to act once.
     /// `promote`: a value starting with `full` promotes fully, any other passes the step.
     pub const ACTION_PROMOTE: &str = "rollgate.dev/promote";

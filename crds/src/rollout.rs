@@ -35,7 +35,10 @@ use crate::gate::GateSpec;
     validation = Rule::new("!has(self.metadata.name) || !(self.metadata.name.endsWith('-stable') || self.metadata.name.endsWith('-canary'))").message("metadata.name: must not end in -stable or -canary (the Rollout <x> owns the Services <x>-stable and <x>-canary)")
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.gate) != has(self.gateRef)").message("spec: exactly one of gate and gateRef must be set"))]
+#[x_kube(
+    validation = Rule::new("has(self.gate) != has(self.gateRef)").message("spec: exactly one of gate and gateRef must be set"),
+    validation = Rule::new("has(self.template) != has(self.workloadRef)").message("spec: exactly one of template and workloadRef must be set")
+)]
 pub struct RolloutSpec {
     /// Pods of the workload at full weight.
     #[serde(default = "defaults::replicas")]
@@ -44,8 +47,17 @@ pub struct RolloutSpec {
     /// The pods to run (a PodTemplateSpec, as in a Deployment). A change starts a rollout; the
     /// revision is a hash of this template. Validated when the controller creates the
     /// Deployments; a template Kubernetes rejects shows in the `InvalidSpec` condition.
+    /// Exactly one of `template` and `workloadRef`.
+    #[serde(default, skip_serializing_if = "is_unset")]
     #[schemars(schema_with = "pod_template_schema")]
     pub template: PodTemplateSpec,
+    /// An existing Deployment in the Rollout's namespace whose pod template the Rollout runs
+    /// instead of `template`: a change to that Deployment's template starts a rollout. Once
+    /// rollgate's stable Deployment is available, the referenced Deployment is scaled to zero;
+    /// deleting the Rollout scales it back and waits until it is available before rollgate's
+    /// own Deployments go. Exactly one of `template` and `workloadRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_ref: Option<WorkloadRef>,
     /// The ports of the `<name>-stable` and `<name>-canary` Services.
     #[serde(default)]
     pub service: ServiceSpec,
@@ -79,6 +91,19 @@ pub struct RolloutSpec {
     /// zero (lets in-flight requests finish).
     #[serde(default = "defaults::drain_delay")]
     pub drain_delay: PositiveDuration,
+}
+
+/// A Deployment a Rollout adopts (`spec.workloadRef`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRef {
+    /// The Deployment's name (apps/v1, in the Rollout's namespace).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+fn is_unset(template: &PodTemplateSpec) -> bool {
+    *template == PodTemplateSpec::default()
 }
 
 /// The longest Rollout name: `<name>-canary` must still be a Service name (63 characters).

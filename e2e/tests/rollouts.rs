@@ -1,6 +1,7 @@
 //! The end-to-end suite: the controller rolls refserver out on a real API server, with real
 //! traffic through Traefik, judged on real Prometheus data. Run with `make e2e`.
 
+mod adoption;
 mod common;
 mod local_cluster;
 mod prometheus_auth;

@@ -87,7 +87,12 @@ impl<'a, 'o> Planner<'a, 'o> {
             self.event(true, problem.reason, problem.message.clone());
         }
         // Nothing changes in the cluster while the spec is invalid.
-        self.requeue = if problem.reason == EventReason::NameConflict { CONFLICT_RECHECK } else { STEADY };
+        // Another object's name, or a Deployment to adopt that does not exist yet: neither is
+        // watched, so look again now and then.
+        self.requeue = match problem.reason {
+            EventReason::NameConflict | EventReason::WorkloadNotFound => CONFLICT_RECHECK,
+            _ => STEADY,
+        };
     }
 
     pub(super) fn valid(&mut self) {

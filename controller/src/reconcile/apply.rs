@@ -23,6 +23,8 @@ pub struct World {
     pub services: Vec<(Option<Role>, Option<Service>)>,
     /// The Rollout's pods, read only while one of its Deployments is not available.
     pub pods: Vec<Pod>,
+    /// Labels canary pods go without: those a Deployment the Rollout adopted selects on.
+    pub hidden: Vec<String>,
 }
 
 impl World {
@@ -52,7 +54,7 @@ impl World {
             let selector = format!("{}={name}", rollgate_crds::labels::ROLLOUT);
             pods = api.list(&ListParams::default().labels(&selector)).await?.items;
         }
-        Ok(World { stable, canary, services: seen, pods })
+        Ok(World { stable, canary, services: seen, pods, hidden: Vec::new() })
     }
 
     /// The state of `role`'s Deployment, with the pod that keeps it from running, if any.
@@ -127,7 +129,8 @@ pub async fn workload(
     let canary = world.canary.as_ref();
     let canary_wanted = match &plan.canary {
         CanaryIntent::Present { replicas } => {
-            Some(workload::deployment(ro, Role::Canary, &ro.spec.template, revision, *replicas))
+            let template = super::adopt::without_labels(&ro.spec.template, &world.hidden);
+            Some(workload::deployment(ro, Role::Canary, &template, revision, *replicas))
         }
         CanaryIntent::ScaledDown => canary
             .and_then(workload::existing_template)

@@ -55,9 +55,9 @@ fn refused(code: u16, message: &str) -> (StatusCode, Value) {
     (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), status(code, reason, message))
 }
 
-/// A strategic merge as far as rollgate uses it: objects merge key by key unless they carry
-/// `$patch: replace`; lists and scalars are replaced (a leading `{"$patch": "replace"}` element
-/// is dropped).
+/// A strategic merge as far as rollgate uses it: objects merge key by key (a null removes one)
+/// unless they carry `$patch: replace`; lists and scalars are replaced (a leading
+/// `{"$patch": "replace"}` element is dropped).
 fn merge(into: &mut Value, patch: &Value) {
     match (into, patch) {
         (slot, Value::Object(b)) if b.get("$patch").and_then(Value::as_str) == Some("replace") => {
@@ -67,6 +67,11 @@ fn merge(into: &mut Value, patch: &Value) {
         }
         (Value::Object(a), Value::Object(b)) => {
             for (k, v) in b {
+                // A null removes the key (RFC 7386).
+                if v.is_null() {
+                    a.remove(k);
+                    continue;
+                }
                 match a.get_mut(k) {
                     Some(existing) if v.is_object() => merge(existing, v),
                     _ => {
@@ -187,16 +192,23 @@ impl FakeApi {
             return refused(code, &message);
         }
         match method {
-            // A collection read (the reconciler lists a Rollout's pods): what is stored under it.
-            Method::GET if path.ends_with("/pods") => {
+            // A collection read (a Rollout's pods, adopted Deployments): what is stored under it
+            // that carries every `k=v` of the label selector.
+            Method::GET if path.ends_with("/pods") || path.ends_with("/deployments") => {
                 let prefix = format!("{path}/");
+                let selector =
+                    query.split('&').find_map(|kv| kv.strip_prefix("labelSelector=")).unwrap_or("");
+                let wanted: Vec<(&str, &str)> =
+                    selector.split(',').filter_map(|term| term.split_once('=')).collect();
                 let items: Vec<Value> = self.with(|s| {
-                    s.objects.iter().filter(|(p, _)| p.starts_with(&prefix)).map(|(_, o)| o.clone()).collect()
+                    s.objects
+                        .iter()
+                        .filter(|(p, _)| p.starts_with(&prefix))
+                        .filter(|(_, o)| wanted.iter().all(|(k, v)| o["metadata"]["labels"][*k] == *v))
+                        .map(|(_, o)| o.clone())
+                        .collect()
                 });
-                (
-                    StatusCode::OK,
-                    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}),
-                )
+                (StatusCode::OK, json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items}))
             }
             // A Service's EndpointSlices: every available pod of the Deployment of the same name
             // is a ready endpoint at once.

@@ -43,6 +43,7 @@ pub fn notification_kind(reason: EventReason) -> Option<NotificationEvent> {
         | EventReason::ActionIgnored
         | EventReason::InvalidSpec
         | EventReason::NameConflict
+        | EventReason::WorkloadNotFound
         | EventReason::RejectedByApi
         | EventReason::ProgressDeadlineExceeded
         | EventReason::WriteFailed

@@ -2,6 +2,7 @@
 //! scripted one where the exact requests matter, and the stateful `FakeApi` for whole passes,
 //! ownership and crash points (`owned_objects`, `crash_points`).
 
+mod adoption;
 mod crash_points;
 mod owned_objects;
 
