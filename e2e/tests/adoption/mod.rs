@@ -168,6 +168,15 @@ async fn scenario_18_an_existing_deployment_is_adopted_rolled_out_and_given_back
         rollouts.delete(name, &DeleteParams::default()).await.expect("delete");
     }
 
+    // Traffic through rollgate's route too: the canary is judged on it.
+    let routed = Load::start(&format!("{}/api/v1/echo", c.gateway), &format!("shop.{ns}.e2e"), 40, 4);
+    wait_until("rollgate's route answers", Duration::from_secs(60), || async {
+        let s = routed.snapshot();
+        s.len() >= 100 && s[s.len() - 100..].iter().all(|x| x.status == 200 && x.version == "v1")
+    })
+    .await;
+    let routed_from = routed.snapshot().len();
+
     // The team changes its own Deployment: that is a rollout, judged like any other.
     let (ok, out) = c.apply(&team_yaml(&ns, "v2").replace("  replicas: 2\n", "  replicas: 0\n")).await;
     assert!(ok, "{out}");
@@ -195,6 +204,10 @@ async fn scenario_18_an_existing_deployment_is_adopted_rolled_out_and_given_back
     })
     .await;
     assert_eq!(c.status(&ns, "shop").await.verdict, Some(Verdict::Pass));
+    let through_route = routed.stop().await[routed_from..].to_vec();
+    let lost = through_route.iter().filter(|s| s.status != 200).count();
+    assert_eq!(lost, 0, "{lost} of {} requests through rollgate's route failed", through_route.len());
+    assert!(through_route.iter().any(|s| s.version == "v2"), "the canary served through rollgate's route");
     // While the canary ran at 50 % on rollgate's route, the team's Service served only v1.
     let during: Vec<String> = load.snapshot()[settled..at_half].iter().map(|s| s.version.clone()).collect();
     assert!(during.iter().all(|v| v == "v1"), "the team's Service reached the canary");
