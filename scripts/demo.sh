@@ -78,7 +78,7 @@ spec:
 YAML
 }
 
-watch_rollout() { # until phase in $1 (regex)
+watch_rollout() { # until phase in $1 (regex); a phase in $2 (regex) or Failed ends the demo
   local last="" line
   while :; do
     line=$("$kubectl" get rollout refserver -o jsonpath='{.status.phase} weight={.status.canaryWeight}% step={.status.stepLabel} verdict={.status.verdict} | {.status.message}' 2>/dev/null || true)
@@ -87,6 +87,9 @@ watch_rollout() { # until phase in $1 (regex)
       last=$line
     fi
     if printf '%s' "$line" | grep -Eq "^($1) "; then return 0; fi
+    if printf '%s' "$line" | grep -Eq "^(${2:-Failed}|Failed) "; then
+      die "the rollout ended ${line%% *}, not $1: see $kubectl describe rollout refserver"
+    fi
     sleep 1
   done
 }
@@ -105,22 +108,28 @@ for i in $(seq 600); do
 done
 log "sending 100 requests/s through the gateway (Traefik, Host: refserver.demo)"
 "$bin/rollgate-load" --url "$ROLLGATE_E2E_GATEWAY/api/v1/echo" --host refserver.demo --rps 100 --report-every 5 &
-pids+=($!)
+load=$!
+pids+=($load)
 sleep 6
 
 log "rolling out v2 (healthy): 1 % -> 5 % -> 100 %, each step judged on Prometheus data"
 manifest v2 "" | "$kubectl" apply -f - >/dev/null
 watch_rollout Progressing
-watch_rollout 'Promoted|RolledBack'
+watch_rollout Promoted RolledBack
 sleep 6
 
 log "rolling out v3 (answers 10 % of requests with 500): it should be rolled back at the first step"
 manifest v3 $'\n            - {name: REFSERVER_FAULT_ERROR_RATIO, value: "0.1"}' | "$kubectl" apply -f - >/dev/null
 watch_rollout Progressing
-watch_rollout 'RolledBack|Promoted'
+watch_rollout RolledBack Promoted
 sleep 6
 
 log "the verdicts, as a pipeline would read them"
 "$kubectl" get rollout refserver
 "$kubectl" get rollout refserver -o jsonpath='{range .status.checks[*]}  {.name}: {.result} ({.reason}){"\n"}{end}'
 "$kubectl" get events --field-selector involvedObject.name=refserver -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message 2>/dev/null | tail -n 6 || true
+
+# Every request, from the first one on, was answered: the load generator's totals say so.
+kill -TERM "$load"
+wait "$load" || die "requests failed during the demo (the totals above)"
+log "every request was answered, through both rollouts"

@@ -407,6 +407,32 @@ pub const SETTINGS: &[&str] = &[
     "probe.interval_ms",
 ];
 
+/// Whether `name` is one of the variables the kubelet sets in every pod for each Service of its
+/// namespace (service links): a Service `refserver-stable` with port 80 gives
+/// `REFSERVER_STABLE_SERVICE_HOST`, `REFSERVER_STABLE_SERVICE_PORT[_<PORT NAME>]`,
+/// `REFSERVER_STABLE_PORT` and `REFSERVER_STABLE_PORT_80_TCP[_PROTO|_PORT|_ADDR]`. They are
+/// not settings, and a pod cannot keep them out without `enableServiceLinks: false`.
+pub fn is_service_link(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('_').collect();
+    parts.iter().enumerate().skip(1).any(|(i, part)| {
+        let rest = &parts[i + 1..];
+        match *part {
+            "SERVICE" => matches!(rest, ["HOST"] | ["PORT"] | ["PORT", _, ..]),
+            "PORT" => match rest {
+                [] => true,
+                [number, protocol, tail @ ..] => {
+                    !number.is_empty()
+                        && number.bytes().all(|b| b.is_ascii_digit())
+                        && matches!(*protocol, "TCP" | "UDP" | "SCTP")
+                        && matches!(tail, [] | ["PROTO"] | ["PORT"] | ["ADDR"])
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    })
+}
+
 /// The environment variable that sets a dotted setting.
 pub fn env_name(setting: &str) -> String {
     format!("REFSERVER_{}", setting.replace('.', "_").to_uppercase())
@@ -438,6 +464,9 @@ impl Sources {
                 continue;
             }
             if !known.contains_key(&k) {
+                if is_service_link(&k) {
+                    continue;
+                }
                 return Err(ConfigError::field(k, "unknown REFSERVER_ variable"));
             }
             env.insert(k, v);
@@ -577,6 +606,35 @@ mod tests {
         assert_eq!(c, Config::default());
         // 500 qps × 10 ms × 4 = 20
         assert_eq!(c.derived_queue_capacity(), 20);
+    }
+
+    #[test]
+    fn the_kubelets_service_links_are_not_taken_for_typos() {
+        let links = [
+            ("REFSERVER_STABLE_SERVICE_HOST", "10.96.0.12"),
+            ("REFSERVER_STABLE_SERVICE_PORT", "80"),
+            ("REFSERVER_STABLE_SERVICE_PORT_HTTP", "80"),
+            ("REFSERVER_STABLE_PORT", "tcp://10.96.0.12:80"),
+            ("REFSERVER_STABLE_PORT_80_TCP", "tcp://10.96.0.12:80"),
+            ("REFSERVER_STABLE_PORT_80_TCP_PROTO", "tcp"),
+            ("REFSERVER_STABLE_PORT_80_TCP_PORT", "80"),
+            ("REFSERVER_STABLE_PORT_80_TCP_ADDR", "10.96.0.12"),
+            ("REFSERVER_SERVICE_HOST", "10.96.0.13"),
+            ("REFSERVER_PORT_8080_UDP", "udp://10.96.0.13:8080"),
+            ("REFSERVER_VERSION", "v2"),
+        ];
+        let s = sources(&links, &[]).expect("service links are skipped");
+        assert_eq!(s.env.keys().collect::<Vec<_>>(), ["REFSERVER_VERSION"]);
+        // Typos still fail, even ones that end like a link's parts.
+        for typo in [
+            "REFSERVER_VERSON",
+            "REFSERVER_FAULT_LATENCY",
+            "REFSERVER_PORT_HTTP",
+            "REFSERVER_X_PORT_80_TCP_HOST",
+        ] {
+            let e = sources(&[(typo, "1")], &[]).expect_err(typo);
+            assert!(e.to_string().contains("unknown REFSERVER_ variable"), "{e}");
+        }
     }
 
     #[test]

@@ -74,13 +74,29 @@ async fn main() -> ExitCode {
     let start = Instant::now();
     let mut report = tokio::time::interval(Duration::from_secs(cli.report_every.max(1)));
     report.tick().await;
+    let Ok(mut terminate) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        eprintln!("rollgate-load: cannot listen for SIGTERM");
+        return ExitCode::FAILURE;
+    };
+    let (mut total, mut failed) = (0u64, 0u64);
     loop {
         tokio::select! {
+            _ = terminate.recv() => {
+                // The totals, including the window not reported yet; failing when any failed.
+                if let Ok(w) = window.lock() {
+                    total += w.versions.values().sum::<u64>() + w.failed;
+                    failed += w.failed;
+                }
+                println!("  traffic total: {total} requests, {failed} failed");
+                return if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+            }
             _ = report.tick() => {
                 let w = match window.lock() {
                     Ok(mut w) => std::mem::take(&mut *w),
                     Err(_) => return ExitCode::FAILURE,
                 };
+                total += w.versions.values().sum::<u64>() + w.failed;
+                failed += w.failed;
                 let ok: u64 = w.versions.values().sum();
                 let shares: Vec<String> = w
                     .versions
