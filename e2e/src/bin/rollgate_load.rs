@@ -1,5 +1,7 @@
 //! `rollgate-load`: steady HTTP load with a one-line report per interval of which version
-//! answered (`x-refserver-version`) and how many requests failed. Used by `make demo`.
+//! answered (`x-refserver-version`), how many answers were refserver's own errors (a faulty
+//! version's) and how many requests refserver never answered (failed). On SIGTERM it prints the
+//! totals and exits non-zero when any request failed. Used by `make demo`.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -27,8 +29,31 @@ struct Cli {
 
 #[derive(Default)]
 struct Window {
+    /// Successful answers, by version.
     versions: BTreeMap<String, u64>,
+    /// Error answers refserver gave itself (a faulty version's 500s), by version.
+    errors: BTreeMap<String, u64>,
+    /// Requests refserver never answered: a gateway error or no response at all.
     failed: u64,
+}
+
+/// Everything since the start.
+#[derive(Default)]
+struct Totals {
+    requests: u64,
+    errors: BTreeMap<String, u64>,
+    failed: u64,
+}
+
+impl Totals {
+    fn add(&mut self, w: &Window) {
+        let errors: u64 = w.errors.values().sum();
+        self.requests += w.versions.values().sum::<u64>() + errors + w.failed;
+        self.failed += w.failed;
+        for (v, n) in &w.errors {
+            *self.errors.entry(v.clone()).or_default() += n;
+        }
+    }
 }
 
 #[tokio::main]
@@ -55,16 +80,14 @@ async fn main() -> ExitCode {
                 if let Some(h) = &host {
                     req = req.header("host", h);
                 }
-                let outcome = req.send().await.ok().filter(|r| r.status().is_success()).map(|r| {
-                    r.headers()
-                        .get("x-refserver-version")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("?")
-                        .to_string()
+                let outcome = req.send().await.ok().and_then(|r| {
+                    let version = r.headers().get("x-refserver-version")?.to_str().ok()?.to_string();
+                    Some((r.status().is_success(), version))
                 });
                 if let Ok(mut w) = window.lock() {
                     match outcome {
-                        Some(v) => *w.versions.entry(v).or_default() += 1,
+                        Some((true, v)) => *w.versions.entry(v).or_default() += 1,
+                        Some((false, v)) => *w.errors.entry(v).or_default() += 1,
                         None => w.failed += 1,
                     }
                 }
@@ -78,35 +101,41 @@ async fn main() -> ExitCode {
         eprintln!("rollgate-load: cannot listen for SIGTERM");
         return ExitCode::FAILURE;
     };
-    let (mut total, mut failed) = (0u64, 0u64);
+    let mut totals = Totals::default();
     loop {
         tokio::select! {
             _ = terminate.recv() => {
                 // The totals, including the window not reported yet; failing when any failed.
                 if let Ok(w) = window.lock() {
-                    total += w.versions.values().sum::<u64>() + w.failed;
-                    failed += w.failed;
+                    totals.add(&w);
                 }
-                println!("  traffic total: {total} requests, {failed} failed");
-                return if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+                let by_version: Vec<String> =
+                    totals.errors.iter().map(|(v, n)| format!("{n} from {v}")).collect();
+                println!(
+                    "  traffic total: {} requests; error answers: {}; not answered by refserver: {}",
+                    totals.requests,
+                    if by_version.is_empty() { "none".to_string() } else { by_version.join(", ") },
+                    totals.failed
+                );
+                return if totals.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE };
             }
             _ = report.tick() => {
                 let w = match window.lock() {
                     Ok(mut w) => std::mem::take(&mut *w),
                     Err(_) => return ExitCode::FAILURE,
                 };
-                total += w.versions.values().sum::<u64>() + w.failed;
-                failed += w.failed;
+                totals.add(&w);
                 let ok: u64 = w.versions.values().sum();
                 let shares: Vec<String> = w
                     .versions
                     .iter()
                     .map(|(v, n)| format!("{v} {:5.1}%", 100.0 * *n as f64 / ok.max(1) as f64))
                     .collect();
+                let errors: u64 = w.errors.values().sum();
                 println!(
-                    "  traffic t={:>4}s  {:>5} req/s  {}  failed {}",
+                    "  traffic t={:>4}s  {:>5} req/s  {}  error answers {errors}  failed {}",
                     start.elapsed().as_secs(),
-                    (ok + w.failed) / cli.report_every.max(1),
+                    (ok + errors + w.failed) / cli.report_every.max(1),
                     shares.join("  "),
                     w.failed
                 );
