@@ -15,7 +15,7 @@ use rollgate_crds::labels::{ADOPTED_BY, FINALIZER_RESTORE, REPLICAS_BEFORE_ADOPT
 use rollgate_crds::rollout::{Phase, Verdict};
 use rollgate_crds::{Rollout, RolloutStatus};
 
-use super::common::{Cluster, Controller, Load, OnFailure, refserver_image, report, wait_until};
+use super::common::{Cluster, Controller, Load, OnFailure, refserver_image, report, route_yaml, wait_until};
 
 /// The team's own objects: the Deployment `shop` (2 replicas of `version`), its Service, and a
 /// route to that Service (`shop-direct`), which must answer throughout.
@@ -63,20 +63,9 @@ spec:
 
 /// A Rollout `name` adopting the Deployment `target`, with rollgate's route `name`.
 fn rollout_yaml(c: &Cluster, ns: &str, name: &str, target: &str) -> String {
-    let prometheus = &c.prometheus;
+    let (prometheus, route) = (&c.prometheus, route_yaml(ns, name));
     format!(
-        r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-  parentRefs: [{{name: rollgate-demo, namespace: default}}]
-  hostnames: ["{name}.{ns}.e2e"]
-  rules:
-    - backendRefs:
-        - {{name: {name}-stable, port: 80, weight: 100}}
-        - {{name: {name}-canary, port: 80, weight: 0}}
----
+        r#"{route}---
 apiVersion: rollgate.dev/v1alpha1
 kind: Rollout
 metadata: {{name: {name}, namespace: {ns}}}
@@ -95,12 +84,20 @@ spec:
     )
 }
 
-async fn invalid_reason(c: &Cluster, ns: &str, name: &str) -> Option<(String, String)> {
-    let st: RolloutStatus = c.status(ns, name).await;
-    st.conditions
-        .iter()
-        .find(|x| x.type_ == "InvalidSpec" && x.status == "True")
-        .map(|x| (x.reason.clone(), x.message.clone()))
+/// Waits until the Rollout `name` is refused with `InvalidSpec=True` and `reason`; its message.
+async fn refused(c: &Cluster, ns: &str, name: &str, reason: &str) -> String {
+    let invalid = || async {
+        let st: RolloutStatus = c.status(ns, name).await;
+        st.conditions
+            .iter()
+            .find(|x| x.type_ == "InvalidSpec" && x.status == "True" && x.reason == reason)
+            .map(|x| x.message.clone())
+    };
+    wait_until(&format!("{name} refused ({reason})"), Duration::from_secs(60), || async {
+        invalid().await.is_some()
+    })
+    .await;
+    invalid().await.unwrap_or_default()
 }
 
 #[tokio::test]
@@ -127,11 +124,7 @@ async fn scenario_18_an_existing_deployment_is_adopted_rolled_out_and_given_back
     // A reference to a Deployment that does not exist: a clear condition, nothing created.
     let (ok, out) = c.apply(&rollout_yaml(&c, &ns, "ghost", "nothing-here")).await;
     assert!(ok, "{out}");
-    wait_until("ghost refused", Duration::from_secs(60), || async {
-        invalid_reason(&c, &ns, "ghost").await.is_some_and(|(r, _)| r == "WorkloadNotFound")
-    })
-    .await;
-    let (_, message) = invalid_reason(&c, &ns, "ghost").await.unwrap_or_default();
+    let message = refused(&c, &ns, "ghost", "WorkloadNotFound").await;
     assert!(message.contains("Deployment \"nothing-here\" not found"), "{message}");
     assert!(deployments.get_opt("ghost-stable").await.expect("get").is_none(), "ghost created a Deployment");
 
@@ -157,11 +150,7 @@ async fn scenario_18_an_existing_deployment_is_adopted_rolled_out_and_given_back
     // A second Rollout claiming the same Deployment is refused, naming the first.
     let (ok, out) = c.apply(&rollout_yaml(&c, &ns, "rival", "shop")).await;
     assert!(ok, "{out}");
-    wait_until("rival refused", Duration::from_secs(60), || async {
-        invalid_reason(&c, &ns, "rival").await.is_some_and(|(r, _)| r == "NameConflict")
-    })
-    .await;
-    let (_, message) = invalid_reason(&c, &ns, "rival").await.unwrap_or_default();
+    let message = refused(&c, &ns, "rival", "NameConflict").await;
     assert!(message.contains("is adopted by Rollout \"shop\""), "{message}");
     assert!(deployments.get_opt("rival-stable").await.expect("get").is_none(), "rival created a Deployment");
     for name in ["rival", "ghost"] {

@@ -347,10 +347,8 @@ pub fn refserver_image() -> String {
     format!("ghcr.io/rollgate/refserver:{}", env!("CARGO_PKG_VERSION"))
 }
 
-pub fn rollout_yaml(ns: &str, name: &str, version: &str, env: &[(&str, &str)], gate_extra: &str) -> String {
-    let image = refserver_image();
-    let env_yaml: String =
-        env.iter().map(|(k, v)| format!("\n            - {{name: {k}, value: \"{v}\"}}")).collect();
+/// rollgate's HTTPRoute `name`: host `<name>.<ns>.e2e`, all traffic to `<name>-stable`.
+pub fn route_yaml(ns: &str, name: &str) -> String {
     format!(
         r#"
 apiVersion: gateway.networking.k8s.io/v1
@@ -363,7 +361,17 @@ spec:
     - backendRefs:
         - {{name: {name}-stable, port: 80, weight: 100}}
         - {{name: {name}-canary, port: 80, weight: 0}}
----
+"#
+    )
+}
+
+pub fn rollout_yaml(ns: &str, name: &str, version: &str, env: &[(&str, &str)], gate_extra: &str) -> String {
+    let image = refserver_image();
+    let env_yaml: String =
+        env.iter().map(|(k, v)| format!("\n            - {{name: {k}, value: \"{v}\"}}")).collect();
+    let route = route_yaml(ns, name);
+    format!(
+        r#"{route}---
 apiVersion: rollgate.dev/v1alpha1
 kind: Rollout
 metadata: {{name: {name}, namespace: {ns}}}
