@@ -68,8 +68,12 @@ bench: deps ## refserver vs a bare hyper server under wrk (a report, not a test)
 	bash scripts/bench-refserver.sh
 
 .PHONY: bench-scale
-bench-scale: deps ## the controller at 1 000 Rollouts on the local control plane: latency, CPU, memory (root; a report)
-	bash scripts/bench-scale.sh $(ROLLOUTS)
+bench-scale: deps ## the controller at ROLLOUTS (1 000) Rollouts, REPLICAS replicas, on the local control plane: latency, CPU, memory (root; a report)
+	REPLICAS=$(REPLICAS) SHARDS=$(SHARDS) PODS=$(PODS) bash scripts/bench-scale.sh $(ROLLOUTS)
+
+.PHONY: bench-cpu
+bench-cpu: deps ## CPU of one active rollout: rollgate beside Flagger v1.36.1 at the same interval and traffic (root; a report)
+	WINDOW=$(WINDOW) bash scripts/bench-cpu.sh
 
 BENCH_GATE = $(CARGO) run -q --release --locked -p rollgate-gate-bench -- --runs 1000 --seed 20261127
 

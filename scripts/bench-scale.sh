@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# `make bench-scale [ROLLOUTS=1000]`: the controller (release build) at many Rollouts on the
-# local control plane. rollgate-scale creates the Rollouts (their pods can never be scheduled,
-# so they wait for their first deploy), then reports spec → status latency, the controller's
+# `make bench-scale [ROLLOUTS=1000] [REPLICAS=1] [SHARDS=…] [PODS=0]`: the controller (release
+# build, REPLICAS replicas sharing SHARDS shards; default 8 shards when REPLICAS > 1) at many
+# Rollouts on the local control plane. The controller-manager is stopped (PODS=1 keeps it, and
+# the pods are then created but never scheduled), so every Rollout waits for its first deploy.
+# rollgate-scale creates the Rollouts, then reports spec → status latency, the controller's
 # and the API server's CPU and the controller's memory at steady state, and its memory after
 # every Rollout is deleted. A report, not a test: docs/dev/benchmarks.md quotes it.
 set -euo pipefail
@@ -12,7 +14,8 @@ n=${1:-1000}
 state=${ROLLGATE_BENCH_STATE:-$ROLLGATE_CACHE/bench-scale}
 ctl=""
 cleanup() {
-  [ -n "$ctl" ] && kill "$ctl" 2>/dev/null || true
+  # shellcheck disable=SC2086
+  [ -n "$ctl" ] && kill $ctl 2>/dev/null || true
   bash e2e/scripts/cluster.sh down "$state" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -22,16 +25,35 @@ cargo build -q --locked --release -p rollgate -p rollgate-e2e --bin rollgate --b
 env_file=$(bash e2e/scripts/cluster.sh up "$state" | tail -n1)
 # shellcheck disable=SC1090
 . "$env_file"
-log_file="$state/logs/controller-scale.log"
-"$CARGO_TARGET_DIR/release/rollgate" controller --metrics-addr 127.0.0.1:0 --lease-namespace default \
-  --identity bench-scale >"$log_file" 2>&1 &
-ctl=$!
-for _ in $(seq 300); do grep -q "leadership acquired" "$log_file" && break; sleep 0.1; done
-grep -q "leadership acquired" "$log_file" || die "the controller did not become leader (log: $log_file)"
-addr=$(grep -o '"metrics":"[^"]*"' "$log_file" | head -n1 | cut -d'"' -f4)
+replicas=${REPLICAS:-1}
+shards=${SHARDS:-$([ "$replicas" -gt 1 ] && echo 8 || echo 1)}
+if [ "${PODS:-0}" = 0 ]; then
+  # Rollouts that create no pods: without the controller-manager no Deployment gets a
+  # ReplicaSet, so every Rollout waits for its first deploy and the API server carries only
+  # what rollgate does.
+  kill "$(cat "$state/pids/controller-manager")"
+  rm -f "$state/pids/controller-manager"
+fi
+pid_args=()
+url_args=()
+for i in $(seq "$replicas"); do
+  log_file="$state/logs/controller-scale-$i.log"
+  "$CARGO_TARGET_DIR/release/rollgate" controller --metrics-addr 127.0.0.1:0 --lease-namespace default \
+    --identity "bench-scale-$i" --shards "$shards" >"$log_file" 2>&1 &
+  pid=$!
+  ctl="$ctl $pid"
+  started="leadership acquired"
+  [ "$shards" -gt 1 ] && started="started; sharded"
+  [ "$replicas" -gt 1 ] && [ "$shards" -eq 1 ] && started="waiting for leadership"
+  for _ in $(seq 300); do grep -q "$started" "$log_file" && break; sleep 0.1; done
+  grep -q "$started" "$log_file" || die "controller $i did not start (log: $log_file)"
+  addr=$(grep -o '"metrics":"[^"]*"' "$log_file" | head -n1 | cut -d'"' -f4)
+  pid_args+=(--controller-pid "$pid")
+  url_args+=(--metrics-url "http://$addr/metrics")
+done
 api_pid=$(pgrep -f "bin/kube-apiserver" | head -n1)
 [ -n "$api_pid" ] || die "no kube-apiserver process"
-log "creating $n Rollouts (controller pid $ctl, API server pid $api_pid, metrics $addr)"
-"$CARGO_TARGET_DIR/release/rollgate-scale" --rollouts "$n" --controller-pid "$ctl" \
-  --apiserver-pid "$api_pid" --metrics-url "http://$addr/metrics" | tee "$state/report.json"
+log "creating $n Rollouts ($replicas replicas, $shards shards, API server pid $api_pid)"
+"$CARGO_TARGET_DIR/release/rollgate-scale" --rollouts "$n" "${pid_args[@]}" --shards "$shards" \
+  --apiserver-pid "$api_pid" "${url_args[@]}" | tee "$state/report.json"
 log "report: $state/report.json; machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB"

@@ -11,10 +11,12 @@ chart="$root/charts/rollgate"
 "$helm" lint --strict "$chart"
 "$helm" template rollgate "$chart" --namespace rollgate-system >/dev/null
 "$helm" template rollgate "$chart" --namespace ops \
-  --set image.tag=dev --set replicas=3 --set leaderElection.namespace=ops-leases \
+  --set image.tag=dev --set replicas=3 --set shards=8 --set leaderElection.namespace=ops-leases \
   --set otlpEndpoint=http://otel:4318 --set metrics.service.enabled=false \
   --set 'tolerations[0].key=dedicated' --set 'tolerations[0].operator=Exists' \
   --set nodeSelector.pool=infra --set 'prometheusCredentials.namespaces={shop,web}' >/dev/null
+grep -q -- '--shards=8' <<<"$("$helm" template rollgate "$chart" --namespace ops --set shards=8)" ||
+  die "shards does not reach the controller's args"
 # Scoped: the controller's rules only in the watched namespaces, cluster-wide only the reviews.
 scoped=$("$helm" template team-a "$chart" --namespace team-a --set 'watchNamespaces={shop,web}' --set instance=blue)
 grep -q -- '--watch-namespace=shop,web' <<<"$scoped" || die "watchNamespaces does not reach the controller's args"

@@ -30,7 +30,7 @@ impl RolloutSpecExt for RolloutSpec {
             workload_ref: None,
             service: Default::default(),
             traffic: TrafficSpec {
-                gateway_api: Some(GatewayApiTraffic { http_route: "web".into() }),
+                gateway_api: Some(GatewayApiTraffic { http_route: "web".into(), service: None }),
                 replica_ratio: None,
             },
             steps: defaults::steps(),

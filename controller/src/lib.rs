@@ -15,6 +15,7 @@ pub mod rollout_watch;
 pub mod router;
 pub mod run;
 pub mod scope;
+pub mod shards;
 pub mod status_view;
 pub mod verdict_api;
 pub mod watches;

@@ -11,11 +11,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Client, Resource, ResourceExt};
 use rollgate_crds::conditions::{self as cond, EventReason};
-use rollgate_crds::labels::{ACTION_ABORT, ACTION_PROMOTE, ACTION_RETRY, FINALIZER_RESTORE};
+use rollgate_crds::labels::{
+    ACTION_ABORT, ACTION_PROMOTE, ACTION_RETRY, FINALIZER_RESTORE, FINALIZER_RESTORE_ROUTE,
+};
 use rollgate_crds::{Rollout, RolloutStatus};
 use serde_json::json;
 use tracing::Instrument;
@@ -35,8 +38,10 @@ mod apply;
 mod context;
 mod endpoints;
 mod events;
+mod finalizers;
 mod gate;
 mod notifications;
+mod route;
 use apply::World;
 pub use context::{Clock, Context, ProviderFactory};
 use gate::{evaluate_gate, resolve_gate, validate};
@@ -60,18 +65,29 @@ async fn fresh(ro: Arc<Rollout>, ctx: &Context, ns: &str, name: &str) -> Result<
 
 pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
-    ctx.metrics.reconciles.inc();
     let ns = ro.namespace().unwrap_or_default();
     let name = ro.name_any();
+    if !ctx.shards.holds(&ns, &name) {
+        // Another replica's shard (its series are that replica's to export); acquiring the
+        // shard reconciles every Rollout again.
+        ctx.metrics.forget(&ns, &name);
+        ctx.forget(&ns, &name);
+        return Ok(Action::await_change());
+    }
+    ctx.metrics.reconciles.inc();
     if ro.meta().deletion_timestamp.is_some() {
-        // An adopted Deployment serves again before the finalizer goes; then owner references
-        // let the garbage collector remove rollgate's Deployments and Services.
-        if ro.finalizers().iter().any(|f| f == FINALIZER_RESTORE) {
-            if !adopt::release(&ctx.client, &ro).await? {
-                return Ok(Action::requeue(plan::CONVERGE));
-            }
-            adopt::remove_finalizer(&ctx.client, &ro).await?;
+        // The route goes back to the user's Service, then an adopted Deployment serves again,
+        // before the finalizers go; then owner references let the garbage collector remove
+        // rollgate's Deployments and Services.
+        if finalizers::has(&ro, FINALIZER_RESTORE_ROUTE)
+            && !route::restore(&ctx.client, &ro, (ctx.clock)()).await?
+        {
+            return Ok(Action::requeue(plan::CONVERGE));
         }
+        if finalizers::has(&ro, FINALIZER_RESTORE) && !adopt::release(&ctx.client, &ro).await? {
+            return Ok(Action::requeue(plan::CONVERGE));
+        }
+        finalizers::remove(&ctx.client, &ro, &[FINALIZER_RESTORE_ROUTE, FINALIZER_RESTORE]).await?;
         ctx.metrics.forget(&ns, &name);
         ctx.forget(&ns, &name);
         return Ok(Action::await_change());
@@ -121,6 +137,13 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
     if adoption_problem.is_some() {
         problem = adoption_problem;
     }
+    let route_hidden = match route::selected_labels(&client, ro).await? {
+        Ok(labels) => labels,
+        Err(p) => {
+            problem = problem.or(Some(p));
+            Vec::new()
+        }
+    };
     let mut provider = None;
     if let (Some(g), None) = (&gate, &problem) {
         match access::provider(ctx, ns, &g.prometheus).await? {
@@ -128,13 +151,12 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
             Err(p) => problem = Some(p),
         }
     }
-    if let (Some(d), None) = (&adopted, &problem)
-        && let Some(version) = adopt::claim(&client, ro, d).await?
-    {
-        ctx.remember_version(ns, name, Some(version));
-    }
     let mut world = World::observe(&client, ro).await?;
-    world.hidden = adopted.as_ref().map(adopt::selected_labels).unwrap_or_default();
+    let mut hidden = adopted.as_ref().map(adopt::selected_labels).unwrap_or_default();
+    hidden.extend(route_hidden);
+    hidden.sort();
+    hidden.dedup();
+    world.hidden = hidden;
     let uid = ro.uid().unwrap_or_default();
     problem = problem.or_else(|| world.conflict(&uid)).or_else(|| rejected_before(ro));
     let stable_s = world.state(Role::Stable);
@@ -147,6 +169,9 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
             Err(RouterError::Spec(p)) => problem = Some(p),
             Err(RouterError::Other(e)) => return Err(e),
         }
+    }
+    if problem.is_none() {
+        claim(ctx, ro, adopted.as_ref()).await?;
     }
     let status = ro.status.clone().unwrap_or_default();
     let revision = revision_of(&ro.spec.template);
@@ -189,12 +214,18 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
     if problem.is_none() {
         match act(&client, ro, &plan, &world, router.as_ref(), router_weight, &revision).await {
             Ok(()) => {
+                let stable_serves = plan.status.stable_revision.is_some()
+                    && observed.stable.as_ref().is_some_and(|s| s.available);
                 // rollgate's stable serves the adopted Deployment's pods' traffic from here.
-                if let Some(d) = &adopted
-                    && plan.status.stable_revision.is_some()
-                    && observed.stable.as_ref().is_some_and(|s| s.available)
-                {
+                if let (Some(d), true) = (&adopted, stable_serves) {
                     adopt::scale_down(&client, ro, d).await?;
+                }
+                // The user's route moves to rollgate's Services once stable has endpoints.
+                if stable_serves && router.takeover_pending() && plan.weight.is_none_or(|w| w == 0) {
+                    let stable = workload::name(name, Role::Stable);
+                    if endpoints::ready(&client, ns, &stable).await?.is_none_or(|n| n > 0) {
+                        router.apply_weight(ro, 0).await.map_err(router_error)?;
+                    }
                 }
             }
             Err(Error::Owned(e @ (WriteError::Conflict { .. } | WriteError::Rejected { .. }))) => {
@@ -230,6 +261,25 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
     Ok(Action::requeue(plan.requeue))
 }
 
+/// Takes what the Rollout gives back when deleted: each finalizer first, then the adopted
+/// Deployment's claim label (the route is taken over later, once stable serves).
+async fn claim(ctx: &Context, ro: &Rollout, adopted: Option<&Deployment>) -> Result<()> {
+    let mut wanted = Vec::new();
+    if adopted.is_some() {
+        wanted.push(FINALIZER_RESTORE);
+    }
+    if ro.spec.traffic.gateway_api.as_ref().is_some_and(|g| g.service.is_some()) {
+        wanted.push(FINALIZER_RESTORE_ROUTE);
+    }
+    if let Some(version) = finalizers::ensure(&ctx.client, ro, &wanted).await? {
+        ctx.remember_version(&ro.namespace().unwrap_or_default(), &ro.name_any(), Some(version));
+    }
+    if let Some(d) = adopted {
+        adopt::claim(&ctx.client, ro, d).await?;
+    }
+    Ok(())
+}
+
 /// Writes `status` when it differs from `current`, the status the API server holds.
 async fn write_status(
     ctx: &Context,
@@ -259,12 +309,16 @@ async fn act(
     if let Some(w) = plan.weight
         && router_weight != Some(w)
     {
-        router.apply_weight(ro, w).await.map_err(|e| match e {
-            RouterError::Spec(p) => Error::Router(p.message),
-            RouterError::Other(e) => e,
-        })?;
+        router.apply_weight(ro, w).await.map_err(router_error)?;
     }
     apply::workload(client, ro, plan, world, revision).await
+}
+
+fn router_error(e: RouterError) -> Error {
+    match e {
+        RouterError::Spec(p) => Error::Router(p.message),
+        RouterError::Other(e) => e,
+    }
 }
 
 /// A rejection by the API server recorded for this generation: not retried until the spec

@@ -4,9 +4,11 @@
 //! port with `--api-addr`) at once; takes part in leader election (a Lease,
 //! through kube-lease-manager) so that of several replicas only one acts; while leader, runs the
 //! kube-runtime Controllers of its scope (`watches`, `scope`). Losing the lease stops them until
-//! it is won again.
+//! it is won again. With `--shards N` there is no leader: every replica runs the Controllers and
+//! acts on the Rollouts of the shards it holds (`shards`).
 //! SIGTERM or SIGINT stops everything and releases the lease.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +30,7 @@ use crate::metrics_provider::prometheus::Prometheus;
 use crate::observability::{CountRequests, Metrics, SharedMetrics};
 use crate::reconcile::{Context, ProviderFactory};
 use crate::scope::{Scope, ScopeError, set_field_manager};
+use crate::shards::{Coordinator, Shards};
 use crate::{verdict_api, watches};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -65,6 +68,11 @@ pub struct ControllerArgs {
     /// Rollouts reconciled at once; the others wait in the controller's queue.
     #[arg(long, default_value_t = 16, env = "ROLLGATE_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
+    /// Split Rollouts into this many shards, each held by one replica through a Lease
+    /// (`<manager>-shard-<i>`); replicas share them evenly. 1 (the default): one leader acts on
+    /// every Rollout.
+    #[arg(long, default_value_t = 1, env = "ROLLGATE_SHARDS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub shards: u32,
     /// OTLP/HTTP traces endpoint (e.g. `http://collector:4318/v1/traces`); traces are exported
     /// only when set.
     #[arg(long, env = "ROLLGATE_OTLP_ENDPOINT")]
@@ -134,6 +142,39 @@ pub async fn run(args: ControllerArgs, kube: KubeArgs) -> Result<(), RunError> {
 
     let identity = args.identity.clone().unwrap_or_else(hostname);
     let lease_ns = args.lease_namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
+    if args.shards > 1 {
+        ready.store(true, Ordering::Release);
+        tracing::info!(%identity, metrics = %metrics_addr, shards = args.shards, "rollgate controller started; sharded");
+        let (publish, held) = tokio::sync::watch::channel(BTreeSet::new());
+        let shards = Shards::new(args.shards, held);
+        let (ctx, deliveries) = context(&client, &scope, &identity, &metrics, shards.clone())?;
+        let has_routes = http_routes_served(&client).await;
+        let coordinator = Coordinator {
+            client: client.clone(),
+            namespace: lease_ns,
+            manager: scope.manager(),
+            identity: identity.clone(),
+            count: args.shards,
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let work = async {
+            watches::run(client.clone(), ctx.clone(), &scope, has_routes, args.concurrency, Some(&shards))
+                .await;
+            tracing::info!("controller stopped");
+            let _ = stop.send(());
+        };
+        let coordination = coordinator.run(publish, async {
+            let _ = stopped.await;
+        });
+        tokio::select! {
+            (r, ()) = futures::future::join(coordination, work) => r.map_err(RunError::Lease)?,
+            () = deliveries.run() => tracing::error!("the webhook worker stopped"),
+            r = http => if let Err((addr, source)) = r {
+                return Err(RunError::Serve { addr, source });
+            },
+        }
+        return Ok(());
+    }
     let manager = LeaseManagerBuilder::new(client.clone(), scope.lease_name())
         .with_namespace(lease_ns)
         .with_identity(identity.clone())
@@ -154,12 +195,7 @@ pub async fn run(args: ControllerArgs, kube: KubeArgs) -> Result<(), RunError> {
         "rollgate controller started; waiting for leadership"
     );
 
-    let providers: ProviderFactory =
-        Arc::new(|access: &Access| Prometheus::new(access).map(|p| Arc::new(p) as Arc<dyn MetricProvider>));
-    let reporter = Reporter { controller: scope.manager(), instance: Some(identity.clone()) };
-    let (notifier, deliveries) = crate::notify::channel(metrics.clone()).map_err(RunError::Notifier)?;
-    let ctx =
-        Arc::new(Context::new(client.clone(), reporter, metrics.clone(), providers).with_notifier(notifier));
+    let (ctx, deliveries) = context(&client, &scope, &identity, &metrics, Shards::single())?;
     let has_routes = http_routes_served(&client).await;
 
     let work = async {
@@ -170,7 +206,8 @@ pub async fn run(args: ControllerArgs, kube: KubeArgs) -> Result<(), RunError> {
             }
             metrics.leader.set(1);
             tracing::info!("leadership acquired; reconciling");
-            let controller = watches::run(client.clone(), ctx.clone(), &scope, has_routes, args.concurrency);
+            let controller =
+                watches::run(client.clone(), ctx.clone(), &scope, has_routes, args.concurrency, None);
             tokio::select! {
                 () = controller => {
                     tracing::info!("controller stopped");
@@ -202,6 +239,24 @@ pub async fn run(args: ControllerArgs, kube: KubeArgs) -> Result<(), RunError> {
         Err(e) => tracing::warn!(error = %e, "lease task"),
     }
     Ok(())
+}
+
+/// The reconciler's context and the worker that delivers its webhooks.
+fn context(
+    client: &Client,
+    scope: &Scope,
+    identity: &str,
+    metrics: &SharedMetrics,
+    shards: Shards,
+) -> Result<(Arc<Context>, crate::notify::Worker), RunError> {
+    let providers: ProviderFactory =
+        Arc::new(|access: &Access| Prometheus::new(access).map(|p| Arc::new(p) as Arc<dyn MetricProvider>));
+    let reporter = Reporter { controller: scope.manager(), instance: Some(identity.to_string()) };
+    let (notifier, deliveries) = crate::notify::channel(metrics.clone()).map_err(RunError::Notifier)?;
+    let ctx = Context::new(client.clone(), reporter, metrics.clone(), providers)
+        .with_notifier(notifier)
+        .with_shards(shards);
+    Ok((Arc::new(ctx), deliveries))
 }
 
 async fn http_routes_served(client: &Client) -> bool {

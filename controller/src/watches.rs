@@ -20,16 +20,28 @@ use rollgate_crds::{ReleaseGate, Rollout};
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::router::gateway_api::http_route_resource;
 use crate::scope::Scope;
+use crate::shards::Shards;
 
 /// Runs the Controllers until a shutdown signal.
-pub async fn run(client: Client, ctx: Arc<Context>, scope: &Scope, watch_routes: bool, concurrency: u16) {
+pub async fn run(
+    client: Client,
+    ctx: Arc<Context>,
+    scope: &Scope,
+    watch_routes: bool,
+    concurrency: u16,
+    shards: Option<&Shards>,
+) {
     if !watch_routes {
         tracing::info!("the HTTPRoute API is not served; gatewayAPI Rollouts will report it");
     }
     let mut stores = Vec::new();
     let mut loops = Vec::new();
     for namespace in scope.watched() {
-        let c = controller(&client, namespace, scope, watch_routes, concurrency);
+        let mut c = controller(&client, namespace, scope, watch_routes, concurrency);
+        if let Some(shards) = shards {
+            // A shard just acquired: its Rollouts are looked at now, not at their next event.
+            c = c.reconcile_all_on(shards.changes());
+        }
         stores.push(c.store());
         loops.push(c.shutdown_on_signal().run(reconcile, error_policy, ctx.clone()).for_each(
             |result| async move {

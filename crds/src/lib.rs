@@ -60,6 +60,12 @@ pub mod labels {
     /// The finalizer of a Rollout that adopted a Deployment: it is scaled back before the
     /// Rollout (and with it rollgate's Deployments) goes.
     pub const FINALIZER_RESTORE: &str = "rollgate.dev/restore-workload";
+    /// The finalizer of a Rollout that took over rules of a user's HTTPRoute
+    /// (`traffic.gatewayAPI.service`): they are given back before the Rollout goes.
+    pub const FINALIZER_RESTORE_ROUTE: &str = "rollgate.dev/restore-route";
+    /// On an HTTPRoute, `<prefix>/<rollout>`: the backendRef that Rollout took over (JSON), put
+    /// back when it is deleted. A second Rollout taking over the same Service is refused.
+    pub const TAKEN_OVER_PREFIX: &str = "backends.rollgate.dev";
     /// One-shot actions: set to a new value (any token, e.g. a timestamp) to act once.
     /// `promote`: a value starting with `full` promotes fully, any other passes the step.
     pub const ACTION_PROMOTE: &str = "rollgate.dev/promote";

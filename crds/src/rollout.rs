@@ -194,9 +194,17 @@ pub struct TrafficSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayApiTraffic {
-    /// The HTTPRoute (same namespace) whose rules reference `<name>-stable` and `<name>-canary`.
+    /// The HTTPRoute (same namespace) whose rules reference `<name>-stable` and `<name>-canary`,
+    /// or, with `service`, whose rules send to that Service.
     #[schemars(length(min = 1, max = 253))]
     pub http_route: String,
+    /// Take over the route's rules whose only backend is this Service (same namespace): once
+    /// rollgate's stable serves, each such backendRef becomes `<name>-stable` and
+    /// `<name>-canary` (on `service.port`), and the original comes back when the Rollout is
+    /// deleted. Without it the route must already reference the two Services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub service: Option<String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

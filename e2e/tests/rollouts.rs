@@ -7,6 +7,7 @@ mod local_cluster;
 mod prometheus_auth;
 mod real_node;
 mod safety;
+mod sharding;
 mod tenancy;
 
 use std::time::Duration;

@@ -12,7 +12,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use rollgate_crds::Rollout;
 use rollgate_crds::conditions::EventReason;
-use rollgate_crds::labels::{ADOPTED_BY, FINALIZER_RESTORE, REPLICAS_BEFORE_ADOPTION};
+use rollgate_crds::labels::{ADOPTED_BY, REPLICAS_BEFORE_ADOPTION};
 use serde_json::json;
 
 use crate::error::Result;
@@ -91,25 +91,17 @@ pub fn without_labels(template: &PodTemplateSpec, hidden: &[String]) -> PodTempl
     t
 }
 
-/// Adds the finalizer (before anything is created) and the claim label, where missing.
-/// Returns the Rollout's new resourceVersion when it was patched.
-pub async fn claim(client: &Client, ro: &Rollout, d: &Deployment) -> Result<Option<String>> {
-    let ns = ro.namespace().unwrap_or_default();
-    let mut version = None;
-    if !ro.finalizers().iter().any(|f| f == FINALIZER_RESTORE) {
-        let mut finalizers = ro.finalizers().to_vec();
-        finalizers.push(FINALIZER_RESTORE.to_string());
-        version = Some(set_finalizers(client, ro, finalizers).await?);
-    }
+/// Adds the claim label, where missing (the finalizer is added with the others first).
+pub async fn claim(client: &Client, ro: &Rollout, d: &Deployment) -> Result<()> {
     if d.labels().get(ADOPTED_BY).is_none() {
-        let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        let api: Api<Deployment> = Api::namespaced(client.clone(), &ro.namespace().unwrap_or_default());
         // Two Rollouts claiming at once: the resourceVersion lets only one label win; the
         // other's retry finds the label and is refused.
         let patch = json!({"metadata": {"resourceVersion": d.resource_version(), "labels": {ADOPTED_BY: ro.name_any()}}});
         api.patch(&d.name_any(), &params(), &Patch::Merge(&patch)).await?;
         tracing::info!(deployment = %d.name_any(), "adopted");
     }
-    Ok(version)
+    Ok(())
 }
 
 /// Scales the adopted Deployment to zero, remembering its replicas (once).
@@ -160,24 +152,6 @@ pub async fn release(client: &Client, ro: &Rollout) -> Result<bool> {
         }
     }
     Ok(done)
-}
-
-/// Removes the finalizer, letting the Rollout (and by ownership its Deployments) go.
-pub async fn remove_finalizer(client: &Client, ro: &Rollout) -> Result<()> {
-    if ro.finalizers().iter().any(|f| f == FINALIZER_RESTORE) {
-        let rest = ro.finalizers().iter().filter(|f| *f != FINALIZER_RESTORE).cloned().collect();
-        set_finalizers(client, ro, rest).await?;
-    }
-    Ok(())
-}
-
-/// Writes the Rollout's finalizers; the resourceVersion makes a concurrent change to them fail
-/// with a conflict (and be retried) instead of being overwritten. Returns the new version.
-async fn set_finalizers(client: &Client, ro: &Rollout, finalizers: Vec<String>) -> Result<String> {
-    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), &ro.namespace().unwrap_or_default());
-    let patch = json!({"metadata": {"resourceVersion": ro.resource_version(), "finalizers": finalizers}});
-    let patched = rollouts.patch(&ro.name_any(), &params(), &Patch::Merge(&patch)).await?;
-    Ok(patched.resource_version().unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use crate::metrics_provider::access::Access;
 use crate::metrics_provider::prometheus::ClientError;
 use crate::notify::Notifier;
 use crate::observability::SharedMetrics;
+use crate::shards::Shards;
 
 /// Makes a metric provider for a Prometheus and the access to it.
 pub type ProviderFactory = Arc<dyn Fn(&Access) -> Result<Arc<dyn MetricProvider>, ClientError> + Send + Sync>;
@@ -44,6 +45,8 @@ pub struct Context {
     written: Mutex<HashMap<(String, String), String>>,
     pub(super) notifier: Option<Notifier>,
     pub(super) clock: Clock,
+    /// The shards this replica reconciles (all, unsharded).
+    pub(super) shards: Shards,
 }
 
 impl Context {
@@ -64,12 +67,18 @@ impl Context {
             written: Mutex::default(),
             notifier: None,
             clock: Arc::new(Timestamp::now),
+            shards: Shards::single(),
         }
     }
 
     /// The same context, sending webhook notifications through `notifier`.
     pub fn with_notifier(mut self, notifier: Notifier) -> Self {
         self.notifier = Some(notifier);
+        self
+    }
+
+    pub fn with_shards(mut self, shards: Shards) -> Self {
+        self.shards = shards;
         self
     }
 

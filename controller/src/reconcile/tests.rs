@@ -5,6 +5,7 @@
 mod adoption;
 mod crash_points;
 mod owned_objects;
+mod takeover;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -291,6 +292,11 @@ impl Harness {
 
     /// A new controller: nothing remembered from an earlier one.
     fn controller(&self) -> Arc<Context> {
+        self.controller_of(crate::shards::Shards::single())
+    }
+
+    /// A new controller holding `shards`.
+    fn controller_of(&self, shards: crate::shards::Shards) -> Arc<Context> {
         let clock = self.clock.clone();
         let client = self.fake.client();
         let prom: Arc<dyn MetricProvider> = Arc::new(FakePrometheus { bad: self.bad, total: self.total });
@@ -300,7 +306,11 @@ impl Harness {
             Timestamp::from_second(clock.load(std::sync::atomic::Ordering::SeqCst))
                 .unwrap_or(Timestamp::UNIX_EPOCH)
         };
-        Arc::new(Context::new(client, reporter, Arc::new(Metrics::default()), providers).with_clock(now))
+        Arc::new(
+            Context::new(client, reporter, Arc::new(Metrics::default()), providers)
+                .with_clock(now)
+                .with_shards(shards),
+        )
     }
 
     fn rollout(&self) -> Rollout {
@@ -332,4 +342,19 @@ impl Harness {
             .filter_map(|s| s.body["spec"]["rules"][0]["backendRefs"][1]["weight"].as_i64())
             .collect()
     }
+}
+
+#[tokio::test]
+async fn a_rollout_in_a_shard_held_elsewhere_is_left_alone_until_its_shard_is_acquired() {
+    use crate::shards::{Shards, shard_of};
+    let h = Harness::new(&rollout(RolloutSpec::test().with_replica_ratio(), None), 0.0, 0.0);
+    let mine = shard_of("shop", "web", 4);
+    let (publish, held) = tokio::sync::watch::channel((0..4).filter(|s| *s != mine).collect());
+    let ctl = h.controller_of(Shards::new(4, held));
+    let action = h.pass(&ctl, 1).await.expect("pass");
+    assert_eq!(action, Action::await_change());
+    assert!(h.fake.seen().is_empty(), "no request for another replica's Rollout: {:?}", h.fake.seen());
+    publish.send_replace(std::collections::BTreeSet::from([mine]));
+    h.pass(&ctl, 1).await.expect("pass");
+    assert!(h.fake.get(DEPLOY_STABLE).is_some(), "reconciled once its shard is held");
 }

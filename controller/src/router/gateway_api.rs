@@ -6,13 +6,21 @@
 //! rest of the route (parents, hostnames, matches, filters) is left as it was. The route is
 //! typed here only as far as needed (`DynamicObject`), as the `gateway-api` crate does not yet
 //! support kube 5.
+//!
+//! With `service`, a route that still sends to the user's Service reads as weight 0 (all
+//! traffic reaches stable through it) and is taken over (see `takeover`) on the first weight
+//! written; `restore` gives it back.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::future::BoxFuture;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use rollgate_crds::Rollout;
+use rollgate_crds::conditions::EventReason;
 use serde_json::{Value, json};
 
+use super::takeover::{self, Sending};
 use super::{RouterError, RouterResult, TrafficRouter};
 use crate::error::Error;
 use crate::plan::SpecProblem;
@@ -29,11 +37,15 @@ pub fn http_route_resource() -> ApiResource {
 pub struct GatewayApi {
     client: Client,
     route: String,
+    /// The user's Service whose rules are taken over (`traffic.gatewayAPI.service`).
+    service: Option<String>,
+    /// The last read found the route still sending to `service`.
+    pending: AtomicBool,
 }
 
 impl GatewayApi {
-    pub fn new(client: Client, route: String) -> Self {
-        Self { client, route }
+    pub fn new(client: Client, route: String, service: Option<String>) -> Self {
+        Self { client, route, service, pending: AtomicBool::new(false) }
     }
 
     fn api(&self, ro: &Rollout) -> Api<DynamicObject> {
@@ -50,6 +62,76 @@ impl GatewayApi {
             )))),
         }
     }
+
+    /// Replaces the backendRefs to `service` by the two Services at `weight`, remembering the
+    /// original on the route. The resourceVersion lets only one of two Rollouts racing for the
+    /// same Service win; the other's retry finds the annotation and is refused.
+    async fn take_over(&self, ro: &Rollout, route: &Value, service: &str, weight: i32) -> RouterResult<()> {
+        let rollout = ro.name_any();
+        let original = match takeover::sending(route, service) {
+            Sending::Only(original) => original,
+            Sending::Refused(why) => return Err(self.refused(&why)),
+            Sending::Nowhere => return Err(self.nowhere(ro, service)),
+        };
+        let (stable, canary) = (name(&rollout, Role::Stable), name(&rollout, Role::Canary));
+        let rules = takeover::taken_over(route, service, &stable, &canary, ro.spec.service.port, weight);
+        let patch = json!({
+            "metadata": {
+                "resourceVersion": route.pointer("/metadata/resourceVersion"),
+                "annotations": {takeover::annotation(&rollout): original.to_string()},
+            },
+            "spec": {"rules": rules},
+        });
+        self.api(ro).patch(&self.route, &merge_params(), &Patch::Merge(&patch)).await.map_err(Error::from)?;
+        self.pending.store(false, Ordering::Relaxed);
+        tracing::info!(route = %self.route, service, weight, "route taken over");
+        Ok(())
+    }
+
+    /// Gives the route back its original backendRefs. True once the route is back and every
+    /// gateway reporting on it has seen that (or there is nothing to give back).
+    pub async fn restore(&self, ro: &Rollout) -> Result<bool, Error> {
+        let Some(route) = self.api(ro).get_opt(&self.route).await? else {
+            return Ok(true);
+        };
+        let rollout = ro.name_any();
+        let value = serde_json::to_value(&route)?;
+        let Some(original) = takeover::original(&value, &rollout) else {
+            return Ok(takeover::accepted(&value));
+        };
+        let (stable, canary) = (name(&rollout, Role::Stable), name(&rollout, Role::Canary));
+        let patch = json!({
+            "metadata": {
+                "resourceVersion": route.resource_version(),
+                "annotations": {takeover::annotation(&rollout): null},
+            },
+            "spec": {"rules": takeover::restored(&value, &stable, &canary, &original)},
+        });
+        self.api(ro).patch(&self.route, &merge_params(), &Patch::Merge(&patch)).await?;
+        tracing::info!(route = %self.route, backend = %original, "route given back");
+        Ok(false)
+    }
+
+    fn refused(&self, why: &str) -> RouterError {
+        RouterError::Spec(SpecProblem::invalid(format!(
+            "traffic.gatewayAPI.service: HTTPRoute {:?}: {why}",
+            self.route
+        )))
+    }
+
+    fn nowhere(&self, ro: &Rollout, service: &str) -> RouterError {
+        let rollout = ro.name_any();
+        RouterError::Spec(SpecProblem::invalid(format!(
+            "traffic.gatewayAPI.service: HTTPRoute {:?} has no rule whose backendRefs are Service {service:?} (to take over) or both {:?} and {:?}",
+            self.route,
+            name(&rollout, Role::Stable),
+            name(&rollout, Role::Canary)
+        )))
+    }
+}
+
+fn merge_params() -> PatchParams {
+    PatchParams { field_manager: Some(field_manager().to_string()), ..PatchParams::default() }
 }
 
 /// Canary percent of the first rule that references both Services.
@@ -87,11 +169,11 @@ pub fn with_weight(route: &Value, stable: &str, canary: &str, weight: i32) -> Op
     found.then_some(rules)
 }
 
-fn rules(route: &Value) -> &[Value] {
+pub(super) fn rules(route: &Value) -> &[Value] {
     route.pointer("/spec/rules").and_then(Value::as_array).map_or(&[], Vec::as_slice)
 }
 
-fn is_service(r: &Value, name: &str) -> bool {
+pub(super) fn is_service(r: &Value, name: &str) -> bool {
     let kind_ok = r.get("kind").and_then(Value::as_str).is_none_or(|k| k == "Service");
     let group_ok = r.get("group").and_then(Value::as_str).is_none_or(str::is_empty);
     kind_ok && group_ok && r.get("name").and_then(Value::as_str) == Some(name)
@@ -110,11 +192,35 @@ impl TrafficRouter for GatewayApi {
             let rollout = ro.name_any();
             let (stable, canary) = (name(&rollout, Role::Stable), name(&rollout, Role::Canary));
             let value = serde_json::to_value(&route).map_err(Error::from)?;
-            match weight_of(&value, &stable, &canary) {
-                Some(w) => Ok(Some(w)),
-                None => Err(missing_refs(&self.route, &stable, &canary)),
+            if let Some(w) = weight_of(&value, &stable, &canary) {
+                return Ok(Some(w));
+            }
+            let Some(service) = &self.service else {
+                return Err(missing_refs(&self.route, &stable, &canary));
+            };
+            if let Some(other) = takeover::taken_by_other(&value, service, &rollout) {
+                return Err(RouterError::Spec(SpecProblem::with_reason(
+                    EventReason::NameConflict,
+                    format!(
+                        "traffic.gatewayAPI.service: Service {service:?} in HTTPRoute {:?} is taken over by Rollout {other:?}",
+                        self.route
+                    ),
+                )));
+            }
+            match takeover::sending(&value, service) {
+                // Every request still reaches stable, through the user's Service.
+                Sending::Only(_) => {
+                    self.pending.store(true, Ordering::Relaxed);
+                    Ok(Some(0))
+                }
+                Sending::Refused(why) => Err(self.refused(&why)),
+                Sending::Nowhere => Err(self.nowhere(ro, service)),
             }
         })
+    }
+
+    fn takeover_pending(&self) -> bool {
+        self.pending.load(Ordering::Relaxed)
     }
 
     fn apply_weight<'a>(&'a self, ro: &'a Rollout, weight: i32) -> BoxFuture<'a, RouterResult<()>> {
@@ -123,8 +229,12 @@ impl TrafficRouter for GatewayApi {
             let rollout = ro.name_any();
             let (stable, canary) = (name(&rollout, Role::Stable), name(&rollout, Role::Canary));
             let value = serde_json::to_value(&route).map_err(Error::from)?;
-            let rules = with_weight(&value, &stable, &canary, weight)
-                .ok_or_else(|| missing_refs(&self.route, &stable, &canary))?;
+            let Some(rules) = with_weight(&value, &stable, &canary, weight) else {
+                return match &self.service {
+                    Some(service) => self.take_over(ro, &value, service, weight).await,
+                    None => Err(missing_refs(&self.route, &stable, &canary)),
+                };
+            };
             let patch = json!({
                 "apiVersion": "gateway.networking.k8s.io/v1",
                 "kind": "HTTPRoute",

@@ -7,6 +7,7 @@
 
 pub mod gateway_api;
 pub mod replica_ratio;
+pub mod takeover;
 
 use futures::future::BoxFuture;
 use kube::Client;
@@ -31,6 +32,11 @@ pub trait TrafficRouter: Send + Sync {
     fn current_weight<'a>(&'a self, ro: &'a Rollout) -> BoxFuture<'a, RouterResult<Option<i32>>>;
     /// Sets the canary weight (percent).
     fn apply_weight<'a>(&'a self, ro: &'a Rollout, weight: i32) -> BoxFuture<'a, RouterResult<()>>;
+    /// The last `current_weight` found a user's route still to be taken over: writing weight 0
+    /// takes it over.
+    fn takeover_pending(&self) -> bool {
+        false
+    }
 }
 
 /// The router the Rollout asks for.
@@ -41,7 +47,9 @@ pub fn for_rollout(
     canary: Option<&DeploymentState>,
 ) -> Box<dyn TrafficRouter> {
     match (&ro.spec.traffic.gateway_api, &ro.spec.traffic.replica_ratio) {
-        (Some(gw), _) => Box::new(gateway_api::GatewayApi::new(client, gw.http_route.clone())),
+        (Some(gw), _) => {
+            Box::new(gateway_api::GatewayApi::new(client, gw.http_route.clone(), gw.service.clone()))
+        }
         (None, _) => Box::new(replica_ratio::ReplicaRatio::new(stable.cloned(), canary.cloned())),
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -26,15 +27,19 @@ struct Args {
     /// Namespace to create them in (made fresh).
     #[arg(long, default_value = "scale")]
     namespace: String,
-    /// The controller's pid (CPU and memory are read from /proc).
-    #[arg(long)]
-    controller_pid: u32,
+    /// Each controller replica's pid (CPU and memory are read from /proc); repeatable.
+    #[arg(long, required = true)]
+    controller_pid: Vec<u32>,
     /// The API server's pid.
     #[arg(long)]
     apiserver_pid: u32,
-    /// The controller's metrics URL (`rollgate_kube_requests_total` before and after).
-    #[arg(long)]
-    metrics_url: String,
+    /// Each replica's metrics URL (`rollgate_kube_requests_total` before and after); repeatable.
+    #[arg(long, required = true)]
+    metrics_url: Vec<String>,
+    /// The controllers' shards (> 1: wait until the replicas hold every shard between them
+    /// before creating anything).
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
     /// Longest wait for the burst's aftermath (the passes the Rollouts' own writes and the
     /// Deployments' first status changes trigger) to end before the steady state is measured:
     /// it ends when the controller sends fewer than `quiet_rps` requests a second over 10 s.
@@ -76,13 +81,60 @@ async fn metrics_text(url: &str) -> String {
     }
 }
 
-async fn kube_requests(url: &str) -> f64 {
-    metrics_text(url)
-        .await
-        .lines()
-        .filter(|l| l.starts_with("rollgate_kube_requests_total{"))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
+/// Requests all replicas have sent to the API server.
+async fn kube_requests(urls: &[String]) -> f64 {
+    let mut total = 0.0;
+    for url in urls {
+        total += metrics_text(url)
+            .await
+            .lines()
+            .filter(|l| l.starts_with("rollgate_kube_requests_total{"))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+            .sum::<f64>();
+    }
+    total
+}
+
+/// CPU seconds of all replicas.
+fn cpu_all(pids: &[u32]) -> f64 {
+    pids.iter().map(|p| cpu_seconds(*p)).sum()
+}
+
+/// The largest replica's memory.
+fn rss_max(pids: &[u32]) -> f64 {
+    pids.iter().map(|p| rss_mib(*p)).fold(0.0, f64::max)
+}
+
+/// Waits until every shard Lease has a holder and no replica holds more than its share.
+async fn shards_balanced(
+    client: &Client,
+    shards: usize,
+    replicas: usize,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let started = Instant::now();
+    let most = shards.div_ceil(replicas.max(1));
+    loop {
+        let mut held: HashMap<String, usize> = HashMap::new();
+        for l in leases.list(&ListParams::default()).await?.items {
+            let holder = l.spec.and_then(|s| s.holder_identity).filter(|h| !h.is_empty());
+            if let (true, Some(h)) =
+                (l.metadata.name.unwrap_or_default().starts_with("rollgate-shard-"), holder)
+            {
+                *held.entry(h).or_default() += 1;
+            }
+        }
+        if held.values().sum::<usize>() == shards
+            && held.len() == replicas
+            && held.values().all(|n| *n <= most)
+        {
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            return Err(format!("shards not balanced after 120 s: {held:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -96,7 +148,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn rollout(ns: &str, i: usize) -> Rollout {
     let value = json!({
         "apiVersion": "rollgate.dev/v1alpha1", "kind": "Rollout",
-        "metadata": {"name": format!("r{i:04}"), "namespace": ns},
+        "metadata": {"name": format!("r{i:05}"), "namespace": ns},
         "spec": {
             "replicas": 1,
             "template": {"spec": {
@@ -115,6 +167,10 @@ fn rollout(ns: &str, i: usize) -> Rollout {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let client = Client::try_default().await?;
+    let pids = args.controller_pid.clone();
+    let balanced_after =
+        if args.shards > 1 { Some(shards_balanced(&client, args.shards, pids.len()).await?) } else { None };
+    let idle_rss = rss_max(&pids);
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns = args.namespace.clone();
     if namespaces.get_opt(&ns).await?.is_some() {
@@ -148,7 +204,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ));
 
     let started = Instant::now();
-    let cpu_ctl0 = cpu_seconds(args.controller_pid);
+    let cpu_ctl0 = cpu_all(&pids);
     let cpu_api0 = cpu_seconds(args.apiserver_pid);
     futures::stream::iter(0..args.rollouts)
         .for_each_concurrent(8, |i| {
@@ -175,7 +231,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let all_answered_secs = started.elapsed().as_secs_f64();
-    let cpu_ramp = (cpu_seconds(args.controller_pid) - cpu_ctl0, cpu_seconds(args.apiserver_pid) - cpu_api0);
+    let cpu_ramp = (cpu_all(&pids) - cpu_ctl0, cpu_seconds(args.apiserver_pid) - cpu_api0);
     let mut latencies: Vec<f64> = {
         let c = created.lock().map(|c| c.clone()).unwrap_or_default();
         let a = answered.lock().map(|a| a.clone()).unwrap_or_default();
@@ -197,27 +253,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let settled_secs = settle_started.elapsed().as_secs_f64();
-    let (ctl0, api0, req0) = (
-        cpu_seconds(args.controller_pid),
-        cpu_seconds(args.apiserver_pid),
-        kube_requests(&args.metrics_url).await,
-    );
+    let (ctl0, api0, req0) =
+        (cpu_all(&pids), cpu_seconds(args.apiserver_pid), kube_requests(&args.metrics_url).await);
     let mut rss_peak: f64 = 0.0;
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(args.measure) {
-        rss_peak = rss_peak.max(rss_mib(args.controller_pid));
+        rss_peak = rss_peak.max(rss_max(&pids));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let secs = t0.elapsed().as_secs_f64();
-    let steady_ctl = (cpu_seconds(args.controller_pid) - ctl0) / secs;
+    let steady_ctl = (cpu_all(&pids) - ctl0) / secs;
     let steady_api = (cpu_seconds(args.apiserver_pid) - api0) / secs;
     let steady_requests = (kube_requests(&args.metrics_url).await - req0) / secs;
-    let rss_steady = rss_mib(args.controller_pid);
+    let rss_steady = rss_max(&pids);
 
     // One change at a time among the many: how long until its status describes it.
     let mut change_latencies = Vec::new();
     for i in (0..args.rollouts).step_by((args.rollouts / 20).max(1)) {
-        let name = format!("r{i:04}");
+        let name = format!("r{i:05}");
         let patch = json!({"spec": {"template": {"spec": {"containers": [
             {"name": "app", "image": "ghcr.io/rollgate/refserver:0.1.0", "env": [{"name": "CHANGE", "value": "1"}]}
         ]}}}});
@@ -251,19 +304,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut swept = false;
     while Instant::now() < deadline {
-        let text = metrics_text(&args.metrics_url).await;
-        if !text.is_empty() && !text.contains(&label) {
+        let mut clean = true;
+        for url in &args.metrics_url {
+            let text = metrics_text(url).await;
+            clean &= !text.is_empty() && !text.contains(&label);
+        }
+        if clean {
             swept = true;
             break;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let rss_after = rss_mib(args.controller_pid);
+    let rss_after = rss_max(&pids);
     watch.abort();
     let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
 
     let report = json!({
         "rollouts": args.rollouts,
+        "replicas": pids.len(),
+        "shards": args.shards,
+        "shards_balanced_after_seconds": balanced_after,
+        "idle_rss_mib_per_replica_max": idle_rss,
         "answered": latencies.len(),
         "create_seconds": create_secs,
         "all_answered_seconds": all_answered_secs,
@@ -283,8 +344,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "controller_cpu_cores": steady_ctl,
             "apiserver_cpu_cores": steady_api,
             "controller_kube_requests_per_second": steady_requests,
-            "controller_rss_mib": rss_steady,
-            "controller_rss_peak_mib": rss_peak,
+            "controller_rss_mib_per_replica_max": rss_steady,
+            "controller_rss_peak_mib_per_replica_max": rss_peak,
         },
         "controller_rss_mib_after_deleting_all": rss_after,
         "deleted_rollouts_swept": swept,
