@@ -45,6 +45,7 @@ struct Args {
     /// it ends when the controller sends fewer than `quiet_rps` requests a second over 10 s.
     #[arg(long, default_value_t = 600)]
     settle: u64,
+    /// Requests a second per replica.
     #[arg(long, default_value_t = 2.0)]
     quiet_rps: f64,
     /// Seconds the steady state is measured over.
@@ -248,7 +249,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let now = kube_requests(&args.metrics_url).await;
         let rate = (now - last) / 10.0;
         last = now;
-        if rate < args.quiet_rps {
+        // Each replica renews its Leases and lists them to rebalance: a floor per replica.
+        if rate < args.quiet_rps * pids.len() as f64 {
             break;
         }
     }
@@ -314,6 +316,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             break;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    if !swept {
+        for url in &args.metrics_url {
+            for line in metrics_text(url).await.lines().filter(|l| l.contains(&label)).take(5) {
+                eprintln!("not swept ({url}): {line}");
+            }
+        }
     }
     let rss_after = rss_max(&pids);
     watch.abort();

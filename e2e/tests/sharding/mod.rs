@@ -117,7 +117,8 @@ async fn scenario_19_rollouts_are_sharded_over_replicas_and_move_when_one_dies()
     for name in &names {
         let owner = &held[&shard_of(&ns, name, SHARDS)];
         let (mine, other) = if owner == "e2e-shard-a" { (&a, &b) } else { (&b, &a) };
-        assert!(created_by(&mine.log, name), "{name}: not reconciled by {owner}, its shard's holder");
+        let what = format!("{name}'s stable Deployment created by {owner}, its shard's holder");
+        wait_until(&what, Duration::from_secs(30), || async { created_by(&mine.log, name) }).await;
         assert!(!created_by(&other.log, name), "{name}: reconciled by a replica not holding its shard");
     }
 
@@ -138,7 +139,8 @@ async fn scenario_19_rollouts_are_sharded_over_replicas_and_move_when_one_dies()
     let from_dead_shards = later.iter().filter(|n| held[&shard_of(&ns, n, SHARDS)] == "e2e-shard-a").count();
     assert!(from_dead_shards > 0, "none of the later Rollouts fell in the dead replica's shards");
     for name in &later {
-        assert!(created_by(&b.log, name), "{name}: not reconciled by the survivor");
+        let what = format!("{name}'s stable Deployment created by the survivor");
+        wait_until(&what, Duration::from_secs(30), || async { created_by(&b.log, name) }).await;
     }
 
     // A third replica joins: it gets its share.
