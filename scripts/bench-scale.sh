@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make bench-scale [ROLLOUTS=1000] [REPLICAS=1] [SHARDS=…] [PODS=0]`: the controller (release
 # build, REPLICAS replicas sharing SHARDS shards; default 8 shards when REPLICAS > 1) at many
-# Rollouts on the local control plane. The controller-manager is stopped (PODS=1 keeps it, and
-# the pods are then created but never scheduled), so every Rollout waits for its first deploy.
+# Rollouts on the local control plane. The controller-manager and kube-proxy are stopped
+# (PODS=1 keeps them, and the pods are then created but never scheduled), so every Rollout
+# waits for its first deploy.
 # rollgate-scale creates the Rollouts, then reports spec → status latency, the controller's
 # and the API server's CPU and the controller's memory at steady state, and its memory after
 # every Rollout is deleted. A report, not a test: docs/dev/benchmarks.md quotes it.
@@ -31,8 +32,12 @@ if [ "${PODS:-0}" = 0 ]; then
   # Rollouts that create no pods: without the controller-manager no Deployment gets a
   # ReplicaSet, so every Rollout waits for its first deploy and the API server carries only
   # what rollgate does.
-  kill "$(cat "$state/pids/controller-manager")"
-  rm -f "$state/pids/controller-manager"
+  # kube-proxy too: no pod would ever receive a Service's traffic, and rewriting the node's
+  # iptables for thousands of Services would take the CPU being measured.
+  for p in controller-manager kube-proxy; do
+    kill "$(cat "$state/pids/$p")"
+    rm -f "$state/pids/$p"
+  done
 fi
 pid_args=()
 url_args=()

@@ -258,6 +258,9 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
     publish_events(ctx, ro, &plan.events).await;
     notify(ctx, ro, &plan, gate_hooks.as_ref());
     ctx.metrics.observe(ns, name, &plan.status);
+    if plan.requeue == plan::IDLE {
+        return Ok(Action::await_change());
+    }
     Ok(Action::requeue(plan.requeue))
 }
 

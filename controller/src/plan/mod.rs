@@ -35,15 +35,20 @@ use rollgate_gate::format::human;
 
 /// Requeue while waiting for Kubernetes to converge (Deployments, routes).
 pub const CONVERGE: Duration = Duration::from_secs(2);
-/// Requeue in a steady state: a safety net only, since every object a Rollout depends on is
-/// watched (its Deployments, Services, HTTPRoute and ReleaseGate wake it when they change).
+/// Requeue of a Rollout with a problem its watches may not show the end of (a Secret, a
+/// Prometheus that was unreachable): looked at again now and then.
 pub const STEADY: Duration = Duration::from_secs(600);
+/// Marks a Rollout with nothing pending (promoted, rolled back and scaled down, failed): it is not
+/// requeued at all, since every object it depends on is watched (its Deployments, Services,
+/// pods, HTTPRoute, ReleaseGate and adopted Deployment wake it when they change). A value, not a
+/// wait: `reconcile` turns it into `Action::await_change()`.
+pub const IDLE: Duration = Duration::from_secs(3600);
 /// Requeue after a name conflict: the other object is not watched, so look again now and then.
 pub const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
 /// Longest requeue while waiting for Deployments: their changes are watched and wake the
 /// Rollout at once, so a waiting Rollout is not polled; it is woken at its deadline (or after
 /// this long, whichever is sooner) to check it.
-pub const WAIT_FOR_DEPLOYMENT: Duration = STEADY;
+pub const WAIT_FOR_DEPLOYMENT: Duration = Duration::from_secs(600);
 /// Requeue while an available Deployment's pods are not yet ready endpoints of its Service:
 /// EndpointSlices are not watched, and they usually follow within a second.
 pub const WAIT_FOR_ENDPOINTS: Duration = Duration::from_millis(500);

@@ -99,7 +99,7 @@ impl Planner<'_, '_> {
         let since = self.status.rollback_started_at.as_ref().map(|t| elapsed(t, self.o.now)).unwrap_or(drain);
         if self.o.router_weight == Some(0) && since >= drain {
             self.canary = CanaryIntent::ScaledDown;
-            self.requeue = STEADY;
+            self.requeue = IDLE;
         } else {
             self.canary = CanaryIntent::Keep;
             self.requeue = CONVERGE.max(drain.saturating_sub(since)).min(drain.max(CONVERGE));

@@ -34,7 +34,7 @@ impl<'a, 'o> Planner<'a, 'o> {
             canary: CanaryIntent::Keep,
             weight: None,
             events: Vec::new(),
-            requeue: STEADY,
+            requeue: IDLE,
         }
     }
 

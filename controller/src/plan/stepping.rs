@@ -53,7 +53,7 @@ impl Planner<'_, '_> {
             self.status.verdict = Some(Verdict::Fail);
             self.status.message = Some(why.clone());
             self.set_condition(cond::PROGRESSING, false, cond::PROGRESS_DEADLINE_EXCEEDED, &why);
-            self.requeue = STEADY;
+            self.requeue = IDLE;
             return;
         }
         self.status.phase = Some(Phase::Progressing);

@@ -358,3 +358,13 @@ async fn a_rollout_in_a_shard_held_elsewhere_is_left_alone_until_its_shard_is_ac
     h.pass(&ctl, 1).await.expect("pass");
     assert!(h.fake.get(DEPLOY_STABLE).is_some(), "reconciled once its shard is held");
 }
+
+#[tokio::test]
+async fn a_promoted_rollout_with_nothing_pending_is_not_polled() {
+    let h = Harness::new(&rollout(RolloutSpec::test().with_replica_ratio(), None), 0.0, 0.0);
+    let ctl = h.controller();
+    h.pass(&ctl, 1).await.expect("first deploy");
+    let action = h.pass(&ctl, 1).await.expect("steady");
+    assert_eq!(h.status().phase, Some(Phase::Promoted));
+    assert_eq!(action, Action::await_change(), "woken by its watches only");
+}
