@@ -220,11 +220,14 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
                 if let (Some(d), true) = (&adopted, stable_serves) {
                     adopt::scale_down(&client, ro, d).await?;
                 }
-                // The user's route moves to rollgate's Services once stable has endpoints.
+                // The user's route moves to rollgate's Services once stable has endpoints
+                // (EndpointSlices are not watched: looked at again shortly until then).
                 if stable_serves && router.takeover_pending() && plan.weight.is_none_or(|w| w == 0) {
                     let stable = workload::name(name, Role::Stable);
                     if endpoints::ready(&client, ns, &stable).await?.is_none_or(|n| n > 0) {
                         router.apply_weight(ro, 0).await.map_err(router_error)?;
+                    } else {
+                        plan.requeue = plan.requeue.min(plan::WAIT_FOR_ENDPOINTS);
                     }
                 }
             }
