@@ -166,8 +166,13 @@ pub async fn run(args: ControllerArgs, kube: KubeArgs) -> Result<(), RunError> {
         let coordination = coordinator.run(publish, async {
             let _ = stopped.await;
         });
+        tokio::pin!(coordination, work);
         tokio::select! {
-            (r, ()) = futures::future::join(coordination, work) => r.map_err(RunError::Lease)?,
+            // The coordinator ends on its own only when it cannot hold Leases: say so and exit
+            // rather than run without shards.
+            r = &mut coordination => r.map_err(RunError::Lease)?,
+            // The Controllers stopped (a signal): the coordinator then releases the Leases.
+            () = &mut work => coordination.await.map_err(RunError::Lease)?,
             () = deliveries.run() => tracing::error!("the webhook worker stopped"),
             r = http => if let Err((addr, source)) = r {
                 return Err(RunError::Serve { addr, source });
