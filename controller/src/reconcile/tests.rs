@@ -317,6 +317,13 @@ impl Harness {
         serde_json::from_value(self.fake.get(ROLLOUT).unwrap_or_default()).expect("the stored Rollout")
     }
 
+    /// The stored Rollout as the API server shows it once deleted (finalizers still on it).
+    fn mark_deleted(&self) {
+        let mut ro = serde_json::to_value(self.rollout()).unwrap_or_default();
+        ro["metadata"]["deletionTimestamp"] = json!("2027-01-15T08:00:00Z");
+        self.fake.put(ROLLOUT, ro);
+    }
+
     fn status(&self) -> RolloutStatus {
         self.rollout().status.unwrap_or_default()
     }

@@ -75,9 +75,7 @@ async fn a_referenced_deployment_is_run_by_rollgate_then_given_back_serving() {
     assert_eq!(labels["team"], "a");
 
     // Deleted: scaled back, and the finalizer goes only once it is available again.
-    let mut ro = serde_json::to_value(h.rollout()).unwrap_or_default();
-    ro["metadata"]["deletionTimestamp"] = json!("2027-01-15T08:00:00Z");
-    h.fake.put(ROLLOUT, ro);
+    h.mark_deleted();
     let mut down = h.fake.get(THEIRS).unwrap_or_default();
     down["status"] = json!({"observedGeneration": 1, "replicas": 0, "availableReplicas": 0});
     h.fake.put(THEIRS, down);

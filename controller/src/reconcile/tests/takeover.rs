@@ -79,9 +79,7 @@ async fn the_users_route_is_taken_over_once_stable_serves_and_given_back() {
     assert_eq!(labels["team"], "a");
 
     // Deleted: the route goes back first; the finalizer goes once that is done.
-    let mut ro = serde_json::to_value(h.rollout()).unwrap_or_default();
-    ro["metadata"]["deletionTimestamp"] = json!("2027-01-15T08:00:00Z");
-    h.fake.put(ROLLOUT, ro);
+    h.mark_deleted();
     let action = h.pass(&ctl, 1).await.expect("deletion pass");
     assert_eq!(action, Action::requeue(crate::plan::CONVERGE), "waits for the gateway");
     assert_eq!(backends(&h), json!([{"name": "shop", "port": 8080}]), "given back");
