@@ -1,5 +1,6 @@
 //! The controller's own metrics (`/metrics`) and logging setup.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -64,7 +65,7 @@ pub struct Metrics {
     pub kube_requests: Family<KubeRequestLabels, Counter>,
     pub reconciles_in_flight: Gauge,
     /// The Rollouts with series, and their checks' names (to remove them when it goes).
-    known: std::sync::Mutex<std::collections::HashMap<RolloutLabels, Vec<String>>>,
+    known: std::sync::Mutex<HashMap<RolloutLabels, Vec<String>>>,
 }
 
 impl Default for Metrics {
@@ -145,16 +146,18 @@ impl Metrics {
     /// Publishes a Rollout's status.
     pub fn observe(&self, namespace: &str, name: &str, status: &RolloutStatus) {
         let labels = RolloutLabels { namespace: namespace.into(), name: name.into() };
-        self.weight.get_or_create(&labels).set(i64::from(status.canary_weight));
-        if let Ok(mut k) = self.known.lock() {
-            let checks = k.entry(labels.clone()).or_default();
-            for c in &status.checks {
-                if !checks.contains(&c.name) {
-                    checks.push(c.name.clone());
-                }
+        // Held while the series are written, so that a sweep forgetting this Rollout at the
+        // same time either runs before (and the series are known, to be swept next time) or
+        // after (and removes them): never a series written after its Rollout was forgotten.
+        let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let checks = known.entry(labels.clone()).or_default();
+        for c in &status.checks {
+            if !checks.contains(&c.name) {
+                checks.push(c.name.clone());
             }
         }
-        for phase in ["Progressing", "Paused", "Promoted", "RolledBack", "Failed"] {
+        self.weight.get_or_create(&labels).set(i64::from(status.canary_weight));
+        for phase in PHASES {
             let l = PhaseLabels { namespace: namespace.into(), name: name.into(), phase: phase.into() };
             let current = status.phase.map(|p| format!("{p:?}")).is_some_and(|p| p == phase);
             self.phase.get_or_create(&l).set(i64::from(current));
@@ -173,41 +176,42 @@ impl Metrics {
         }
     }
 
-    /// Forgets a deleted Rollout.
     /// Forgets the series of every Rollout for which `exists` is false.
     pub fn retain(&self, exists: impl Fn(&str, &str) -> bool) {
-        let gone: Vec<RolloutLabels> = {
-            let mut v = Vec::new();
-            if let Ok(k) = self.known.lock() {
-                v.extend(k.keys().filter(|l| !exists(&l.namespace, &l.name)).cloned());
-            }
-            v
-        };
+        let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let gone: Vec<RolloutLabels> =
+            known.keys().filter(|l| !exists(&l.namespace, &l.name)).cloned().collect();
         for l in gone {
-            self.forget(&l.namespace, &l.name);
+            self.forget_locked(&mut known, &l);
         }
     }
 
+    /// Forgets a Rollout's series.
     pub fn forget(&self, namespace: &str, name: &str) {
-        let checks = match self.known.lock() {
-            Ok(mut k) => k.remove(&RolloutLabels { namespace: namespace.into(), name: name.into() }),
-            Err(_) => None,
-        };
-        for check in checks.unwrap_or_default() {
-            let l = CheckLabels { namespace: namespace.into(), name: name.into(), check };
+        let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.forget_locked(&mut known, &RolloutLabels { namespace: namespace.into(), name: name.into() });
+    }
+
+    fn forget_locked(&self, known: &mut HashMap<RolloutLabels, Vec<String>>, labels: &RolloutLabels) {
+        let RolloutLabels { namespace, name } = labels;
+        for check in known.remove(labels).unwrap_or_default() {
+            let l = CheckLabels { namespace: namespace.clone(), name: name.clone(), check };
             self.check_value.remove(&l);
             self.check_passing.remove(&l);
         }
-        self.weight.remove(&RolloutLabels { namespace: namespace.into(), name: name.into() });
-        for phase in ["Progressing", "Paused", "Promoted", "RolledBack", "Failed"] {
+        self.weight.remove(labels);
+        for phase in PHASES {
             self.phase.remove(&PhaseLabels {
-                namespace: namespace.into(),
-                name: name.into(),
+                namespace: namespace.clone(),
+                name: name.clone(),
                 phase: phase.into(),
             });
         }
     }
 }
+
+/// The values of the `phase` label: one series each per Rollout.
+const PHASES: [&str; 5] = ["Progressing", "Paused", "Promoted", "RolledBack", "Failed"];
 
 pub type SharedMetrics = Arc<Metrics>;
 

@@ -11,8 +11,8 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::DynamicObject;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use rollgate_crds::labels::{ADOPTED_BY, ROLLOUT};
 use rollgate_crds::{ReleaseGate, Rollout};
@@ -85,7 +85,13 @@ fn controller(
         .debounce(Duration::from_millis(200));
     // Objects of Rollouts outside the scope map to Rollouts the store does not hold: nothing runs.
     let rollouts = api::<Rollout>(client, namespace);
-    let mut c = Controller::new(rollouts, watcher::Config::default().labels(&scope.rollout_selector()))
+    let (reader, writer) = reflector::store();
+    let rollouts = reflector(
+        writer,
+        watcher(rollouts, watcher::Config::default().labels(&scope.rollout_selector())).modify(trim),
+    )
+    .applied_objects();
+    let mut c = Controller::for_stream(rollouts, reader)
         .with_config(config)
         .owns(api::<Deployment>(client, namespace), owned.clone())
         .owns(api::<Service>(client, namespace), owned);
@@ -132,6 +138,18 @@ fn controller(
     }
     c
 }
+
+/// Drops what the cache of every Rollout would hold and nothing reads: the managedFields (a few
+/// kilobytes per writer, several writers per Rollout) and kubectl's copy of the last applied
+/// object. With thousands of Rollouts they are most of a replica's memory.
+fn trim(rollout: &mut Rollout) {
+    rollout.metadata.managed_fields = None;
+    if let Some(annotations) = rollout.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Deleted Rollouts are not reconciled again: forgets what is remembered of them, every minute.
 async fn sweep(stores: Vec<Store<Rollout>>, ctx: Arc<Context>) {
