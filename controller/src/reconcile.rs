@@ -75,6 +75,15 @@ pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action> {
         return Ok(Action::await_change());
     }
     ctx.metrics.reconciles.inc();
+    // Cached while its shard was another replica's: only its name, gate and route are there.
+    let ro = if crate::watches::is_trimmed(&ro) {
+        let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
+        let latest = api.get(&name).await?;
+        ctx.remember_version(&ns, &name, latest.metadata.resource_version.clone());
+        Arc::new(latest)
+    } else {
+        ro
+    };
     if ro.meta().deletion_timestamp.is_some() {
         // The route goes back to the user's Service, then an adopted Deployment serves again,
         // before the finalizers go; then owner references let the garbage collector remove

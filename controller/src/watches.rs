@@ -37,7 +37,7 @@ pub async fn run(
     let mut stores = Vec::new();
     let mut loops = Vec::new();
     for namespace in scope.watched() {
-        let mut c = controller(&client, namespace, scope, watch_routes, concurrency);
+        let mut c = controller(&client, namespace, scope, watch_routes, concurrency, shards.cloned());
         if let Some(shards) = shards {
             // A shard just acquired: its Rollouts are looked at now, not at their next event.
             c = c.reconcile_all_on(shards.changes());
@@ -76,6 +76,7 @@ fn controller(
     scope: &Scope,
     watch_routes: bool,
     concurrency: u16,
+    shards: Option<Shards>,
 ) -> Controller<Rollout> {
     let owned = watcher::Config::default().labels(ROLLOUT);
     // A short debounce folds the burst of events one write causes (status, Deployment, route)
@@ -88,7 +89,8 @@ fn controller(
     let (reader, writer) = reflector::store();
     let rollouts = reflector(
         writer,
-        watcher(rollouts, watcher::Config::default().labels(&scope.rollout_selector())).modify(trim),
+        watcher(rollouts, watcher::Config::default().labels(&scope.rollout_selector()))
+            .modify(move |r| trim(r, shards.as_ref())),
     )
     .applied_objects();
     let mut c = Controller::for_stream(rollouts, reader)
@@ -139,17 +141,35 @@ fn controller(
     c
 }
 
-/// Drops what the cache of every Rollout would hold and nothing reads: the managedFields (a few
-/// kilobytes per writer, several writers per Rollout) and kubectl's copy of the last applied
-/// object. With thousands of Rollouts they are most of a replica's memory.
-fn trim(rollout: &mut Rollout) {
+/// Drops what the cache would hold of a Rollout and this replica does not read: always the
+/// managedFields (a few kilobytes per writer, several writers per Rollout) and kubectl's copy of
+/// the last applied object; for a Rollout of another replica's shard, also its template and
+/// status (only its name, gate and route are read here: the watches map by them). With
+/// thousands of Rollouts these are most of a replica's memory. A Rollout trimmed that way is
+/// marked (`TRIMMED`, in memory only) and read again from the API server if this replica
+/// acquires its shard before the watch brings it again.
+pub fn trim(rollout: &mut Rollout, shards: Option<&Shards>) {
     rollout.metadata.managed_fields = None;
-    if let Some(annotations) = rollout.metadata.annotations.as_mut() {
-        annotations.remove(LAST_APPLIED);
+    let name = rollout.name_any();
+    let namespace = rollout.metadata.namespace.as_deref().unwrap_or_default();
+    let theirs = shards.is_some_and(|s| !s.holds(namespace, &name));
+    let annotations = rollout.metadata.annotations.get_or_insert_with(Default::default);
+    annotations.remove(LAST_APPLIED);
+    if theirs {
+        annotations.insert(TRIMMED.into(), "true".into());
+        rollout.spec.template = Default::default();
+        rollout.status = None;
     }
 }
 
+/// Whether the cached `rollout` is another shard's trimmed copy.
+pub fn is_trimmed(rollout: &Rollout) -> bool {
+    rollout.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(TRIMMED))
+}
+
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// Marks a cached Rollout whose template and status were dropped; never written to the API.
+const TRIMMED: &str = "rollgate.dev/cache-trimmed";
 
 /// Deleted Rollouts are not reconciled again: forgets what is remembered of them, every minute.
 async fn sweep(stores: Vec<Store<Rollout>>, ctx: Arc<Context>) {
@@ -167,5 +187,51 @@ async fn sweep(stores: Vec<Store<Rollout>>, ctx: Arc<Context>) {
             .map(|r| (r.namespace().unwrap_or_default(), r.name_any()))
             .collect();
         ctx.retain(|ns, name| live.contains(&(ns.to_string(), name.to_string())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use rollgate_crds::RolloutSpec;
+
+    use super::*;
+    use crate::fixtures::RolloutSpecExt;
+    use crate::shards::shard_of;
+
+    fn cached(name: &str) -> Rollout {
+        let mut r = Rollout::new(name, RolloutSpec::test());
+        r.metadata.namespace = Some("shop".into());
+        r.metadata.managed_fields = Some(vec![Default::default()]);
+        r.metadata.annotations = Some([(LAST_APPLIED.to_string(), "{}".to_string())].into());
+        r.status = Some(Default::default());
+        r
+    }
+
+    #[test]
+    fn the_cache_keeps_all_of_a_held_rollout_but_its_write_history() {
+        let mut r = cached("web");
+        trim(&mut r, None);
+        assert!(r.metadata.managed_fields.is_none());
+        assert!(r.metadata.annotations.as_ref().is_some_and(|a| !a.contains_key(LAST_APPLIED)));
+        assert!(!is_trimmed(&r) && r.status.is_some() && r.spec.template.spec.is_some());
+    }
+
+    #[test]
+    fn another_shards_rollout_keeps_only_what_the_watches_map_by() {
+        let mut mine = cached("web");
+        let held = BTreeSet::from([shard_of("shop", "web", 8)]);
+        let (_publish, rx) = tokio::sync::watch::channel(held);
+        let shards = Shards::new(8, rx);
+        trim(&mut mine, Some(&shards));
+        assert!(!is_trimmed(&mine) && mine.status.is_some());
+        let other = (0..100).map(|i| format!("r{i}")).find(|n| !shards.holds("shop", n)).expect("a name");
+        let mut theirs = cached(&other);
+        let gate_ref = theirs.spec.gate_ref.clone();
+        trim(&mut theirs, Some(&shards));
+        assert!(is_trimmed(&theirs));
+        assert!(theirs.status.is_none() && theirs.spec.template.spec.is_none());
+        assert_eq!(theirs.spec.gate_ref, gate_ref);
     }
 }

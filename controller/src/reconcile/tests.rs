@@ -357,13 +357,25 @@ async fn a_rollout_in_a_shard_held_elsewhere_is_left_alone_until_its_shard_is_ac
     let h = Harness::new(&rollout(RolloutSpec::test().with_replica_ratio(), None), 0.0, 0.0);
     let mine = shard_of("shop", "web", 4);
     let (publish, held) = tokio::sync::watch::channel((0..4).filter(|s| *s != mine).collect());
-    let ctl = h.controller_of(Shards::new(4, held));
+    let shards = Shards::new(4, held);
+    let ctl = h.controller_of(shards.clone());
     let action = h.pass(&ctl, 1).await.expect("pass");
     assert_eq!(action, Action::await_change());
     assert!(h.fake.seen().is_empty(), "no request for another replica's Rollout: {:?}", h.fake.seen());
+    // The cache holds it as another shard's: without its template and status.
+    let mut cached = h.rollout();
+    crate::watches::trim(&mut cached, Some(&shards));
+    assert!(crate::watches::is_trimmed(&cached));
     publish.send_replace(std::collections::BTreeSet::from([mine]));
-    h.pass(&ctl, 1).await.expect("pass");
-    assert!(h.fake.get(DEPLOY_STABLE).is_some(), "reconciled once its shard is held");
+    reconcile(Arc::new(cached), ctl.clone()).await.expect("pass");
+    let stable = h.fake.get(DEPLOY_STABLE).expect("reconciled once its shard is held");
+    let image = h.rollout().spec.template.spec.and_then(|s| s.containers[0].image.clone());
+    assert!(image.is_some());
+    assert_eq!(
+        stable["spec"]["template"]["spec"]["containers"][0]["image"].as_str(),
+        image.as_deref(),
+        "from the Rollout read again, not the trimmed copy"
+    );
 }
 
 #[tokio::test]
