@@ -10,8 +10,8 @@ use crate::duration::PositiveDuration;
 
 /// How evidence is judged: the gate's own defaults.
 pub use rollgate_gate::defaults::{
-    ERROR_TOLERANCE, FALSE_ROLLBACK_RATE, INTERVAL, MAX_HOLD, MIN_HEALTHY, MISSED_DETECTION_RATE,
-    SHARE_TOLERANCE,
+    ERROR_TOLERANCE, EXPOSURE_SCALING, FALSE_ROLLBACK_RATE, INTERVAL, MAX_HOLD, MIN_HEALTHY,
+    MISSED_DETECTION_RATE, SHARE_TOLERANCE,
 };
 
 /// Canary weights, in percent.
@@ -83,6 +83,10 @@ pub fn pause_quantile() -> f64 {
 pub fn pause_max() -> PositiveDuration {
     PAUSE_MAX.into()
 }
+pub fn exposure_scaling() -> f64 {
+    EXPOSURE_SCALING
+}
+
 pub fn false_rollback_rate() -> f64 {
     FALSE_ROLLBACK_RATE
 }

@@ -226,6 +226,15 @@ pub struct GatePolicy {
     #[serde(default = "defaults::missed_detection_rate")]
     #[schemars(range(min = ERROR_RATE_MIN, max = ERROR_RATE_MAX))]
     pub missed_detection_rate: f64,
+    /// How much less a step must rule out when the step after it exposes fewer users: a step
+    /// leading to weight `w` passes once a canary `tolerance × (100 / w)^exposureScaling` times
+    /// over budget is ruled out (at most 100×; never less than the tolerance). 1 (default):
+    /// the worst canary a step lets through harms the next step's users no more than one at
+    /// the tolerance would harm everyone; 0: every step rules out the tolerance. Rolling back
+    /// is not affected.
+    #[serde(default = "defaults::exposure_scaling")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub exposure_scaling: f64,
     /// Judge the stable version over the same interval too: when it breaches as well, the
     /// problem is not the canary, so the step holds (condition `StableBreaching`) instead of
     /// rolling back.
@@ -242,6 +251,7 @@ impl Default for GatePolicy {
             on_inconclusive: InconclusivePolicy::default(),
             false_rollback_rate: defaults::FALSE_ROLLBACK_RATE,
             missed_detection_rate: defaults::MISSED_DETECTION_RATE,
+            exposure_scaling: defaults::EXPOSURE_SCALING,
             compare_with_stable: true,
         }
     }
@@ -306,6 +316,7 @@ impl From<&GatePolicy> for rollgate_gate::Policy {
                 false_rollback: p.false_rollback_rate,
                 missed_detection: p.missed_detection_rate,
             },
+            exposure_scaling: p.exposure_scaling,
             on_inconclusive: p.on_inconclusive,
             compare_with_stable: p.compare_with_stable,
         }

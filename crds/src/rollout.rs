@@ -292,6 +292,10 @@ pub struct RolloutStatus {
     /// The last evaluation of every check.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckStatus>,
+    /// The canary's events at the steps it has passed, per check: a later step's pass test
+    /// pools them with its own, so it does not start from zero.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carried: Vec<CarriedEvidence>,
     /// Recent decisions, newest last (bounded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Decision>,
@@ -337,6 +341,20 @@ pub struct CheckStatus {
     /// What is counted: `requests`, `pauses` or `events`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
+}
+
+/// What a check counted of the canary at the steps it passed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CarriedEvidence {
+    /// The check's name.
+    pub check: String,
+    /// The budget the events were judged against: a check whose budget changed starts over.
+    pub threshold: f64,
+    /// Bad events counted.
+    pub bad: u64,
+    /// All events counted.
+    pub total: u64,
 }
 
 /// A check's state after an evaluation (the gate's type).

@@ -292,7 +292,7 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
 }
 
 #[tokio::test]
-async fn scenario_2_a_version_answering_10_percent_errors_is_rolled_back_at_the_first_step() {
+async fn scenario_2_a_version_answering_10_percent_errors_is_rolled_back_before_full_traffic() {
     let Stage { c, ns, guard: _guard, ctl, load } = stage("e2e-errors", 8).await;
     let name = NAME;
     // refserver's request metrics follow the OpenTelemetry conventions: the `otel` preset reads them.
@@ -313,7 +313,9 @@ async fn scenario_2_a_version_answering_10_percent_errors_is_rolled_back_at_the_
     let rolled_back_seen = std::time::Instant::now();
     let st = c.status(&ns, name).await;
     assert_eq!(st.verdict, Some(Verdict::Fail));
-    assert_eq!(st.current_step, Some(0), "caught at the first step");
+    // Ten times the budget: leaving 1 % needs only to rule out gross regressions
+    // (`exposureScaling`), so it may pass 1 % and is caught at 5 % at the latest.
+    assert!(matches!(st.current_step, Some(0 | 1)), "caught before full traffic: {st:?}");
     let msg = st.message.clone().unwrap_or_default();
     assert!(msg.contains("error-rate") && msg.contains("bad"), "{msg}");
     let rb = st.conditions.iter().find(|x| x.type_ == "RolledBack").expect("RolledBack condition");

@@ -16,7 +16,10 @@ pub struct Judged {
     pub check: String,
     pub unit: Unit,
     pub budget: f64,
+    /// This step's events.
     pub counts: Counts,
+    /// The canary's events at earlier steps, pooled into the pass test.
+    pub carried: Counts,
     pub test: TestResult,
 }
 
@@ -119,7 +122,17 @@ impl Judged {
     fn numbers(&self) -> String {
         let c = self.counts;
         let share = c.ratio().map_or_else(|| "n/a".into(), percent);
-        format!("{} of {} {} bad ({share}), budget {}", c.bad, c.total, self.unit, percent(self.budget))
+        let earlier = match self.carried {
+            Counts { total: 0, .. } => String::new(),
+            Counts { bad, total } => format!(" (and {bad} of {total} at earlier steps)"),
+        };
+        format!(
+            "{} of {} {} bad ({share}){earlier}, budget {}",
+            c.bad,
+            c.total,
+            self.unit,
+            percent(self.budget)
+        )
     }
 
     /// `312 of about 16000 requests`, or `0 requests so far`.
@@ -142,12 +155,17 @@ impl Judged {
         )
     }
 
-    /// `error-rate 0 of 5000 bad, pass LLR -5.10 ≤ -4.60`.
+    /// `error-rate 0 of 5000 bad, pass LLR vs 10x budget -5.10 ≤ -4.60`.
     fn within_budget(&self) -> String {
         let t = &self.test;
         format!(
-            "{} {} of {} bad, pass LLR {:.2} ≤ {:.2}",
-            self.check, self.counts.bad, self.counts.total, t.pass_llr, t.pass_bound
+            "{} {} of {} bad, pass LLR vs {}x budget {:.2} ≤ {:.2}",
+            self.check,
+            self.counts.bad,
+            self.counts.total,
+            crate::format::multiple(t.pass_multiple),
+            t.pass_llr,
+            t.pass_bound
         )
     }
 }
@@ -247,8 +265,13 @@ impl CheckReport {
     pub fn statistic(&self) -> Option<String> {
         let t = &self.evidence.as_ref().ok()?.test;
         Some(format!(
-            "breach LLR {:.2} (vs {}x budget) / bound {:.2}; pass LLR {:.2} / bound {:.2}",
-            t.breach_llr, t.breach_multiple, t.breach_bound, t.pass_llr, t.pass_bound
+            "breach LLR {:.2} (vs {}x budget) / bound {:.2}; pass LLR {:.2} (vs {}x budget) / bound {:.2}",
+            t.breach_llr,
+            t.breach_multiple,
+            t.breach_bound,
+            t.pass_llr,
+            crate::format::multiple(t.pass_multiple),
+            t.pass_bound
         ))
     }
 }

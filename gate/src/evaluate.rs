@@ -41,14 +41,19 @@ pub struct CheckEvidence {
     pub canary: Result<Counts, Missing>,
     /// The stable version over the same interval, when compared.
     pub stable: Option<Counts>,
+    /// The canary's events at the earlier steps of this rollout, pooled into the pass test.
+    pub carried: Counts,
 }
 
-/// Where the step is in time.
+/// Where the step is: in time, and the weight (percent) the step after it exposes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepClock {
     pub elapsed: Duration,
     pub min_healthy: Duration,
     pub max_hold: Duration,
+    /// The next step's weight: what this step must rule out grows as it shrinks
+    /// (`sprt::pass_multiple`). 100 for the last step before promotion.
+    pub next_weight: f64,
 }
 
 /// What a step that could not gather enough evidence within `maxHold` does.
@@ -68,6 +73,8 @@ pub enum InconclusivePolicy {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Policy {
     pub rates: ErrorRates,
+    /// How strongly what a step must rule out follows the next step's exposure (0 to 1).
+    pub exposure_scaling: f64,
     pub on_inconclusive: InconclusivePolicy,
     pub compare_with_stable: bool,
 }
@@ -131,7 +138,15 @@ pub fn evaluate(evidence: &[CheckEvidence], clock: StepClock, policy: Policy) ->
             unit: spec.unit,
             budget: spec.budget,
             counts,
-            test: sprt::test(counts, spec.budget, spec.tolerance, policy.rates),
+            carried: e.carried,
+            test: sprt::test_pooled(
+                counts,
+                e.carried,
+                spec.budget,
+                spec.tolerance,
+                sprt::pass_multiple(spec.tolerance, clock.next_weight, policy.exposure_scaling),
+                policy.rates,
+            ),
         };
         let result = match judged.test.outcome {
             Outcome::Breach => {

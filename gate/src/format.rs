@@ -24,6 +24,12 @@ pub fn percent(x: f64) -> String {
     }
 }
 
+/// A multiple of a budget: `10`, `10.5`, `100`.
+pub fn multiple(m: f64) -> String {
+    let rounded = (m * 10.0).round() / 10.0;
+    if rounded.fract() == 0.0 { format!("{rounded:.0}") } else { format!("{rounded:.1}") }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,6 +39,13 @@ mod tests {
         assert_eq!(human(Duration::from_secs(45)), "45s");
         assert_eq!(human(Duration::from_secs(180)), "3m");
         assert_eq!(human(Duration::from_secs(150)), "2m30s");
+    }
+
+    #[test]
+    fn multiples_are_short() {
+        assert_eq!(multiple(10.0), "10");
+        assert_eq!(multiple(10.4999), "10.5");
+        assert_eq!(multiple(100.0), "100");
     }
 
     #[test]

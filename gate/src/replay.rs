@@ -59,8 +59,8 @@ pub struct Setup {
     pub policy: Policy,
     pub min_healthy: Duration,
     pub max_hold: Duration,
-    /// Steps to pass before promotion.
-    pub steps: usize,
+    /// The weight each step to pass leads to (percent), in order; the last is 100 (promotion).
+    pub next_weights: Vec<f64>,
 }
 
 /// One evaluation of the replay.
@@ -175,19 +175,20 @@ pub fn replay(series: &Series, setup: &Setup) -> Result<Replay, SeriesError> {
                     .get(&spec.name)
                     .and_then(|now| now.stable)
                     .map(|now| minus(now, before.and_then(|b| b.stable)));
-                CheckEvidence { spec: spec.clone(), canary, stable }
+                CheckEvidence { spec: spec.clone(), canary, stable, carried: Counts::ZERO }
             })
             .collect();
         let clock = StepClock {
             elapsed: Duration::from_secs_f64(sample.at - start.at),
             min_healthy: setup.min_healthy,
             max_hold: setup.max_hold,
+            next_weight: setup.next_weights.get(step - 1).copied().unwrap_or(100.0),
         };
         let evaluation = evaluate(&evidence, clock, setup.policy);
         let decision = evaluation.decision.clone();
         lines.push(Line { at: sample.at, step, evaluation });
         match decision {
-            Decision::StepUp(..) if step >= setup.steps => {
+            Decision::StepUp(..) if step >= setup.next_weights.len() => {
                 return Ok(Replay { lines, end: End::Promoted });
             }
             Decision::StepUp(..) => {
@@ -220,12 +221,13 @@ mod tests {
             }],
             policy: Policy {
                 rates: ErrorRates { false_rollback: 0.01, missed_detection: 0.01 },
+                exposure_scaling: 0.0,
                 on_inconclusive: InconclusivePolicy::Pause,
                 compare_with_stable: true,
             },
             min_healthy: Duration::from_secs(10),
             max_hold: Duration::from_secs(600),
-            steps,
+            next_weights: vec![100.0; steps],
         }
     }
 

@@ -14,10 +14,35 @@
 //!   `ln(β/(1−α))`: a canary `tolerance` times over budget gets here with probability at most β.
 //!
 //! Neither → undecided, with an estimate of how many events in all a decision needs at the
-//! observed rate. Zero events decide nothing. Pure arithmetic; see `docs/gate.md`.
+//! observed rate. Zero events decide nothing. What a step must rule out to pass grows with the
+//! exposure of the step after it (`pass_multiple`), and the pass test pools the canary's events
+//! of earlier steps (`test_pooled`). Pure arithmetic; see `docs/gate.md`.
 
 /// Multiples of the budget tested for a breach (besides the tolerance).
 pub const ALTERNATIVES: [f64; 3] = [2.0, 10.0, 100.0];
+
+/// The largest multiple a step may leave unexcluded: the grossest breach alternative.
+pub const MAX_PASS_MULTIPLE: f64 = 100.0;
+
+/// The multiple of the budget a step must rule out before the weight becomes `next_weight`
+/// percent: `tolerance · (100 / next_weight)^scaling`, between `tolerance` and
+/// [`MAX_PASS_MULTIPLE`].
+///
+/// The harm a canary `m` times over budget does at weight `w` is proportional to `w·m`. With
+/// `scaling` 1, a canary that passes a step harms the users of the next step no more than a
+/// canary at the tolerance would harm everyone at 100 %: leaving 1 % for 5 % needs only to rule
+/// out 20× the tolerance (capped at 100×), leaving 5 % for 100 % the tolerance itself. Scaling
+/// 0 asks the tolerance of every step. Only passing gets easier: the breach tests, and so the
+/// chance of rolling back a healthy canary, do not change.
+/// A weight that is not a positive number asks for the tolerance: doubt never makes a step easier.
+pub fn pass_multiple(tolerance: f64, next_weight: f64, scaling: f64) -> f64 {
+    if !(next_weight > 0.0 && scaling.is_finite()) {
+        return tolerance;
+    }
+    let exposure = 100.0 / next_weight.min(100.0);
+    let m = tolerance * exposure.powf(scaling.clamp(0.0, 1.0));
+    m.clamp(tolerance, MAX_PASS_MULTIPLE.max(tolerance))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Counts {
@@ -26,6 +51,8 @@ pub struct Counts {
 }
 
 impl Counts {
+    pub const ZERO: Counts = Counts { bad: 0, total: 0 };
+
     pub fn ratio(&self) -> Option<f64> {
         (self.total > 0).then(|| self.bad as f64 / self.total as f64)
     }
@@ -61,7 +88,10 @@ pub struct TestResult {
     pub breach_multiple: f64,
     /// Rollback boundary for the breach tests.
     pub breach_bound: f64,
-    /// Log-likelihood ratio of the pass test (budget against tolerance).
+    /// The multiple of the budget the pass test rules out (the tolerance, or more for a step
+    /// whose next weight is small: `pass_multiple`).
+    pub pass_multiple: f64,
+    /// Log-likelihood ratio of the pass test (budget against `pass_multiple`).
     pub pass_llr: f64,
     /// Pass boundary (negative).
     pub pass_bound: f64,
@@ -90,27 +120,60 @@ pub fn alternatives(p0: f64, tolerance: f64) -> Vec<f64> {
     ms
 }
 
-/// The pass alternative: `tolerance·p0`, kept below 1.
-fn pass_alternative(p0: f64, tolerance: f64) -> f64 {
-    (tolerance * p0).min((1.0 + p0) / 2.0)
+/// The pass alternative: `multiple·p0`, kept below 1.
+fn pass_alternative(p0: f64, multiple: f64) -> f64 {
+    (multiple * p0).min((1.0 + p0) / 2.0)
 }
 
+/// The test of a step that must rule out the tolerance (the last one before 100 %).
 pub fn test(c: Counts, p0: f64, tolerance: f64, rates: ErrorRates) -> TestResult {
+    test_ruling_out(c, p0, tolerance, tolerance, rates)
+}
+
+/// The test of a step that must rule out `pass_multiple` times the budget to pass; breaches
+/// are tested as in [`test`].
+pub fn test_ruling_out(
+    c: Counts,
+    p0: f64,
+    tolerance: f64,
+    pass_multiple: f64,
+    rates: ErrorRates,
+) -> TestResult {
+    test_pooled(c, Counts::ZERO, p0, tolerance, pass_multiple, rates)
+}
+
+/// The test of a step whose canary already showed `carried` events at earlier steps.
+///
+/// Passing pools them with the step's own: the canary is the same version at every weight, and
+/// the pass test's likelihood ratio over all its events is a test from its first event on
+/// (Ville's inequality holds for the whole sequence, whatever the weights were), so a step
+/// does not start from zero. A breach is judged on the step's own events, as a fresh test: a
+/// regression that shows only at a higher weight is not diluted by the quiet steps before it.
+/// A step with no events of its own decides nothing.
+pub fn test_pooled(
+    step: Counts,
+    carried: Counts,
+    p0: f64,
+    tolerance: f64,
+    pass_multiple: f64,
+    rates: ErrorRates,
+) -> TestResult {
     let alpha = rates.false_rollback;
     let beta = rates.missed_detection;
     let ms = alternatives(p0, tolerance);
     let k = ms.len().max(1) as f64;
     let breach_bound = ((1.0 - beta) / (alpha / k)).ln();
     let pass_bound = (beta / (1.0 - alpha)).ln();
-    let p_pass = pass_alternative(p0, tolerance);
+    let p_pass = pass_alternative(p0, pass_multiple);
+    let pooled = Counts { bad: step.bad + carried.bad, total: step.total + carried.total };
 
     let (breach_llr, breach_multiple) = ms
         .iter()
-        .map(|m| (llr(c, p0, m * p0), *m))
+        .map(|m| (llr(step, p0, m * p0), *m))
         .fold((f64::NEG_INFINITY, 0.0), |best, x| if x.0 > best.0 { x } else { best });
-    let pass_llr = llr(c, p0, p_pass);
+    let pass_llr = llr(pooled, p0, p_pass);
 
-    let outcome = if c.total == 0 {
+    let outcome = if step.total == 0 {
         Outcome::NoData
     } else if breach_llr >= breach_bound {
         Outcome::Breach
@@ -122,9 +185,9 @@ pub fn test(c: Counts, p0: f64, tolerance: f64, rates: ErrorRates) -> TestResult
 
     let needed = (outcome == Outcome::Undecided || outcome == Outcome::NoData).then(|| {
         // At the observed rate (or half the budget, the healthy reference, before any bad
-        // event), how many events until one of the boundaries is expected to be reached.
-        let p = match c.ratio() {
-            Some(r) if c.bad > 0 => r,
+        // event), how many more events until one of the boundaries is expected to be reached.
+        let p = match pooled.ratio() {
+            Some(r) if pooled.bad > 0 => r,
             _ => p0 / 2.0,
         };
         let to_pass = {
@@ -135,7 +198,7 @@ pub fn test(c: Counts, p0: f64, tolerance: f64, rates: ErrorRates) -> TestResult
             .iter()
             .filter_map(|m| {
                 let d = drift(p, p0, m * p0);
-                (d > 0.0).then(|| (breach_bound - llr(c, p0, m * p0)) / d)
+                (d > 0.0).then(|| (breach_bound - llr(step, p0, m * p0)) / d)
             })
             .fold(None, |acc: Option<f64>, n| Some(acc.map_or(n, |a| a.min(n))));
         let more = match (to_pass, to_breach) {
@@ -143,7 +206,7 @@ pub fn test(c: Counts, p0: f64, tolerance: f64, rates: ErrorRates) -> TestResult
             (Some(a), None) | (None, Some(a)) => a,
             (None, None) => f64::INFINITY,
         };
-        if more.is_finite() { c.total + more.max(1.0).ceil() as u64 } else { u64::MAX }
+        if more.is_finite() { step.total + more.max(1.0).ceil() as u64 } else { u64::MAX }
     });
 
     TestResult {
@@ -151,6 +214,7 @@ pub fn test(c: Counts, p0: f64, tolerance: f64, rates: ErrorRates) -> TestResult
         breach_llr: if breach_llr.is_finite() { breach_llr } else { 0.0 },
         breach_multiple,
         breach_bound,
+        pass_multiple: p_pass / p0,
         pass_llr,
         pass_bound,
         needed: needed.filter(|n| *n != u64::MAX),
@@ -195,6 +259,40 @@ mod tests {
         let r = t(0, 0, 0.0002);
         assert_eq!(r.outcome, Outcome::NoData);
         assert!(r.needed.is_some());
+    }
+
+    #[test]
+    fn what_a_step_rules_out_grows_as_the_next_exposure_shrinks() {
+        // Errors (tolerance 10): leaving 1 % for 5 % rules out 200×, capped at the grossest
+        // breach alternative; leaving 5 % for 100 % the tolerance itself.
+        assert_eq!(pass_multiple(10.0, 5.0, 1.0), 100.0);
+        assert_eq!(pass_multiple(10.0, 20.0, 1.0), 50.0);
+        assert_eq!(pass_multiple(10.0, 100.0, 1.0), 10.0);
+        // Half the scaling: the square root of the exposure ratio.
+        assert!((pass_multiple(10.0, 25.0, 0.5) - 20.0).abs() < 1e-9);
+        // No scaling, or nonsense weights, never ask for less than the tolerance.
+        assert_eq!(pass_multiple(10.0, 5.0, 0.0), 10.0);
+        assert_eq!(pass_multiple(10.0, 250.0, 1.0), 10.0);
+        assert_eq!(pass_multiple(10.0, 0.0, 1.0), 10.0);
+        assert_eq!(pass_multiple(10.0, f64::NAN, 1.0), 10.0);
+        assert_eq!(pass_multiple(10.0, 5.0, f64::NAN), 10.0);
+    }
+
+    #[test]
+    fn a_step_leading_to_a_small_weight_passes_sooner_and_rolls_back_the_same() {
+        let clean = Counts { bad: 0, total: 300 };
+        let last = test_ruling_out(clean, 0.0002, 10.0, 10.0, RATES);
+        let first = test_ruling_out(clean, 0.0002, 10.0, 100.0, RATES);
+        assert_eq!(last.outcome, Outcome::Undecided);
+        assert_eq!(first.outcome, Outcome::WithinBudget);
+        assert_eq!(first.pass_multiple, 100.0);
+        let bad = Counts { bad: 3, total: 300 };
+        let (a, b) = (
+            test_ruling_out(bad, 0.0002, 10.0, 10.0, RATES),
+            test_ruling_out(bad, 0.0002, 10.0, 100.0, RATES),
+        );
+        assert_eq!((a.outcome, a.breach_llr, a.breach_bound), (b.outcome, b.breach_llr, b.breach_bound));
+        assert_eq!(a.outcome, Outcome::Breach);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::*;
 const RATES: ErrorRates = ErrorRates { false_rollback: 0.01, missed_detection: 0.01 };
 
 fn policy(on_inconclusive: InconclusivePolicy) -> Policy {
-    Policy { rates: RATES, on_inconclusive, compare_with_stable: true }
+    Policy { rates: RATES, on_inconclusive, compare_with_stable: true, exposure_scaling: 1.0 }
 }
 
 fn clock(elapsed_s: u64) -> StepClock {
@@ -15,6 +15,7 @@ fn clock(elapsed_s: u64) -> StepClock {
         elapsed: Duration::from_secs(elapsed_s),
         min_healthy: Duration::from_secs(180),
         max_hold: Duration::from_secs(1800),
+        next_weight: 100.0,
     }
 }
 
@@ -24,7 +25,7 @@ fn requests(name: &str, budget: f64, tolerance: f64) -> CheckSpec {
 }
 
 fn evidence(spec: CheckSpec, canary: Result<Counts, Missing>) -> CheckEvidence {
-    CheckEvidence { spec, canary, stable: None }
+    CheckEvidence { spec, canary, stable: None, carried: Counts::ZERO }
 }
 
 fn errors(bad: u64, total: u64) -> CheckEvidence {
@@ -200,4 +201,45 @@ fn waiting_says_how_much_evidence_is_needed() {
     }
     assert_eq!(eval.checks[0].result, CheckResult::Pending);
     assert!(eval.checks[0].needed().is_some_and(|n| n > 312));
+}
+
+fn leading_to(next_weight: f64, elapsed_s: u64) -> StepClock {
+    StepClock { next_weight, ..clock(elapsed_s) }
+}
+
+fn carrying(mut e: CheckEvidence, bad: u64, total: u64) -> CheckEvidence {
+    e.carried = Counts { bad, total };
+    e
+}
+
+#[test]
+fn a_step_leading_to_a_small_weight_needs_only_to_rule_out_gross_regressions() {
+    let p = policy(InconclusivePolicy::Pause);
+    let d = evaluate(&[errors(0, 300)], leading_to(5.0, 200), p);
+    assert_eq!(kind(&d.decision), "step-up", "{}", d.decision.reason());
+    assert!(d.decision.reason().contains("vs 100x budget"), "{}", d.decision.reason());
+    assert_eq!(kind(&evaluate(&[errors(0, 300)], leading_to(100.0, 200), p).decision), "hold");
+    let none = Policy { exposure_scaling: 0.0, ..p };
+    assert_eq!(kind(&evaluate(&[errors(0, 300)], leading_to(5.0, 200), none).decision), "hold");
+}
+
+#[test]
+fn earlier_steps_count_towards_passing_but_not_towards_a_breach() {
+    let p = policy(InconclusivePolicy::Pause);
+    let alone = evaluate(&[errors(0, 1000)], clock(200), p);
+    assert_eq!(kind(&alone.decision), "hold");
+    let pooled = evaluate(&[carrying(errors(0, 1000), 0, 2500)], clock(200), p);
+    assert_eq!(kind(&pooled.decision), "step-up", "{}", pooled.decision.reason());
+    assert!(
+        pooled.checks[0].reason().contains("and 0 of 2500 at earlier steps"),
+        "{}",
+        pooled.checks[0].reason()
+    );
+    // A step with nothing of its own decides nothing, however much came before.
+    let empty = evaluate(&[carrying(errors(0, 0), 0, 100_000)], clock(200), p);
+    assert_eq!(kind(&empty.decision), "hold");
+    // A regression at this step is judged on this step's events alone: quiet earlier steps
+    // do not dilute it.
+    let bad = evaluate(&[carrying(errors(3, 300), 0, 100_000)], clock(200), p);
+    assert_eq!(kind(&bad.decision), "rollback", "{}", bad.decision.reason());
 }

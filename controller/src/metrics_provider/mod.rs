@@ -66,7 +66,12 @@ pub async fn gather(
             .map_err(|e| QueryError { check: check.name.clone(), reason: e.to_string() })?;
         spec.source = Some(plan.source.clone());
         if let Some(why) = &outage {
-            out.push(CheckEvidence { spec, canary: Err(Missing::Unavailable(why.clone())), stable: None });
+            out.push(CheckEvidence {
+                spec,
+                canary: Err(Missing::Unavailable(why.clone())),
+                stable: None,
+                carried: Counts::ZERO,
+            });
             continue;
         }
         let canary_counts = match counts(provider, &plan, canary, span).await {
@@ -85,7 +90,7 @@ pub async fn gather(
             (Some(sel), true, None) => counts(provider, &plan, sel, span).await.ok().map(|r| r.counts),
             _ => None,
         };
-        out.push(CheckEvidence { spec, canary: canary_counts, stable: stable_counts });
+        out.push(CheckEvidence { spec, canary: canary_counts, stable: stable_counts, carried: Counts::ZERO });
     }
     Ok(out)
 }

@@ -17,6 +17,7 @@ impl Planner<'_, '_> {
         self.status.canary_weight = 0;
         self.status.current_step = None;
         self.status.step_started_at = None;
+        self.status.carried.clear();
         self.status.message = Some(why.to_string());
         self.set_condition(cond::PROMOTED, true, cond::reason::PROMOTED, why);
         self.set_condition(cond::PROGRESSING, false, cond::reason::PROMOTED, why);
@@ -76,6 +77,7 @@ impl Planner<'_, '_> {
         self.status.verdict = Some(Verdict::Fail);
         self.status.rollback_started_at = Some(self.now());
         self.status.step_started_at = None;
+        self.status.carried.clear();
         let msg = format!("rolled back: {reason}");
         self.status.message = Some(msg.clone());
         self.set_condition(

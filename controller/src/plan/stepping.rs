@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use rollgate_crds::conditions::{self as cond, EventReason};
-use rollgate_crds::rollout::{HistoryAction, Phase, Verdict};
+use rollgate_crds::rollout::{CarriedEvidence, HistoryAction, Phase, Verdict};
 use rollgate_gate::format::human;
 use rollgate_gate::{Decision, Evaluation};
 
@@ -224,7 +224,10 @@ impl Planner<'_, '_> {
                 // Paused by the inconclusive policy: only a person moves it on.
                 self.hold(&format!("{reason}; paused, waiting for promote, abort or retry"));
             }
-            Decision::StepUp(_) => self.advance(step + 1, &reason),
+            Decision::StepUp(_) => {
+                self.carry(eval);
+                self.advance(step + 1, &reason);
+            }
         }
         if paused_by_spec && self.status.phase == Some(Phase::Progressing) {
             self.status.phase = Some(Phase::Paused);
@@ -254,6 +257,7 @@ impl Planner<'_, '_> {
         self.status.traffic_returned_at = None;
         self.status.canary_weight = 0;
         self.status.checks.clear();
+        self.status.carried.clear();
         self.status.phase = Some(Phase::Progressing);
         self.status.verdict = None;
         self.status.message = Some(why.clone());
@@ -323,6 +327,29 @@ impl Planner<'_, '_> {
         self.status.phase = Some(Phase::Paused);
         self.set_condition(cond::PAUSED, true, cond::reason::INCONCLUSIVE, reason);
         self.hold(reason);
+    }
+
+    /// Adds the events of the step just passed to what the next step's pass test pools.
+    fn carry(&mut self, eval: &Evaluation) {
+        for report in &eval.checks {
+            let Ok(judged) = &report.evidence else { continue };
+            let carried = &mut self.status.carried;
+            match carried.iter_mut().find(|c| c.check == judged.check && c.threshold == judged.budget) {
+                Some(c) => {
+                    c.bad += judged.counts.bad;
+                    c.total += judged.counts.total;
+                }
+                None => {
+                    carried.retain(|c| c.check != judged.check);
+                    carried.push(CarriedEvidence {
+                        check: judged.check.clone(),
+                        threshold: judged.budget,
+                        bad: judged.counts.bad,
+                        total: judged.counts.total,
+                    });
+                }
+            }
+        }
     }
 
     pub(super) fn advance(&mut self, next: usize, reason: &str) {

@@ -172,6 +172,7 @@ fn judge(bad_per_mille: u64, rps: u64) -> impl Fn(Duration) -> Evaluation {
             },
             canary: Ok(Counts { bad: total * bad_per_mille / 1000, total }),
             stable: Some(Counts { bad: 0, total: total * 10 }),
+            carried: Counts::ZERO,
         }];
         evaluate(
             &evidence,
@@ -179,8 +180,14 @@ fn judge(bad_per_mille: u64, rps: u64) -> impl Fn(Duration) -> Evaluation {
                 elapsed: window,
                 min_healthy: Duration::from_secs(30),
                 max_hold: Duration::from_secs(600),
+                next_weight: 100.0,
             },
-            Policy { rates: RATES, on_inconclusive: InconclusivePolicy::Pause, compare_with_stable: true },
+            Policy {
+                rates: RATES,
+                on_inconclusive: InconclusivePolicy::Pause,
+                compare_with_stable: true,
+                exposure_scaling: 1.0,
+            },
         )
     }
 }
@@ -198,13 +205,20 @@ fn single(name: &str, canary: Result<Counts, Missing>, window: Duration) -> Eval
             },
             canary,
             stable: None,
+            carried: Counts::ZERO,
         }],
         StepClock {
             elapsed: window,
             min_healthy: Duration::from_secs(30),
             max_hold: Duration::from_secs(600),
+            next_weight: 100.0,
         },
-        Policy { rates: RATES, on_inconclusive: InconclusivePolicy::Pause, compare_with_stable: true },
+        Policy {
+            rates: RATES,
+            on_inconclusive: InconclusivePolicy::Pause,
+            compare_with_stable: true,
+            exposure_scaling: 1.0,
+        },
     )
 }
 
@@ -264,6 +278,42 @@ fn a_healthy_canary_is_stepped_through_every_weight_and_promoted() {
     let actions: Vec<&str> = w.status.history.iter().map(|d| d.action.as_str()).collect();
     assert_eq!(actions, ["Promote", "Start", "StepUp", "StepUp", "StepUp", "PromoteStart", "Promote"]);
     assert!(w.status.checks.iter().all(|c| c.result == CheckResult::Pass));
+}
+
+#[test]
+fn each_passed_step_carries_its_events_to_the_next_and_a_new_version_starts_from_none() {
+    let mut w = deployed();
+    w.new_version("v2");
+    let healthy = judge(0, 50);
+    // At each step passed: (events carried, events the passing evaluation counted).
+    let mut passed = Vec::new();
+    for _ in 0..100 {
+        let step = w.status.current_step;
+        w.step(&healthy);
+        if step.is_some() && w.status.current_step != step && w.status.phase == Some(Phase::Progressing) {
+            let carried = w.status.carried.first().map_or(0, |c| c.total);
+            passed.push((carried, w.status.checks[0].total));
+        }
+        if w.status.phase == Some(Phase::Promoted) {
+            break;
+        }
+    }
+    assert_eq!(passed.len(), 3, "every step passed: {passed:?}");
+    assert!(passed[0].1 > 0 && passed[0].0 == passed[0].1, "{passed:?}");
+    for pair in passed.windows(2) {
+        assert_eq!(pair[1].0, pair[0].0 + pair[1].1, "each step's events are added: {passed:?}");
+    }
+    assert!(w.status.carried.is_empty(), "promotion forgets them: {:?}", w.status.carried);
+    let c = rollgate_crds::rollout::CarriedEvidence {
+        check: "error-rate".into(),
+        threshold: 0.01,
+        bad: 0,
+        total: 5,
+    };
+    w.status.carried.push(c);
+    w.new_version("v3");
+    w.step(&healthy);
+    assert!(w.status.carried.is_empty(), "a new version starts from nothing");
 }
 
 #[test]
@@ -675,13 +725,20 @@ fn split_judge(canary: u64, stable: u64) -> impl Fn(Duration) -> Evaluation {
                 spec,
                 canary: Ok(Counts { bad: 0, total: canary }),
                 stable: Some(Counts { bad: 0, total: stable }),
+                carried: Counts::ZERO,
             }],
             StepClock {
                 elapsed: window,
                 min_healthy: Duration::from_secs(600),
                 max_hold: Duration::from_secs(3600),
+                next_weight: 100.0,
             },
-            Policy { rates: RATES, on_inconclusive: InconclusivePolicy::Pause, compare_with_stable: true },
+            Policy {
+                rates: RATES,
+                on_inconclusive: InconclusivePolicy::Pause,
+                compare_with_stable: true,
+                exposure_scaling: 1.0,
+            },
         )
     }
 }

@@ -1,13 +1,10 @@
 //! The gate a Rollout uses: resolved (inline or a ReleaseGate), checked for what the schema
 //! cannot check, and evaluated over the current step's window.
 
-use std::time::Duration;
-
 use kube::{Api, Client, ResourceExt};
-use rollgate_crds::gate::GatePolicy;
 use rollgate_crds::notifications::Notifications;
 use rollgate_crds::{GateSpec, ReleaseGate, Rollout, RolloutStatus};
-use rollgate_gate::{CheckSpec, Evaluation, Policy, StepClock, evaluate};
+use rollgate_gate::{CheckSpec, Counts, Evaluation, Policy, StepClock, evaluate};
 
 use crate::error::Result;
 use crate::metrics_provider::{self, MetricProvider, Selector, Span};
@@ -72,17 +69,22 @@ pub(super) async fn evaluate_gate(
         role: "stable",
         revision: r.clone(),
     });
-    let evidence =
+    let mut evidence =
         metrics_provider::gather(provider, gate, &canary, stable.as_ref().map(|s| s as _), span).await?;
+    for e in &mut evidence {
+        if let Some(c) =
+            status.carried.iter().find(|c| c.check == e.spec.name && c.threshold == e.spec.budget)
+        {
+            e.carried = Counts { bad: c.bad, total: c.total };
+        }
+    }
     let step = status.current_step.unwrap_or(0).max(0) as usize;
     let min_healthy =
         ro.spec.steps.get(step).and_then(|s| s.min_healthy).unwrap_or(gate.policy.min_healthy).as_std();
-    let evaluation =
-        evaluate(&evidence, clock(&gate.policy, window, min_healthy), Policy::from(&gate.policy));
+    let next_weight = ro.spec.steps.get(step + 1).map_or(100.0, |s| f64::from(s.weight));
+    let clock =
+        StepClock { elapsed: window, min_healthy, max_hold: gate.policy.max_hold.as_std(), next_weight };
+    let evaluation = evaluate(&evidence, clock, Policy::from(&gate.policy));
     tracing::info!(decision = %evaluation.decision.reason(), window_s = window.as_secs(), "gate evaluated");
     Ok(evaluation)
-}
-
-fn clock(p: &GatePolicy, elapsed: Duration, min_healthy: Duration) -> StepClock {
-    StepClock { elapsed, min_healthy, max_hold: p.max_hold.as_std() }
 }

@@ -109,7 +109,12 @@ impl Judge {
 }
 
 fn rollgate(step: &Step<'_>, interval: u64, min_healthy: u64, max_hold: u64, rates: ErrorRates) -> Outcome {
-    let policy = Policy { rates, on_inconclusive: InconclusivePolicy::Pause, compare_with_stable: true };
+    let policy = Policy {
+        rates,
+        on_inconclusive: InconclusivePolicy::Pause,
+        compare_with_stable: true,
+        exposure_scaling: 1.0,
+    };
     let spec = CheckSpec {
         name: "error-rate".into(),
         budget: step.budget,
@@ -124,11 +129,13 @@ fn rollgate(step: &Step<'_>, interval: u64, min_healthy: u64, max_hold: u64, rat
             spec: spec.clone(),
             canary: Ok(Step::window(step.canary, 0, end)),
             stable: Some(Step::window(step.stable, 0, end)),
+            carried: Counts::ZERO,
         }];
         let clock = StepClock {
             elapsed: Duration::from_secs(at),
             min_healthy: Duration::from_secs(min_healthy),
             max_hold: Duration::from_secs(max_hold),
+            next_weight: 100.0,
         };
         let verdict = match gate::evaluate(&evidence, clock, policy).decision {
             Decision::StepUp(..) => Some(Verdict::Promote),

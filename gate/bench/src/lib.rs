@@ -9,6 +9,7 @@
 
 pub mod judges;
 mod report;
+pub mod rollouts;
 pub mod traffic;
 
 use judges::{Judge, Outcome, Step, Verdict};

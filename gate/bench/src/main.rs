@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use rollgate_gate_bench::{Grid, report, run, splice};
+use rollgate_gate_bench::{Grid, report, rollouts, run, splice};
 
 /// The verdict-quality benchmark: rollgate's gate against Flagger- and Argo-style rules on
 /// simulated traffic. The report depends only on --runs and --seed.
@@ -34,7 +34,8 @@ fn main() -> ExitCode {
     let grid = Grid::standard(a.runs as usize, a.seed);
     let started = Instant::now();
     let results = run(&grid, threads);
-    let report = report(&grid, &results);
+    let rollouts = rollouts::run(a.runs as usize, a.seed, rollouts::Timing::defaults());
+    let report = format!("{}\n{}", report(&grid, &results), rollouts::report(a.runs as usize, &rollouts));
     eprintln!(
         "rollgate-gate-bench: {} cells × {} runs in {:.1} s",
         results.len(),

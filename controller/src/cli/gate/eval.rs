@@ -29,7 +29,7 @@ pub(super) async fn run(a: EvalArgs) -> Exit {
             Ok(e) => e,
             Err(e) => return usage(e.to_string()),
         };
-        let clock = StepClock { elapsed, min_healthy, max_hold: total };
+        let clock = StepClock { elapsed, min_healthy, max_hold: total, next_weight: 100.0 };
         let evaluation = evaluate(&evidence, clock, Policy::from(&gate.policy));
         let last = a.lookback || elapsed >= total;
         match a.output {

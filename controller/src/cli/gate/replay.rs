@@ -35,7 +35,9 @@ pub(super) fn run(a: ReplayArgs) -> Exit {
         policy: Policy::from(&gate.policy),
         min_healthy: a.min_healthy.unwrap_or(gate.policy.min_healthy).as_std(),
         max_hold: gate.policy.max_hold.as_std(),
-        steps: a.steps,
+        // A recorded series says nothing of the weights it was taken at: every step is judged
+        // as the last one before promotion (the full tolerance).
+        next_weights: vec![100.0; a.steps],
     };
     let result = match rollgate_gate::replay::replay(&series, &setup) {
         Ok(r) => r,
