@@ -57,6 +57,11 @@ async fn fresh(ro: Arc<Rollout>, ctx: &Context, ns: &str, name: &str) -> Result<
     if ctx.is_current(ns, name, ro.metadata.resource_version.as_deref()) {
         return Ok(ro);
     }
+    read(ctx, ns, name).await
+}
+
+/// The Rollout as the API server holds it now.
+async fn read(ctx: &Context, ns: &str, name: &str) -> Result<Arc<Rollout>> {
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), ns);
     let latest = api.get(name).await?;
     ctx.remember_version(ns, name, latest.metadata.resource_version.clone());
@@ -76,14 +81,7 @@ pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action> {
     }
     ctx.metrics.reconciles.inc();
     // Cached while its shard was another replica's: only its name, gate and route are there.
-    let ro = if crate::watches::is_trimmed(&ro) {
-        let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
-        let latest = api.get(&name).await?;
-        ctx.remember_version(&ns, &name, latest.metadata.resource_version.clone());
-        Arc::new(latest)
-    } else {
-        ro
-    };
+    let ro = if crate::watches::is_trimmed(&ro) { read(&ctx, &ns, &name).await? } else { ro };
     if ro.meta().deletion_timestamp.is_some() {
         // The route goes back to the user's Service, then an adopted Deployment serves again,
         // before the finalizers go; then owner references let the garbage collector remove

@@ -158,6 +158,23 @@ impl World {
 
 const RATES: ErrorRates = ErrorRates { false_rollback: 0.01, missed_detection: 0.01 };
 
+const POLICY: Policy = Policy {
+    rates: RATES,
+    on_inconclusive: InconclusivePolicy::Pause,
+    compare_with_stable: true,
+    exposure_scaling: 1.0,
+};
+
+/// A step `window` old, 30 s of `minHealthy`, `max_hold_s` of `maxHold`, before promotion.
+fn clock(window: Duration, max_hold_s: u64) -> StepClock {
+    StepClock {
+        elapsed: window,
+        min_healthy: Duration::from_secs(30),
+        max_hold: Duration::from_secs(max_hold_s),
+        next_weight: 100.0,
+    }
+}
+
 /// A judge that sees `rate` errors per second over a window at `rps` requests per second.
 fn judge(bad_per_mille: u64, rps: u64) -> impl Fn(Duration) -> Evaluation {
     move |window: Duration| {
@@ -174,21 +191,7 @@ fn judge(bad_per_mille: u64, rps: u64) -> impl Fn(Duration) -> Evaluation {
             stable: Some(Counts { bad: 0, total: total * 10 }),
             carried: Counts::ZERO,
         }];
-        evaluate(
-            &evidence,
-            StepClock {
-                elapsed: window,
-                min_healthy: Duration::from_secs(30),
-                max_hold: Duration::from_secs(600),
-                next_weight: 100.0,
-            },
-            Policy {
-                rates: RATES,
-                on_inconclusive: InconclusivePolicy::Pause,
-                compare_with_stable: true,
-                exposure_scaling: 1.0,
-            },
-        )
+        evaluate(&evidence, clock(window, 600), POLICY)
     }
 }
 
@@ -207,18 +210,8 @@ fn single(name: &str, canary: Result<Counts, Missing>, window: Duration) -> Eval
             stable: None,
             carried: Counts::ZERO,
         }],
-        StepClock {
-            elapsed: window,
-            min_healthy: Duration::from_secs(30),
-            max_hold: Duration::from_secs(600),
-            next_weight: 100.0,
-        },
-        Policy {
-            rates: RATES,
-            on_inconclusive: InconclusivePolicy::Pause,
-            compare_with_stable: true,
-            exposure_scaling: 1.0,
-        },
+        clock(window, 600),
+        POLICY,
     )
 }
 
@@ -733,12 +726,7 @@ fn split_judge(canary: u64, stable: u64) -> impl Fn(Duration) -> Evaluation {
                 max_hold: Duration::from_secs(3600),
                 next_weight: 100.0,
             },
-            Policy {
-                rates: RATES,
-                on_inconclusive: InconclusivePolicy::Pause,
-                compare_with_stable: true,
-                exposure_scaling: 1.0,
-            },
+            POLICY,
         )
     }
 }

@@ -157,14 +157,19 @@ impl Tally {
     }
 
     fn quantile(&self, q: f64) -> Option<u64> {
-        let mut t = self.times.clone();
-        t.sort_unstable();
-        if t.is_empty() {
-            return None;
-        }
-        let i = ((q * t.len() as f64).ceil() as usize).clamp(1, t.len()) - 1;
-        Some(t[i])
+        quantile(&self.times, q)
     }
+}
+
+/// The `q` quantile of `times` (nearest rank); `None` when there are none.
+fn quantile(times: &[u64], q: f64) -> Option<u64> {
+    let mut t = times.to_vec();
+    t.sort_unstable();
+    if t.is_empty() {
+        return None;
+    }
+    let i = ((q * t.len() as f64).ceil() as usize).clamp(1, t.len()) - 1;
+    Some(t[i])
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -6,11 +6,11 @@ use std::fmt::Write as _;
 use crate::judges::Judge;
 use crate::{Cell, CellResult, ERRORS, Grid, Tally};
 
-fn pct(x: f64) -> String {
+pub(crate) fn pct(x: f64) -> String {
     if x == 0.0 { "0".into() } else { format!("{:.1} %", x * 100.0) }
 }
 
-fn secs(s: Option<u64>) -> String {
+pub(crate) fn secs(s: Option<u64>) -> String {
     match s {
         None => "–".into(),
         Some(s) if s < 120 => format!("{s} s"),

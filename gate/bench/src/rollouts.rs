@@ -19,6 +19,7 @@ use rollgate_gate::{
 };
 
 use crate::judges::Verdict;
+use crate::report::secs;
 use crate::traffic::{BadEvents, Rng};
 use crate::{ERRORS, RATES};
 
@@ -75,10 +76,7 @@ impl RolloutTally {
     }
 
     fn quantile(&self, q: f64) -> Option<u64> {
-        let mut t = self.times.clone();
-        t.sort_unstable();
-        let i = ((q * t.len() as f64).ceil() as usize).clamp(1, t.len().max(1)) - 1;
-        t.get(i).copied()
+        crate::quantile(&self.times, q)
     }
 }
 
@@ -211,14 +209,7 @@ pub fn run(runs: usize, seed: u64, timing: Timing) -> Vec<RolloutResult> {
 }
 
 fn pct(n: usize, of: usize) -> String {
-    if n == 0 { "0".into() } else { format!("{:.1} %", n as f64 * 100.0 / of.max(1) as f64) }
-}
-
-fn mins(s: Option<u64>) -> String {
-    s.map_or_else(
-        || "–".into(),
-        |s| if s < 120 { format!("{s} s") } else { format!("{:.1} m", s as f64 / 60.0) },
-    )
+    crate::report::pct(n as f64 / of.max(1) as f64)
 }
 
 /// The Markdown section: the table, then the targets met or missed.
@@ -249,8 +240,8 @@ pub fn report(runs: usize, results: &[RolloutResult]) -> String {
                 pct(t.promoted, n),
                 pct(t.rolled_back, n),
                 pct(t.paused, n),
-                mins(t.quantile(0.5)),
-                mins(t.quantile(0.95)),
+                secs(t.quantile(0.5)),
+                secs(t.quantile(0.95)),
             );
         }
     }
@@ -276,7 +267,7 @@ pub fn targets(results: &[RolloutResult]) -> Vec<String> {
         lines.push(format!(
             "healthy 0.5× at 100 req/s promoted in the median within 45 m: {} (median {}, {} promoted)",
             verdict(met),
-            mins(median),
+            secs(median),
             pct(t.promoted, t.runs())
         ));
     }
@@ -300,7 +291,7 @@ pub fn targets(results: &[RolloutResult]) -> Vec<String> {
         lines.push(format!(
             "100× canary at 100 req/s rolled back in under 3 m (median): {} (median {})",
             verdict(median.is_some_and(|s| s < 180)),
-            mins(median)
+            secs(median)
         ));
     }
     lines
