@@ -176,14 +176,17 @@ impl Metrics {
         }
     }
 
-    /// Forgets the series of every Rollout for which `exists` is false.
-    pub fn retain(&self, exists: impl Fn(&str, &str) -> bool) {
+    /// Forgets the series of every Rollout for which `exists` is false; returns how many
+    /// Rollouts had series and how many of them were forgotten.
+    pub fn retain(&self, exists: impl Fn(&str, &str) -> bool) -> (usize, usize) {
         let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let gone: Vec<RolloutLabels> =
             known.keys().filter(|l| !exists(&l.namespace, &l.name)).cloned().collect();
-        for l in gone {
-            self.forget_locked(&mut known, &l);
+        let had = known.len();
+        for l in &gone {
+            self.forget_locked(&mut known, l);
         }
+        (had, gone.len())
     }
 
     /// Forgets a Rollout's series.

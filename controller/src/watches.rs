@@ -37,12 +37,13 @@ pub async fn run(
     let mut stores = Vec::new();
     let mut loops = Vec::new();
     for namespace in scope.watched() {
-        let mut c = controller(&client, namespace, scope, watch_routes, concurrency, shards.cloned());
+        let (listed, ready) = tokio::sync::watch::channel(false);
+        let mut c = controller(&client, namespace, scope, watch_routes, concurrency, shards.cloned(), listed);
         if let Some(shards) = shards {
             // A shard just acquired: its Rollouts are looked at now, not at their next event.
             c = c.reconcile_all_on(shards.changes());
         }
-        stores.push(c.store());
+        stores.push((c.store(), ready));
         loops.push(c.shutdown_on_signal().run(reconcile, error_policy, ctx.clone()).for_each(
             |result| async move {
                 match result {
@@ -69,7 +70,8 @@ where
     }
 }
 
-/// The Controller of the installation's Rollouts in `namespace` (all when `None`).
+/// The Controller of the installation's Rollouts in `namespace` (all when `None`); `listed`
+/// turns true once its cache holds the first complete list.
 fn controller(
     client: &Client,
     namespace: Option<&str>,
@@ -77,6 +79,7 @@ fn controller(
     watch_routes: bool,
     concurrency: u16,
     shards: Option<Shards>,
+    listed: tokio::sync::watch::Sender<bool>,
 ) -> Controller<Rollout> {
     let owned = watcher::Config::default().labels(ROLLOUT);
     // A short debounce folds the burst of events one write causes (status, Deployment, route)
@@ -92,6 +95,11 @@ fn controller(
         watcher(rollouts, watcher::Config::default().labels(&scope.rollout_selector()))
             .modify(move |r| trim(r, shards.as_ref())),
     )
+    .inspect(move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone)) {
+            listed.send_replace(true);
+        }
+    })
     .applied_objects();
     let mut c = Controller::for_stream(rollouts, reader)
         .with_config(config)
@@ -171,10 +179,15 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// Marks a cached Rollout whose template and status were dropped; never written to the API.
 const TRIMMED: &str = "rollgate.dev/cache-trimmed";
 
-/// Deleted Rollouts are not reconciled again: forgets what is remembered of them, every minute.
-async fn sweep(stores: Vec<Store<Rollout>>, ctx: Arc<Context>) {
-    for store in &stores {
-        if store.wait_until_ready().await.is_err() {
+/// Deleted Rollouts are not reconciled again: forgets what is remembered of them, every minute,
+/// once every cache holds its first list.
+///
+/// Readiness comes from the watch, not `Store::wait_until_ready`: the Controller waits on that
+/// too, and its one-shot channel wakes only the last task that polled it, so a second waiter
+/// may never wake.
+async fn sweep(stores: Vec<(Store<Rollout>, tokio::sync::watch::Receiver<bool>)>, ctx: Arc<Context>) {
+    for (_, listed) in &stores {
+        if listed.clone().wait_for(|l| *l).await.is_err() {
             return;
         }
     }
@@ -183,10 +196,13 @@ async fn sweep(stores: Vec<Store<Rollout>>, ctx: Arc<Context>) {
         every.tick().await;
         let live: HashSet<(String, String)> = stores
             .iter()
-            .flat_map(Store::state)
+            .flat_map(|(store, _)| store.state())
             .map(|r| (r.namespace().unwrap_or_default(), r.name_any()))
             .collect();
-        ctx.retain(|ns, name| live.contains(&(ns.to_string(), name.to_string())));
+        let (exported, forgotten) = ctx.retain(|ns, name| live.contains(&(ns.to_string(), name.to_string())));
+        if forgotten > 0 {
+            tracing::info!(cached = live.len(), exported, forgotten, "forgot deleted Rollouts");
+        }
     }
 }
 
@@ -233,5 +249,44 @@ mod tests {
         assert!(is_trimmed(&theirs));
         assert!(theirs.status.is_none() && theirs.spec.template.spec.is_none());
         assert_eq!(theirs.spec.gate_ref, gate_ref);
+    }
+
+    fn context(metrics: Arc<crate::observability::Metrics>) -> Arc<Context> {
+        let (service, _handle) =
+            tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+        let client = Client::new(service, "shop");
+        let providers: crate::reconcile::ProviderFactory =
+            Arc::new(|access: &crate::metrics_provider::access::Access| {
+                crate::metrics_provider::prometheus::Prometheus::new(access)
+                    .map(|p| Arc::new(p) as Arc<dyn crate::metrics_provider::MetricProvider>)
+            });
+        let reporter = kube::runtime::events::Reporter { controller: "rollgate".into(), instance: None };
+        Arc::new(Context::new(client, reporter, metrics, providers))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_rollout_is_forgotten_even_while_the_controller_waits_for_the_same_cache() {
+        let metrics = Arc::new(crate::observability::Metrics::default());
+        metrics.observe("shop", "gone", &Default::default());
+        let (reader, mut writer) = reflector::store::<Rollout>();
+        let (listed, ready) = tokio::sync::watch::channel(false);
+        let sweeper = tokio::spawn(sweep(vec![(reader.clone(), ready)], context(metrics.clone())));
+        tokio::task::yield_now().await;
+        // The Controller waits on the cache's readiness too; that must not starve the sweep.
+        let controller = tokio::spawn(async move { reader.wait_until_ready().await.is_ok() });
+        tokio::task::yield_now().await;
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        listed.send_replace(true);
+        let named = |m: &crate::observability::Metrics| m.encode().is_ok_and(|t| t.contains("name=\"gone\""));
+        assert!(named(&metrics));
+        let forgotten = tokio::time::timeout(Duration::from_secs(300), async {
+            while named(&metrics) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        assert!(forgotten.await.is_ok(), "still exported five minutes after its cache was listed");
+        assert!(controller.await.is_ok_and(|ready| ready));
+        sweeper.abort();
     }
 }

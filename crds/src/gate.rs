@@ -235,9 +235,11 @@ pub struct GatePolicy {
     #[serde(default = "defaults::exposure_scaling")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub exposure_scaling: f64,
-    /// Judge the stable version over the same interval too: when it breaches as well, the
-    /// problem is not the canary, so the step holds (condition `StableBreaching`) instead of
-    /// rolling back.
+    /// Compare the canary with the stable version over the same interval: a check over budget
+    /// rolls back only when the canary is also worse than stable (its share of the bad events
+    /// above its share of traffic, a test valid at every look). Otherwise the step holds: with
+    /// condition `StableBreaching` when stable breaches too, or until the comparison decides.
+    /// Without stable traffic (the canary at 100 %) the budget alone decides.
     #[serde(default = "defaults::yes")]
     pub compare_with_stable: bool,
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::check::Unit;
 use crate::evaluate::{CheckResult, InconclusivePolicy, Missing};
 use crate::format::{human, percent};
+use crate::relative::Comparison;
 use crate::sprt::{Counts, TestResult};
 
 /// One check's counts as the sequential test judged them.
@@ -21,6 +22,8 @@ pub struct Judged {
     /// The canary's events at earlier steps, pooled into the pass test.
     pub carried: Counts,
     pub test: TestResult,
+    /// The canary against stable over the step, when it was over budget and stable was read.
+    pub relative: Option<Comparison>,
 }
 
 /// A check whose counts could not be had.
@@ -63,6 +66,9 @@ pub enum Wait {
     MinHealthy { elapsed: Duration, min_healthy: Duration },
     /// These checks need more evidence.
     Evidence(Vec<Judged>),
+    /// These checks are over budget, but not (yet) shown worse than stable, which is within
+    /// its budget: what hurts the canary may hurt both (a busy node), so the comparison decides.
+    NotWorseThanStable(Vec<Judged>),
 }
 
 /// Why the canary is rolled back.
@@ -143,11 +149,13 @@ impl Judged {
         }
     }
 
-    /// `over budget: … (breach LLR 3.10 vs 10x budget ≥ bound 6.20)`.
+    /// `over budget: … (breach LLR 3.10 vs 10x budget ≥ bound 6.20)`, and how the canary
+    /// compares with stable when it was compared.
     fn over_budget(&self) -> String {
         let t = &self.test;
+        let stable = self.relative.as_ref().map_or_else(String::new, |c| format!("; {}", compared(c)));
         format!(
-            "over budget: {} (breach LLR {:.2} vs {}x budget ≥ bound {:.2})",
+            "over budget: {} (breach LLR {:.2} vs {}x budget ≥ bound {:.2}){stable}",
             self.numbers(),
             t.breach_llr,
             t.breach_multiple,
@@ -168,6 +176,19 @@ impl Judged {
             t.pass_bound
         )
     }
+}
+
+/// `against stable: 12 of 15 bad events at 1.0 % of the traffic, ln e-value 9.10 ≥ 4.61`.
+fn compared(c: &Comparison) -> String {
+    let share =
+        c.bad_share.map_or_else(|| "no bad events".into(), |s| format!("{} of the bad events", percent(s)));
+    let verdict = if c.worse() { "worse than stable" } else { "not shown worse than stable" };
+    format!(
+        "{verdict}: {share} at {} of the traffic (ln e-value {:.2} vs {:.2})",
+        percent(c.traffic_share),
+        c.log_e,
+        c.bound
+    )
 }
 
 fn joined<T>(items: &[T], sep: &str, f: impl Fn(&T) -> String) -> String {
@@ -214,6 +235,9 @@ impl Decision {
                 human(*min_healthy)
             ),
             Decision::Hold(Wait::Evidence(checks)) => waiting(checks),
+            Decision::Hold(Wait::NotWorseThanStable(checks)) => {
+                format!("holding: {}", joined(checks, "; ", |j| format!("{} {}", j.check, j.over_budget())))
+            }
             Decision::MetricsUnavailable(checks) => unavailable(checks),
             Decision::StableBreaching(j) => {
                 format!("{} {}; stable is over budget too", j.check, j.over_budget())

@@ -1,8 +1,10 @@
 //! One evaluation of a step. Each check's counts go through the sequential test (`sprt`).
 //! Then, in this order:
-//! 1. a check whose canary is over budget rolls back, unless the stable version, judged the same
-//!    way over the same interval, is over budget too (then the problem is not the canary: hold
-//!    with `StableBreaching`);
+//! 1. a check whose canary is over budget rolls back if it is also worse than stable over the
+//!    same interval (`relative`), or if there is no stable to compare with. Over budget but not
+//!    shown worse than stable: if stable, judged the same way, is over budget too, hold with
+//!    `StableBreaching` (a global incident is not the canary's fault); otherwise hold until the
+//!    comparison decides (`Wait::NotWorseThanStable`: a busy node stalls both versions alike);
 //! 2. metrics that could not be read hold the step (`MetricsUnavailable`): missing data never
 //!    promotes;
 //! 3. every check within budget and the minimum hold passed: raise the weight;
@@ -22,6 +24,7 @@ use crate::check::{CheckSpec, Unit};
 use crate::decision::{
     Advance, CheckReport, Decision, Inconclusive, Judged, Pending, RollbackCause, Unreadable, Wait,
 };
+use crate::relative;
 use crate::split::Traffic;
 use crate::sprt::{self, Counts, ErrorRates, Outcome};
 
@@ -102,6 +105,7 @@ pub struct Evaluation {
 struct Findings {
     breaches: Vec<Judged>,
     stable_breaches: Vec<Judged>,
+    not_worse: Vec<Judged>,
     unavailable: Vec<Unreadable>,
     misconfigured: Vec<Unreadable>,
     waiting: Vec<Judged>,
@@ -133,7 +137,7 @@ pub fn evaluate(evidence: &[CheckEvidence], clock: StepClock, policy: Policy) ->
                 continue;
             }
         };
-        let judged = Judged {
+        let mut judged = Judged {
             check: spec.name.clone(),
             unit: spec.unit,
             budget: spec.budget,
@@ -147,17 +151,24 @@ pub fn evaluate(evidence: &[CheckEvidence], clock: StepClock, policy: Policy) ->
                 sprt::pass_multiple(spec.tolerance, clock.next_weight, policy.exposure_scaling),
                 policy.rates,
             ),
+            relative: None,
         };
         let result = match judged.test.outcome {
             Outcome::Breach => {
-                let stable_too = policy.compare_with_stable
-                    && e.stable.is_some_and(|s| {
-                        sprt::test(s, spec.budget, spec.tolerance, policy.rates).outcome == Outcome::Breach
-                    });
-                if stable_too {
-                    found.stable_breaches.push(judged.clone());
-                } else {
-                    found.breaches.push(judged.clone());
+                let stable = e.stable.filter(|_| policy.compare_with_stable);
+                judged.relative =
+                    stable.and_then(|s| relative::compare(counts, s, policy.rates.false_rollback));
+                match (judged.relative, stable) {
+                    (Some(c), Some(s)) if !c.worse() => {
+                        let stable_over = sprt::test(s, spec.budget, spec.tolerance, policy.rates).outcome
+                            == Outcome::Breach;
+                        if stable_over {
+                            found.stable_breaches.push(judged.clone());
+                        } else {
+                            found.not_worse.push(judged.clone());
+                        }
+                    }
+                    _ => found.breaches.push(judged.clone()),
                 }
                 CheckResult::Fail
             }
@@ -214,6 +225,13 @@ fn decide(
         return Decision::StableBreaching(found.stable_breaches.swap_remove(0));
     }
     let over_max_hold = clock.elapsed >= clock.max_hold;
+    if !found.not_worse.is_empty() {
+        if over_max_hold {
+            found.not_worse.append(&mut found.waiting);
+            return inconclusive(policy.on_inconclusive, false, Pending::Evidence(found.not_worse), clock);
+        }
+        return Decision::Hold(Wait::NotWorseThanStable(found.not_worse));
+    }
     if !found.unavailable.is_empty() {
         if over_max_hold {
             return inconclusive(

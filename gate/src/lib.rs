@@ -4,6 +4,7 @@
 //! - `check`: what a check means to the gate (its budget, tolerance and unit), the one mapping
 //!   from an SLO to a budget on the share of bad events;
 //! - `sprt`: the sequential test on counts;
+//! - `relative`: the canary against stable, a two-sample test valid at every look;
 //! - `evaluate`: one evaluation of a step, every check judged, one `Decision`;
 //! - `decision`: decisions as data, and the words for them (`Decision::reason`);
 //! - `replay`: a recorded series of counts through the gate;
@@ -16,6 +17,7 @@ pub mod decision;
 pub mod defaults;
 mod evaluate;
 pub mod format;
+pub mod relative;
 pub mod replay;
 pub mod split;
 pub mod sprt;

@@ -175,13 +175,15 @@ async fn pause_fault_stalls_requests_and_shows_in_runtime_pause() {
     let s =
         Server::start(&[], &[("REFSERVER_FAULT_PAUSE_MS", "120"), ("REFSERVER_FAULT_PAUSE_EVERY_MS", "200")])
             .await;
-    wait_for("pauses over 50 ms recorded", || async {
-        let total = s.metric("runtime_pause_seconds_count").await;
-        let fast = s.metric("runtime_pause_seconds_bucket{le=\"0.05\"}").await;
-        total - fast >= 2.0
+    wait_for("two stalls injected", || async {
+        s.metric("refserver_faults_injected_total{kind=\"pause\"}").await >= 2.0
     })
     .await;
-    assert!(s.metric("refserver_faults_injected_total{kind=\"pause\"}").await >= 2.0);
+    // At least the first 120 ms stall is over, and it swallowed the ticks due during it: each
+    // counts, as late as work ready at its time waited (six or more past 50 ms).
+    let total = s.metric("runtime_pause_seconds_count").await;
+    let fast = s.metric("runtime_pause_seconds_bucket{le=\"0.05\"}").await;
+    assert!(total - fast >= 5.0, "{} of {total} observations past 50 ms", total - fast);
 }
 
 #[tokio::test]

@@ -131,7 +131,7 @@ impl Context {
 
     /// Drops what is remembered of Rollouts that no longer exist (a deleted Rollout without a
     /// finalizer is never reconciled again, so nothing else would).
-    pub fn retain(&self, exists: impl Fn(&str, &str) -> bool) {
+    pub fn retain(&self, exists: impl Fn(&str, &str) -> bool) -> (usize, usize) {
         let mut gone = Vec::new();
         if let Ok(w) = self.written.lock() {
             gone.extend(w.keys().filter(|(ns, n)| !exists(ns, n)).cloned());
@@ -143,7 +143,7 @@ impl Context {
             self.metrics.forget(&ns, &name);
             self.forget(&ns, &name);
         }
-        self.metrics.retain(exists);
+        self.metrics.retain(exists)
     }
 
     pub(super) fn forget(&self, ns: &str, name: &str) {

@@ -11,6 +11,7 @@ pub mod judges;
 mod report;
 pub mod rollouts;
 pub mod traffic;
+pub mod worlds;
 
 use judges::{Judge, Outcome, Step, Verdict};
 pub use report::{SpliceError, report, splice};

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use rollgate_gate_bench::{Grid, report, rollouts, run, splice};
+use rollgate_gate_bench::{Grid, report, rollouts, run, splice, worlds};
 
 /// The verdict-quality benchmark: rollgate's gate against Flagger- and Argo-style rules on
 /// simulated traffic. The report depends only on --runs and --seed.
@@ -35,7 +35,16 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let results = run(&grid, threads);
     let rollouts = rollouts::run(a.runs as usize, a.seed, rollouts::Timing::defaults());
-    let report = format!("{}\n{}", report(&grid, &results), rollouts::report(a.runs as usize, &rollouts));
+    // Two A/A rollouts per run in each of the five worlds (10 000 in all at the default 1 000
+    // runs), and a fifth as many bad canaries.
+    let runs = a.runs as usize;
+    let worlds = worlds::run(2 * runs, (runs / 5).max(1), a.seed, rollouts::Timing::defaults());
+    let report = format!(
+        "{}\n{}\n{}",
+        report(&grid, &results),
+        rollouts::report(runs, &rollouts),
+        worlds::report(&worlds)
+    );
     eprintln!(
         "rollgate-gate-bench: {} cells × {} runs in {:.1} s",
         results.len(),

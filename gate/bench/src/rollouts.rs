@@ -29,12 +29,25 @@ pub struct Rule {
     pub name: &'static str,
     pub exposure_scaling: f64,
     pub pooled: bool,
+    /// `policy.compareWithStable`: a breach rolls back only if the canary is also worse than
+    /// stable.
+    pub compare_with_stable: bool,
 }
 
 pub const RULES: [Rule; 3] = [
-    Rule { name: "each step: tolerance, from zero", exposure_scaling: 0.0, pooled: false },
-    Rule { name: "exposure-scaled", exposure_scaling: 1.0, pooled: false },
-    Rule { name: "exposure-scaled + pooled (now)", exposure_scaling: 1.0, pooled: true },
+    Rule {
+        name: "each step: tolerance, from zero",
+        exposure_scaling: 0.0,
+        pooled: false,
+        compare_with_stable: true,
+    },
+    Rule { name: "exposure-scaled", exposure_scaling: 1.0, pooled: false, compare_with_stable: true },
+    Rule {
+        name: "exposure-scaled + pooled (now)",
+        exposure_scaling: 1.0,
+        pooled: true,
+        compare_with_stable: true,
+    },
 ];
 
 /// The steps' weights, percent: rollgate's default.
@@ -110,16 +123,46 @@ fn draw(rng: &mut Rng, rate: f64, share: f64, seconds: u64) -> Counts {
     s.iter().fold(Counts::ZERO, |c, x| Counts { bad: c.bad + x.bad, total: c.total + x.total })
 }
 
-fn add(a: Counts, b: Counts) -> Counts {
+pub fn add(a: Counts, b: Counts) -> Counts {
     Counts { bad: a.bad + b.bad, total: a.total + b.total }
+}
+
+/// How one rollout ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ended {
+    pub verdict: Verdict,
+    /// Seconds from the start to the verdict.
+    pub at: u64,
+    /// Whether a step was ever held because stable breached too.
+    pub stable_breaching: bool,
+    /// The step (0-based) the verdict came at; `WEIGHTS.len()` once promoted.
+    pub step: usize,
 }
 
 /// One rollout: its verdict and the seconds from its start to it.
 pub fn simulate(rng: &mut Rng, cell: RolloutCell, rule: Rule, timing: Timing) -> (Verdict, u64) {
-    let budget = ERRORS.budget;
+    let canary_share = cell.quality * ERRORS.budget;
+    let ended = judge_rollout(rng, rule, timing, |rng, _, seconds, weight| {
+        let canary_rate = cell.traffic * weight / 100.0;
+        let canary = draw(rng, canary_rate, canary_share, seconds);
+        let stable = draw(rng, cell.traffic - canary_rate, 0.5 * ERRORS.budget, seconds);
+        (canary, stable)
+    });
+    (ended.verdict, ended.at)
+}
+
+/// One rollout of the error check judged by `rule`, step by step as the controller judges it.
+/// `traffic(rng, at, seconds, weight)` gives the canary's and stable's counts of the `seconds`
+/// after second `at` of the rollout, the canary at `weight` percent.
+pub fn judge_rollout(
+    rng: &mut Rng,
+    rule: Rule,
+    timing: Timing,
+    mut traffic: impl FnMut(&mut Rng, u64, u64, f64) -> (Counts, Counts),
+) -> Ended {
     let spec = CheckSpec {
         name: "error-rate".into(),
-        budget,
+        budget: ERRORS.budget,
         tolerance: ERRORS.tolerance,
         unit: Unit::Requests,
         source: None,
@@ -128,20 +171,20 @@ pub fn simulate(rng: &mut Rng, cell: RolloutCell, rule: Rule, timing: Timing) ->
         rates: RATES,
         exposure_scaling: rule.exposure_scaling,
         on_inconclusive: InconclusivePolicy::Pause,
-        compare_with_stable: true,
+        compare_with_stable: rule.compare_with_stable,
     };
     let mut carried = Counts::ZERO;
     let mut clock_start = 0;
+    let mut stable_breaching = false;
     for (i, weight) in WEIGHTS.iter().enumerate() {
         let next_weight = WEIGHTS.get(i + 1).copied().unwrap_or(100.0);
-        let canary_rate = cell.traffic * weight / 100.0;
-        let stable_rate = cell.traffic - canary_rate;
         let (mut canary, mut stable) = (Counts::ZERO, Counts::ZERO);
         let mut elapsed = 0;
         loop {
             let more = timing.interval.min(timing.max_hold - elapsed);
-            canary = add(canary, draw(rng, canary_rate, cell.quality * budget, more));
-            stable = add(stable, draw(rng, stable_rate, 0.5 * budget, more));
+            let (c, s) = traffic(rng, clock_start + elapsed, more, *weight);
+            canary = add(canary, c);
+            stable = add(stable, s);
             elapsed += more;
             let evidence = [CheckEvidence {
                 spec: spec.clone(),
@@ -155,22 +198,26 @@ pub fn simulate(rng: &mut Rng, cell: RolloutCell, rule: Rule, timing: Timing) ->
                 max_hold: Duration::from_secs(timing.max_hold),
                 next_weight,
             };
+            let at = clock_start + elapsed;
             match gate::evaluate(&evidence, clock, policy).decision {
                 Decision::StepUp(..) => break,
                 Decision::Rollback(..) | Decision::Misconfigured(..) => {
-                    return (Verdict::Rollback, clock_start + elapsed);
+                    return Ended { verdict: Verdict::Rollback, at, stable_breaching, step: i };
                 }
-                Decision::Pause(..) => return (Verdict::Inconclusive, clock_start + elapsed),
-                Decision::Hold(..) | Decision::MetricsUnavailable(..) | Decision::StableBreaching(..) => {}
+                Decision::Pause(..) => {
+                    return Ended { verdict: Verdict::Inconclusive, at, stable_breaching, step: i };
+                }
+                Decision::StableBreaching(..) => stable_breaching = true,
+                Decision::Hold(..) | Decision::MetricsUnavailable(..) => {}
             }
             if elapsed >= timing.max_hold {
-                return (Verdict::Inconclusive, clock_start + elapsed);
+                return Ended { verdict: Verdict::Inconclusive, at, stable_breaching, step: i };
             }
         }
         carried = add(carried, canary);
         clock_start += elapsed;
     }
-    (Verdict::Promote, clock_start)
+    Ended { verdict: Verdict::Promote, at: clock_start, stable_breaching, step: WEIGHTS.len() }
 }
 
 /// Runs every cell under every rule, `runs` rollouts each; a rollout's traffic depends only on
