@@ -353,6 +353,7 @@ mod tests {
                 bad: 0,
                 total: 10,
                 needed: None,
+                estimated_seconds: None,
                 statistic: None,
                 reason: String::new(),
                 source: None,

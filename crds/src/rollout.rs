@@ -330,6 +330,10 @@ pub struct CheckStatus {
     /// About how many events in all a decision needs at the current rate (absent once decided).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub needed: Option<u64>,
+    /// About how many seconds until a decision, at the step's rate of events so far (absent
+    /// once decided).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_seconds: Option<u64>,
     /// The sequential test's statistic and boundaries, as text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statistic: Option<String>,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::check::Unit;
 use crate::evaluate::{CheckResult, InconclusivePolicy, Missing};
-use crate::format::{human, percent};
+use crate::format::{human, percent, rough};
 use crate::relative::Comparison;
 use crate::sprt::{Counts, TestResult};
 
@@ -24,7 +24,21 @@ pub struct Judged {
     pub test: TestResult,
     /// The canary against stable over the step, when it was over budget and stable was read.
     pub relative: Option<Comparison>,
+    /// How fast the step's events come, and how much of `maxHold` is left.
+    pub pace: Option<Pace>,
 }
+
+/// The step's rate of events so far, to estimate when a decision comes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pace {
+    /// The step's events per second so far.
+    pub per_second: f64,
+    /// What is left of `maxHold`.
+    pub left: Duration,
+}
+
+/// The longest estimate given: beyond it, "about a year" says as much.
+const ESTIMATE_MAX: Duration = Duration::from_secs(365 * 86_400);
 
 /// A check whose counts could not be had.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,12 +155,31 @@ impl Judged {
         )
     }
 
-    /// `312 of about 16000 requests`, or `0 requests so far`.
+    /// About how long until a decision at the step's rate so far (undecided only).
+    pub fn eta(&self) -> Option<Duration> {
+        let more = self.test.needed?.saturating_sub(self.counts.total) as f64;
+        let pace = self.pace.filter(|p| p.per_second > 0.0)?;
+        Some(
+            Duration::try_from_secs_f64(more / pace.per_second).map_or(ESTIMATE_MAX, |d| d.min(ESTIMATE_MAX)),
+        )
+    }
+
+    /// `312 of about 16000 requests, ≈ 48 min at 5.4 requests/s`, or `0 requests so far`; and
+    /// what to change when that is more than `maxHold` leaves.
     fn progress(&self) -> String {
-        match self.test.needed {
-            Some(n) => format!("{} of about {} {}", self.counts.total, n, self.unit),
-            None => format!("{} {} so far", self.counts.total, self.unit),
+        let Some(n) = self.test.needed else {
+            return format!("{} {} so far", self.counts.total, self.unit);
+        };
+        let mut words = format!("{} of about {} {}", self.counts.total, n, self.unit);
+        if let (Some(eta), Some(pace)) = (self.eta(), self.pace) {
+            words.push_str(&format!(", ≈ {} at {:.1} {}/s", rough(eta), pace.per_second, self.unit));
+            if eta > pace.left {
+                words.push_str(
+                    " (more than maxHold leaves: raise the weight or lower the tolerance to decide sooner)",
+                );
+            }
         }
+        words
     }
 
     /// `over budget: … (breach LLR 3.10 vs 10x budget ≥ bound 6.20)`, and how the canary
@@ -268,6 +301,11 @@ impl CheckReport {
     /// About how many events in all a decision needs (undecided only).
     pub fn needed(&self) -> Option<u64> {
         self.evidence.as_ref().ok().and_then(|j| j.test.needed)
+    }
+
+    /// About how long until a decision at the step's rate so far (undecided only).
+    pub fn eta(&self) -> Option<Duration> {
+        self.evidence.as_ref().ok().and_then(Judged::eta)
     }
 
     /// The check's state in words.

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::check::{CheckSpec, Unit};
 use crate::decision::{
-    Advance, CheckReport, Decision, Inconclusive, Judged, Pending, RollbackCause, Unreadable, Wait,
+    Advance, CheckReport, Decision, Inconclusive, Judged, Pace, Pending, RollbackCause, Unreadable, Wait,
 };
 use crate::relative;
 use crate::split::Traffic;
@@ -152,6 +152,7 @@ pub fn evaluate(evidence: &[CheckEvidence], clock: StepClock, policy: Policy) ->
                 policy.rates,
             ),
             relative: None,
+            pace: pace(counts, clock),
         };
         let result = match judged.test.outcome {
             Outcome::Breach => {
@@ -209,6 +210,15 @@ pub fn evaluate(evidence: &[CheckEvidence], clock: StepClock, policy: Policy) ->
         _ => None,
     });
     Evaluation { decision, checks: reports, traffic }
+}
+
+/// The step's events per second so far and what is left of `maxHold`.
+fn pace(counts: Counts, clock: StepClock) -> Option<Pace> {
+    let seconds = clock.elapsed.as_secs_f64();
+    (seconds > 0.0).then(|| Pace {
+        per_second: counts.total as f64 / seconds,
+        left: clock.max_hold.saturating_sub(clock.elapsed),
+    })
 }
 
 fn decide(

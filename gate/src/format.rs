@@ -24,6 +24,20 @@ pub fn percent(x: f64) -> String {
     }
 }
 
+/// A duration as an estimate: `40 s`, `48 min`, `5.5 h`, `12 days`.
+pub fn rough(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 90.0 {
+        format!("{s:.0} s")
+    } else if s < 90.0 * 60.0 {
+        format!("{:.0} min", s / 60.0)
+    } else if s < 48.0 * 3600.0 {
+        format!("{:.1} h", s / 3600.0)
+    } else {
+        format!("{:.0} days", s / 86_400.0)
+    }
+}
+
 /// A multiple of a budget: `10`, `10.5`, `100`.
 pub fn multiple(m: f64) -> String {
     let rounded = (m * 10.0).round() / 10.0;
@@ -39,6 +53,14 @@ mod tests {
         assert_eq!(human(Duration::from_secs(45)), "45s");
         assert_eq!(human(Duration::from_secs(180)), "3m");
         assert_eq!(human(Duration::from_secs(150)), "2m30s");
+    }
+
+    #[test]
+    fn estimates_are_rounded_to_what_they_can_mean() {
+        assert_eq!(rough(Duration::from_secs(40)), "40 s");
+        assert_eq!(rough(Duration::from_secs(48 * 60 + 20)), "48 min");
+        assert_eq!(rough(Duration::from_secs(5 * 3600 + 1800)), "5.5 h");
+        assert_eq!(rough(Duration::from_secs(12 * 86_400)), "12 days");
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub mod sprt;
 
 pub use check::{CheckError, CheckSpec, Measure, Unit};
 pub use decision::{
-    Advance, CheckReport, Decision, Inconclusive, Judged, Pending, RollbackCause, Unreadable, Wait,
+    Advance, CheckReport, Decision, Inconclusive, Judged, Pace, Pending, RollbackCause, Unreadable, Wait,
 };
 pub use evaluate::{
     CheckEvidence, CheckResult, Evaluation, InconclusivePolicy, Missing, Policy, StepClock, evaluate,

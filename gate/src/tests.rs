@@ -231,6 +231,25 @@ fn waiting_says_how_much_evidence_is_needed() {
     assert!(eval.checks[0].needed().is_some_and(|n| n > 312));
 }
 
+#[test]
+fn waiting_says_how_long_a_decision_takes_at_the_rate_so_far() {
+    let policy = policy(InconclusivePolicy::Pause);
+    // 10 requests/s, about 1 900 more needed: minutes, within what maxHold leaves.
+    let fast = evaluate(&[errors(0, 1000)], clock(100), policy);
+    let eta = fast.checks[0].eta().expect("an estimate");
+    assert!(eta > Duration::from_secs(60) && eta < Duration::from_secs(600), "{eta:?}");
+    let reason = fast.decision.reason();
+    assert!(reason.contains("at 10.0 requests/s") && !reason.contains("maxHold"), "{reason}");
+    // 1.6 requests/s: longer than the 1 600 s maxHold leaves, and the words say what to change.
+    let slow = evaluate(&[errors(0, 312)], clock(200), policy);
+    assert!(slow.checks[0].eta().is_some_and(|d| d > Duration::from_secs(1600)));
+    let reason = slow.decision.reason();
+    assert!(reason.contains("more than maxHold leaves: raise the weight or lower the tolerance"), "{reason}");
+    // No time elapsed, or nothing needed: no estimate.
+    assert_eq!(evaluate(&[errors(0, 0)], clock(0), policy).checks[0].eta(), None);
+    assert_eq!(evaluate(&[errors(0, 5000)], clock(200), policy).checks[0].eta(), None);
+}
+
 fn leading_to(next_weight: f64, elapsed_s: u64) -> StepClock {
     StepClock { next_weight, ..clock(elapsed_s) }
 }

@@ -118,7 +118,11 @@ fn result_word(r: CheckResult) -> &'static str {
 pub fn evidence(c: &CheckStatus, tty: bool) -> Option<String> {
     let needed = c.needed?;
     let unit = c.unit.as_deref().unwrap_or("events");
-    let words = format!("{} of about {needed} {unit}", c.total);
+    let eta = c
+        .estimated_seconds
+        .map(|s| format!(", ≈ {}", rollgate_gate::format::rough(std::time::Duration::from_secs(s))))
+        .unwrap_or_default();
+    let words = format!("{} of about {needed} {unit}{eta}", c.total);
     if !tty {
         return Some(format!("evidence: {words}"));
     }

@@ -15,6 +15,7 @@ pub(super) fn check_status(r: &CheckReport) -> CheckStatus {
         bad: r.counts().bad,
         total: r.counts().total,
         needed: r.needed(),
+        estimated_seconds: r.eta().map(|d| d.as_secs()),
         statistic: r.statistic(),
         reason: r.reason(),
         source: r.source.clone(),

@@ -130,7 +130,8 @@ impl Context {
     }
 
     /// Drops what is remembered of Rollouts that no longer exist (a deleted Rollout without a
-    /// finalizer is never reconciled again, so nothing else would).
+    /// finalizer is never reconciled again, so nothing else would); returns how many Rollouts
+    /// had series and how many of them were forgotten.
     pub fn retain(&self, exists: impl Fn(&str, &str) -> bool) -> (usize, usize) {
         let mut gone = Vec::new();
         if let Ok(w) = self.written.lock() {
@@ -140,7 +141,6 @@ impl Context {
             gone.extend(f.keys().filter(|(ns, n)| !exists(ns, n)).cloned());
         }
         for (ns, name) in gone {
-            self.metrics.forget(&ns, &name);
             self.forget(&ns, &name);
         }
         self.metrics.retain(exists)

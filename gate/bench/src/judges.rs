@@ -8,6 +8,9 @@
 //! - `Argo`: an AnalysisRun measuring every 60 s, `count` times; a measurement fails when the
 //!   window's ratio is over the budget or undefined (0/0 is NaN, and `NaN <= x` is false); more
 //!   than `failureLimit` failures roll back; otherwise it succeeds after the last measurement.
+//! - `Kayenta`: every 60 s, the canary's 10 s error ratios since the step began against
+//!   stable's by Mann-Whitney at 98 % (`kayenta`); "High" rolls back, `intervals` judgements
+//!   without it promote.
 
 use std::time::Duration;
 
@@ -16,6 +19,7 @@ use rollgate_gate::{
     StepClock, Unit,
 };
 
+use crate::kayenta;
 use crate::traffic::Second;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +61,7 @@ pub enum Judge {
     Rollgate { interval: u64, min_healthy: u64, max_hold: u64, rates: ErrorRates },
     Flagger { threshold: u32, iterations: u32 },
     Argo { failure_limit: u32, count: u32 },
+    Kayenta { intervals: u32 },
 }
 
 const PEER_INTERVAL: usize = 60;
@@ -67,6 +72,7 @@ impl Judge {
             Judge::Rollgate { .. } => "rollgate".into(),
             Judge::Flagger { threshold, .. } => format!("Flagger-style, threshold {threshold}"),
             Judge::Argo { failure_limit, .. } => format!("Argo-style, failureLimit {failure_limit}"),
+            Judge::Kayenta { .. } => "Kayenta-style, Mann-Whitney 98 %".into(),
         }
     }
 
@@ -103,6 +109,17 @@ impl Judge {
                     }
                 }
                 Outcome { verdict: Verdict::Promote, at: (count as usize * PEER_INTERVAL) as u64 }
+            }
+            Judge::Kayenta { intervals } => {
+                for i in 1..=intervals as usize {
+                    let end = i * PEER_INTERVAL;
+                    let (canary, stable) =
+                        (kayenta::samples(step.canary, end), kayenta::samples(step.stable, end));
+                    if kayenta::higher(&canary, &stable) {
+                        return Outcome { verdict: Verdict::Rollback, at: end as u64 };
+                    }
+                }
+                Outcome { verdict: Verdict::Promote, at: (intervals as usize * PEER_INTERVAL) as u64 }
             }
         }
     }

@@ -8,6 +8,7 @@
 //! it. Same seed, same report, on any machine.
 
 pub mod judges;
+pub mod kayenta;
 mod report;
 pub mod rollouts;
 pub mod traffic;
@@ -81,6 +82,7 @@ impl Grid {
                 Judge::Flagger { threshold: 5, iterations: 10 },
                 Judge::Argo { failure_limit: 0, count: 10 },
                 Judge::Argo { failure_limit: 3, count: 10 },
+                Judge::Kayenta { intervals: 10 },
             ],
         }
     }

@@ -32,6 +32,8 @@ pub struct Rule {
     /// `policy.compareWithStable`: a breach rolls back only if the canary is also worse than
     /// stable.
     pub compare_with_stable: bool,
+    /// The steps' weights, percent.
+    pub weights: &'static [f64],
 }
 
 pub const RULES: [Rule; 3] = [
@@ -40,13 +42,21 @@ pub const RULES: [Rule; 3] = [
         exposure_scaling: 0.0,
         pooled: false,
         compare_with_stable: true,
+        weights: &WEIGHTS,
     },
-    Rule { name: "exposure-scaled", exposure_scaling: 1.0, pooled: false, compare_with_stable: true },
+    Rule {
+        name: "exposure-scaled",
+        exposure_scaling: 1.0,
+        pooled: false,
+        compare_with_stable: true,
+        weights: &WEIGHTS,
+    },
     Rule {
         name: "exposure-scaled + pooled (now)",
         exposure_scaling: 1.0,
         pooled: true,
         compare_with_stable: true,
+        weights: &WEIGHTS,
     },
 ];
 
@@ -135,7 +145,7 @@ pub struct Ended {
     pub at: u64,
     /// Whether a step was ever held because stable breached too.
     pub stable_breaching: bool,
-    /// The step (0-based) the verdict came at; `WEIGHTS.len()` once promoted.
+    /// The step (0-based) the verdict came at; the number of steps once promoted.
     pub step: usize,
 }
 
@@ -176,8 +186,8 @@ pub fn judge_rollout(
     let mut carried = Counts::ZERO;
     let mut clock_start = 0;
     let mut stable_breaching = false;
-    for (i, weight) in WEIGHTS.iter().enumerate() {
-        let next_weight = WEIGHTS.get(i + 1).copied().unwrap_or(100.0);
+    for (i, weight) in rule.weights.iter().enumerate() {
+        let next_weight = rule.weights.get(i + 1).copied().unwrap_or(100.0);
         let (mut canary, mut stable) = (Counts::ZERO, Counts::ZERO);
         let mut elapsed = 0;
         loop {
@@ -217,7 +227,7 @@ pub fn judge_rollout(
         carried = add(carried, canary);
         clock_start += elapsed;
     }
-    Ended { verdict: Verdict::Promote, at: clock_start, stable_breaching, step: WEIGHTS.len() }
+    Ended { verdict: Verdict::Promote, at: clock_start, stable_breaching, step: rule.weights.len() }
 }
 
 /// Runs every cell under every rule, `runs` rollouts each; a rollout's traffic depends only on

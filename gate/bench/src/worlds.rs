@@ -46,14 +46,24 @@ pub const WORLDS: [World; 5] =
     [World::Steady, World::Drift, World::SharedBursts, World::Clumped, World::GlobalIncident];
 
 pub const RULES: [Rule; 2] = [
-    Rule { name: "absolute only", exposure_scaling: 1.0, pooled: true, compare_with_stable: false },
+    Rule {
+        name: "absolute only",
+        exposure_scaling: 1.0,
+        pooled: true,
+        compare_with_stable: false,
+        weights: &WEIGHTS,
+    },
     Rule {
         name: "absolute + canary vs stable (now)",
         exposure_scaling: 1.0,
         pooled: true,
         compare_with_stable: true,
+        weights: &WEIGHTS,
     },
 ];
+
+/// The rule the targets are checked on: the gate today.
+const NOW: usize = 1;
 
 /// A bad canary fails this many times as often as stable.
 pub const BAD: f64 = 20.0;
@@ -150,12 +160,13 @@ impl WorldTally {
         self.promoted + self.rolled_back + self.paused
     }
 
-    fn count(&mut self, ended: Ended, matters: Verdict) {
+    fn count(&mut self, ended: Ended, rule: &Rule, matters: Verdict) {
         match ended.verdict {
             Verdict::Promote => self.promoted += 1,
             Verdict::Rollback => {
                 self.rolled_back += 1;
-                self.rolled_back_alone += usize::from(ended.step + 1 == WEIGHTS.len());
+                let alone = rule.weights.get(ended.step).is_some_and(|w| *w >= 100.0);
+                self.rolled_back_alone += usize::from(alone);
             }
             Verdict::Inconclusive => self.paused += 1,
         }
@@ -187,7 +198,7 @@ pub fn run(aa_runs: usize, bad_runs: usize, seed: u64, timing: Timing) -> Vec<Wo
                         let ended = judge_rollout(&mut Rng::seeded(s), *rule, timing, |rng, at, secs, w| {
                             weather.interval(rng, at, secs, w)
                         });
-                        t.count(ended, matters);
+                        t.count(ended, rule, matters);
                     }
                     (*rule, t)
                 })
@@ -238,7 +249,7 @@ pub fn report(results: &[WorldResult]) -> String {
             );
         }
     }
-    let _ = writeln!(out, "\nTargets (the gate today, the last rule):\n");
+    let _ = writeln!(out, "\nTargets (the gate today, the second rule):\n");
     for line in targets(results) {
         let _ = writeln!(out, "- {line}");
     }
@@ -246,7 +257,7 @@ pub fn report(results: &[WorldResult]) -> String {
 }
 
 fn now(r: &WorldResult) -> &WorldTally {
-    &r.tallies[RULES.len() - 1].1
+    &r.tallies[NOW].1
 }
 
 fn share(n: usize, t: &WorldTally) -> f64 {
@@ -324,7 +335,7 @@ mod tests {
             .iter()
             .find(|r| r.world == World::GlobalIncident && r.versus_stable <= 1.0)
             .expect("the A/A global incident");
-        let (with, without) = (&incident.tallies[1].1, &incident.tallies[0].1);
+        let (with, without) = (&incident.tallies[NOW].1, &incident.tallies[0].1);
         // Rolled back only at 100 %, where stable serves nothing to compare with.
         assert_eq!(with.rolled_back, with.rolled_back_alone, "{with:?}");
         assert!(with.stable_breaching > 0, "{with:?}");
@@ -335,7 +346,7 @@ mod tests {
     #[test]
     fn a_bad_canary_is_rolled_back_in_every_world_with_the_comparison() {
         for r in run(0, 10, 13, Timing::defaults()).iter().filter(|r| r.versus_stable > 1.0) {
-            let t = &r.tallies[1].1;
+            let t = &r.tallies[NOW].1;
             assert_eq!(t.promoted, 0, "{:?}: {t:?}", r.world);
             assert!(t.rolled_back >= 9, "{:?}: {t:?}", r.world);
         }

@@ -93,6 +93,7 @@ fn pending_check() -> CheckStatus {
         bad: 0,
         total: 312,
         needed: Some(1500),
+        estimated_seconds: Some(2880),
         statistic: None,
         reason:
             "waiting for evidence: 312 of about 1500 requests; 0 of 312 requests bad (0 %), budget 0.020 %"
@@ -120,7 +121,7 @@ fn status_text_marks_the_current_step_and_shows_evidence() {
     let plain = render(&view(&ro), false, now());
     assert!(plain.starts_with("rollout shop/web: Progressing, canary weight 5 %, step 2 of 3\n"), "{plain}");
     assert!(plain.contains("1 % done  →  [5 % now]  →  100 %"), "{plain}");
-    assert!(plain.contains("evidence: 312 of about 1500 requests"), "{plain}");
+    assert!(plain.contains("evidence: 312 of about 1500 requests, ≈ 48 min"), "{plain}");
     assert!(plain.contains("reads otel: http_server_request_duration_seconds_count\n"), "{plain}");
     assert!(!plain.contains('#'), "no bars when not a terminal:\n{plain}");
     assert!(!plain.contains("decision 2") && plain.contains("decision 3") && plain.contains("decision 7"));
