@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use rollgate::cli::Exit;
 use rollgate::cli::rollout::{self, KubeArgs};
 
@@ -51,6 +51,11 @@ enum Command {
     Pause(rollout::NameArgs),
     /// Continue stepping (spec.paused: false).
     Resume(rollout::NameArgs),
+    /// Print a shell completion script: `source <(rollgate completion bash)`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +84,10 @@ fn main() -> ExitCode {
         return Exit::Usage.into();
     }
     match cli.command {
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "rollgate", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Command::Gate(command) => rollgate::cli::gate::run(command).into(),
         Command::Status(args) => rollout::run(cli.kube, rollout::Command::Status(args)).into(),
         Command::Wait(args) => rollout::run(cli.kube, rollout::Command::Wait(args)).into(),

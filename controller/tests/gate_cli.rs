@@ -1,5 +1,5 @@
 //! `rollgate gate …` as a user runs it: the real binary, its output and its exit codes, on the
-//! series in `tests/fixtures/replay/`.
+//! series in `tests/fixtures/replay/`; and `rollgate completion`, which needs no cluster either.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -164,4 +164,19 @@ fn connection_flags_are_refused_where_nothing_connects() {
     let (code, _, err) = rollgate(&["--kubeconfig", "/nonexistent", "crds"]);
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("--kubeconfig"), "{err}");
+}
+
+#[test]
+fn completion_scripts_cover_the_commands_and_bash_parses_its_own() {
+    let (code, bash, err) = rollgate(&["completion", "bash"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(bash.contains("--observe-timeout") && bash.contains("promote"), "{bash}");
+    let check = Command::new("bash").args(["-n", "-c", &bash]).output().expect("bash runs");
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let (code, zsh, _) = rollgate(&["completion", "zsh"]);
+    assert!(code == 0 && zsh.starts_with("#compdef rollgate"), "{zsh}");
+    let (code, fish, _) = rollgate(&["completion", "fish"]);
+    assert!(code == 0 && fish.contains("complete -c rollgate"), "{fish}");
+    let (code, _, err) = rollgate(&["completion", "tcsh"]);
+    assert!(code == 4 && err.contains("invalid value 'tcsh'"), "{err}");
 }

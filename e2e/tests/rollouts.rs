@@ -749,8 +749,25 @@ async fn scenario_9_people_act_through_the_cli_and_waiting_never_hangs_on_a_paus
     assert!(out.contains("the controller took it: Progressing"), "{out}");
     let (code, out) = run(cli(&["wait", name, "--for", "step=1", "--timeout", "2m"])).await;
     assert_eq!(code, 0, "{out}");
+    // A pipeline's log shows the rollout move, a line per transition.
+    assert!(out.contains("] Progressing, step "), "{out}");
     let (code, out) = run(cli(&["status", name])).await;
     assert!(code == 0 && out.contains(" % now]"), "{out}");
+    // The same binary as a kubectl plugin, and the list as JSON.
+    let (code, out) = c.kubectl_plugin(&["get", "-n", &ns, "-o", "json"]).await;
+    assert_eq!(code, 0, "{out}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(list[0]["name"], json!(name), "{out}");
+    // Handed to an installation that does not exist: no controller acts on the next change,
+    // and a wait says so within its bound instead of waiting for its timeout.
+    let api: kube::Api<rollgate_crds::Rollout> = kube::Api::namespaced(c.client.clone(), &ns);
+    common::patch_merge(&api, name, json!({"metadata": {"labels": {"rollgate.dev/instance": "nobody"}}}))
+        .await;
+    common::patch_merge(&api, name, json!({"spec": {"paused": true}})).await;
+    let (code, out) =
+        run(cli(&["wait", name, "--for", "verdict", "--observe-timeout", "5s", "--timeout", "2m"])).await;
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("no controller has observed generation"), "{out}");
     load.stop().await;
     ctl.kill().await;
 }

@@ -3,6 +3,9 @@
 //! retry) and `spec.paused`, so they work the same from GitOps; each prints what it changed.
 
 use std::io::IsTerminal;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use clap::Args;
 use futures::StreamExt;
@@ -47,6 +50,13 @@ pub struct WaitArgs {
     /// Give up after this long (exit 2).
     #[arg(long, default_value = "30m")]
     pub timeout: PositiveDuration,
+    /// Exit 4 when no controller has acted on the latest change of the Rollout for this long
+    /// (none running, or none whose scope includes it).
+    #[arg(long, default_value = "60s")]
+    pub observe_timeout: PositiveDuration,
+    /// Print only the final status, not a line per transition and a heartbeat every minute.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -54,6 +64,9 @@ pub struct GetArgs {
     /// Rollouts of every namespace.
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
+    /// A table, or every Rollout as `status -o json|yaml` shows one (a list).
+    #[arg(short, long, value_enum, default_value = "text")]
+    pub output: Format,
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +139,11 @@ async fn dispatch(k: KubeArgs, command: Command) -> Result<Exit, Failure> {
         Command::Get(a) => {
             let api: Api<Rollout> = if a.all_namespaces { Api::all(client) } else { api };
             let list = api.list(&ListParams::default()).await?;
+            if a.output != Format::Text {
+                let views: Vec<view::View> = list.items.iter().map(view::view).collect();
+                print!("{}", render_views(&views, a.output)?);
+                return Ok(Exit::Pass);
+            }
             let now = Timestamp::now();
             let rows: Vec<[String; 6]> = list.items.iter().map(|ro| view::row(ro, now)).collect();
             if rows.is_empty() {
@@ -317,44 +335,84 @@ async fn status(api: &Api<Rollout>, ns: &str, a: StatusArgs) -> Result<Exit, Fai
 
 fn show(ro: &Rollout, format: Format, tty: bool) -> Result<String, Failure> {
     let v = view::view(ro);
-    let fail = |e: String| Failure(Exit::Usage, format!("rendering: {e}"));
     match format {
         Format::Text => Ok(view::render(&v, tty, Timestamp::now())),
-        Format::Json => serde_json::to_string_pretty(&v).map(|s| s + "\n").map_err(|e| fail(e.to_string())),
-        Format::Yaml => serde_yaml::to_string(&v).map_err(|e| fail(e.to_string())),
+        Format::Json | Format::Yaml => render_views(&v, format),
+    }
+}
+
+/// How often a wait says it is still waiting.
+const HEARTBEAT: Duration = Duration::from_secs(60);
+
+/// Views as JSON or YAML.
+fn render_views<T: serde::Serialize>(views: &T, format: Format) -> Result<String, Failure> {
+    let fail = |e: String| Failure(Exit::Usage, format!("rendering: {e}"));
+    match format {
+        Format::Json | Format::Text => {
+            serde_json::to_string_pretty(views).map(|s| s + "\n").map_err(|e| fail(e.to_string()))
+        }
+        Format::Yaml => serde_yaml::to_string(views).map_err(|e| fail(e.to_string())),
     }
 }
 
 async fn wait(api: &Api<Rollout>, ns: &str, a: WaitArgs) -> Result<Exit, Failure> {
-    let first = get(api, ns, &a.name).await?;
-    let mut latest = first.clone();
-    let target = a.target;
-    let waiting = async {
-        let ro =
-            rollout_watch::until(api, &a.name, Some(first), |ro| view::waited(ro, target).exit().is_some())
-                .await
-                .map_err(|e| Failure(Exit::Usage, e.to_string()))?;
-        let exit = view::waited(&ro, target).exit().unwrap_or(Exit::Usage);
-        Ok::<_, Failure>((exit, ro))
+    let started = Instant::now();
+    let deadline = started + a.timeout.as_std();
+    let mut latest = get(api, ns, &a.name).await?;
+    let mut stream = rollout_watch::changes(api, &a.name);
+    let mut heartbeat = tokio::time::interval_at(started + HEARTBEAT, HEARTBEAT);
+    let mut printed = String::new();
+    // Since when the latest change has waited for a controller to act on it.
+    let mut unobserved: Option<Instant> = None;
+    let say = |line: &str| {
+        if !a.quiet {
+            println!("[{}] {line}", rollgate_gate::format::human(started.elapsed()));
+        }
     };
-    let timeout = a.timeout.as_std();
-    let outcome = tokio::time::timeout(timeout, waiting).await;
-    let (exit, note) = match outcome {
-        Ok(Ok((exit, ro))) => {
-            latest = ro;
+    let (exit, note) = loop {
+        let v = view::view(&latest);
+        let line = view::transition_line(&v);
+        if line != printed {
+            say(&line);
+            printed = line;
+        }
+        if let Some(exit) = view::waited(&latest, a.target).exit() {
             let note = match exit {
                 Exit::Pass => "reached".to_string(),
                 Exit::Fail => "rolled back or failed".to_string(),
                 _ => "paused: waiting for a person (rollgate resume, promote or abort)".to_string(),
             };
-            (exit, note)
+            break (exit, note);
         }
-        Ok(Err(f)) => return Err(f),
-        Err(_) => {
-            if let Ok(Some(ro)) = api.get_opt(&a.name).await {
-                latest = ro;
+        let since = if v.up_to_date { None } else { Some(*unobserved.get_or_insert_with(Instant::now)) };
+        unobserved = since;
+        let unobserved_deadline = since.map(|t| t + a.observe_timeout.as_std());
+        if unobserved_deadline.is_some_and(|d| d <= Instant::now()) {
+            let generation = latest.metadata.generation.unwrap_or_default();
+            let note = format!(
+                "no controller has observed generation {generation} within {}: is rollgate running, and does \
+                 its scope (--namespace, --instance) include this Rollout?",
+                rollgate_gate::format::human(a.observe_timeout.as_std())
+            );
+            break (Exit::Usage, note);
+        }
+        let observe_by = unobserved_deadline.unwrap_or(deadline);
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {
+                if let Ok(Some(ro)) = api.get_opt(&a.name).await {
+                    latest = ro;
+                }
+                break (Exit::Timeout, format!("timed out after {}", rollgate_gate::format::human(a.timeout.as_std())));
             }
-            (Exit::Timeout, format!("timed out after {}", rollgate_gate::format::human(timeout)))
+            // Wakes the loop to check the bound on a change nobody acted on.
+            () = tokio::time::sleep_until(observe_by), if unobserved_deadline.is_some() => {}
+            _ = heartbeat.tick() => say(&view::heartbeat_line(&v)),
+            next = stream.next() => match next {
+                Some(Ok(ro)) => latest = ro,
+                // The watch resumes with backoff; a blip of the API server does not end the wait.
+                Some(Err(e)) => tracing::debug!(error = %e, "watch interrupted; resuming"),
+                None => return Err(Failure(Exit::Usage, format!("the watch of {ns}/{} ended", a.name))),
+            },
         }
     };
     print!("{}", view::render(&view::view(&latest), false, Timestamp::now()));

@@ -105,6 +105,51 @@ pub fn render(v: &View, tty: bool, now: Timestamp) -> String {
     out
 }
 
+// === the progress of a wait ===
+
+/// `Progressing, step 2 of 3, canary weight 5 %`.
+fn state(v: &View) -> String {
+    let phase = v.phase.map_or("Pending".to_string(), |p| format!("{p:?}"));
+    let step = match (v.step, v.phase) {
+        (Some(s), Some(Phase::Progressing | Phase::Paused)) => format!(", step {s} of {}", v.steps.len()),
+        _ => String::new(),
+    };
+    format!("{phase}{step}, canary weight {} %", v.canary_weight)
+}
+
+/// The line `rollgate wait` prints when the rollout moves: its state and the controller's
+/// message. Equal lines mean nothing moved.
+pub fn transition_line(v: &View) -> String {
+    let waiting = if v.up_to_date { "" } else { " (the controller has not acted on the latest change yet)" };
+    match &v.message {
+        Some(m) => format!("{}{waiting}: {m}", state(v)),
+        None => format!("{}{waiting}", state(v)),
+    }
+}
+
+/// The line `rollgate wait` prints every minute: the state, and each undecided check's evidence
+/// against what a decision needs, with the estimate at the step's rate.
+pub fn heartbeat_line(v: &View) -> String {
+    let checks: Vec<String> = v
+        .checks
+        .iter()
+        .filter_map(|c| {
+            let needed = c.needed?;
+            let unit = c.unit.as_deref().unwrap_or("events");
+            let eta = c
+                .estimated_seconds
+                .map(|s| format!(", ≈ {}", rollgate_gate::format::rough(std::time::Duration::from_secs(s))))
+                .unwrap_or_default();
+            Some(format!("{} {} of about {needed} {unit}{eta}", c.name, c.total))
+        })
+        .collect();
+    if checks.is_empty() {
+        format!("still {}", state(v))
+    } else {
+        format!("still {}; {}", state(v), checks.join("; "))
+    }
+}
+
 fn result_word(r: CheckResult) -> &'static str {
     match r {
         CheckResult::Pass => "pass",

@@ -108,6 +108,29 @@ impl Cluster {
         (out.status.code().unwrap_or(-1), text)
     }
 
+    /// Runs `kubectl rollgate ARGS`: the same binary installed as a kubectl plugin
+    /// (`kubectl-rollgate` on PATH); returns (exit code, stdout and stderr).
+    pub async fn kubectl_plugin(&self, args: &[&str]) -> (i32, String) {
+        let plugins = self.state.join("kubectl-plugins");
+        std::fs::create_dir_all(&plugins).expect("plugin dir");
+        let plugin = plugins.join("kubectl-rollgate");
+        if !plugin.exists() {
+            std::os::unix::fs::symlink(self.bin_dir.join("rollgate"), &plugin).expect("plugin link");
+        }
+        let path = format!("{}:{}", plugins.display(), std::env::var("PATH").unwrap_or_default());
+        let out = Command::new(self.kubectl())
+            .arg("rollgate")
+            .args(args)
+            .env("KUBECONFIG", env("KUBECONFIG"))
+            .env("PATH", path)
+            .output()
+            .await
+            .expect("kubectl runs");
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
+    }
+
     /// Starts the `rollgate` CLI and leaves it running (stdout and stderr captured).
     pub fn rollgate_spawn(&self, args: &[&str]) -> Child {
         Command::new(self.bin_dir.join("rollgate"))

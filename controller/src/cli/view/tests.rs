@@ -139,3 +139,23 @@ fn get_lists_rows_in_columns() {
     assert_eq!(lines[0], "NAMESPACE   NAME   PHASE      WEIGHT   VERDICT   AGE");
     assert_eq!(lines[1], "shop        web    Promoted   0 %      Pass      –");
 }
+
+#[test]
+fn a_wait_prints_a_line_per_transition_and_a_heartbeat_with_the_evidence() {
+    let mut status = progressing(1);
+    status.message = Some("waiting for evidence".into());
+    status.checks = vec![pending_check()];
+    let ro = rollout(status.clone(), 2);
+    let line = transition_line(&view(&ro));
+    assert_eq!(line, "Progressing, step 2 of 3, canary weight 5 %: waiting for evidence");
+    let beat = heartbeat_line(&view(&ro));
+    assert_eq!(
+        beat,
+        "still Progressing, step 2 of 3, canary weight 5 %; error-rate 312 of about 1500 requests, ≈ 48 min"
+    );
+    // A decided check is not listed; the same state is the same line.
+    status.checks[0].needed = None;
+    let ro2 = rollout(status, 2);
+    assert_eq!(heartbeat_line(&view(&ro2)), "still Progressing, step 2 of 3, canary weight 5 %");
+    assert_eq!(transition_line(&view(&ro2)), line);
+}
