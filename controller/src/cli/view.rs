@@ -130,19 +130,8 @@ pub fn transition_line(v: &View) -> String {
 /// The line `rollgate wait` prints every minute: the state, and each undecided check's evidence
 /// against what a decision needs, with the estimate at the step's rate.
 pub fn heartbeat_line(v: &View) -> String {
-    let checks: Vec<String> = v
-        .checks
-        .iter()
-        .filter_map(|c| {
-            let needed = c.needed?;
-            let unit = c.unit.as_deref().unwrap_or("events");
-            let eta = c
-                .estimated_seconds
-                .map(|s| format!(", ≈ {}", rollgate_gate::format::rough(std::time::Duration::from_secs(s))))
-                .unwrap_or_default();
-            Some(format!("{} {} of about {needed} {unit}{eta}", c.name, c.total))
-        })
-        .collect();
+    let checks: Vec<String> =
+        v.checks.iter().filter_map(|c| Some(format!("{} {}", c.name, evidence_words(c)?))).collect();
     if checks.is_empty() {
         format!("still {}", state(v))
     } else {
@@ -159,15 +148,22 @@ fn result_word(r: CheckResult) -> &'static str {
     }
 }
 
-/// Evidence gathered against what a decision needs: a bar in a terminal, words otherwise.
-pub fn evidence(c: &CheckStatus, tty: bool) -> Option<String> {
+/// `312 of about 1500 requests, ≈ 48 min`: an undecided check's evidence against what a
+/// decision needs, and the estimate; `None` once decided.
+fn evidence_words(c: &CheckStatus) -> Option<String> {
     let needed = c.needed?;
     let unit = c.unit.as_deref().unwrap_or("events");
     let eta = c
         .estimated_seconds
         .map(|s| format!(", ≈ {}", rollgate_gate::format::rough(std::time::Duration::from_secs(s))))
         .unwrap_or_default();
-    let words = format!("{} of about {needed} {unit}{eta}", c.total);
+    Some(format!("{} of about {needed} {unit}{eta}", c.total))
+}
+
+/// Evidence gathered against what a decision needs: a bar in a terminal, words otherwise.
+pub fn evidence(c: &CheckStatus, tty: bool) -> Option<String> {
+    let needed = c.needed?;
+    let words = evidence_words(c)?;
     if !tty {
         return Some(format!("evidence: {words}"));
     }
