@@ -92,7 +92,7 @@ impl Admission {
                     Admit::Now
                 } else {
                     let wait = (1.0 - self.tokens) / self.rate;
-                    Admit::Reject { retry_after: Duration::from_secs_f64(wait), shaped: false }
+                    Admit::Reject { retry_after: bounded_secs(wait), shaped: false }
                 }
             }
             AdmissionMode::Shape => {
@@ -101,7 +101,7 @@ impl Admission {
                 if wait > self.max_delay {
                     return Admit::Reject { retry_after: wait, shaped: true };
                 }
-                self.next_slot = slot + Duration::from_secs_f64(1.0 / self.rate);
+                self.next_slot = slot + bounded_secs(1.0 / self.rate);
                 if wait.is_zero() { Admit::Now } else { Admit::After(wait) }
             }
         }
@@ -119,6 +119,14 @@ impl Admission {
             (self.rate + 0.1 * cfg.rate_per_sec).min(cfg.rate_per_sec)
         };
     }
+}
+
+/// Seconds as a `Duration`, at most a day: the configuration bounds the rates so that the
+/// spacing of requests stays far below that, and this keeps the arithmetic from panicking (and
+/// the limiter from failing) if a rate ever gets past it.
+fn bounded_secs(secs: f64) -> Duration {
+    const DAY: Duration = Duration::from_secs(86_400);
+    Duration::try_from_secs_f64(secs).map_or(DAY, |d| d.min(DAY))
 }
 
 /// What happened to admitted requests over one adjustment interval.
@@ -197,12 +205,10 @@ pub async fn adapt_loop(state: AppState) {
     loop {
         let interval = Duration::from_millis(state.config.load().admission.adjust_interval_ms);
         tokio::time::sleep(interval).await;
-        let window = match state.window.lock() {
-            Ok(mut w) => w.take(),
-            Err(_) => continue,
-        };
+        let window = state.window.lock().take();
         let cfg = state.config.load();
-        if let Ok(mut a) = state.admission.lock() {
+        {
+            let mut a = state.admission.lock();
             let before = a.rate();
             a.adapt(&cfg.admission, &window);
             if a.rate() != before {

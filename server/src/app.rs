@@ -98,7 +98,7 @@ impl App {
             Ok(edge) => edge,
             Err(refused) => return refused,
         };
-        let res = if let Err(refused) = edge.check_body_limit(state, &req) {
+        let res = if let Err(refused) = edge.check_limits(state, &req) {
             refused
         } else if route.is_api() {
             let api = Api::enter(state, route, &req, edge.started());

@@ -65,9 +65,9 @@ struct EchoReply<'a> {
 
 /// `GET /api/v1/echo?message=…`: the message back, with the server's version.
 pub fn echo(state: &AppState, uri: &Uri) -> Response {
-    let params = match Query::<EchoParams>::try_from_uri(uri) {
-        Ok(Query(p)) => p,
-        Err(e) => return query_error(state, &e),
+    let params: EchoParams = match parse_query(state, uri) {
+        Ok(p) => p,
+        Err(refused) => return refused,
     };
     if params.message.len() > MAX_MESSAGE_LEN {
         state.metrics.reject(RejectReason::bad_request);
@@ -115,9 +115,9 @@ pub struct WorkParams {
 
 /// `GET /api/v1/work?cost_ms=N`: N ms of CPU work on the worker pool.
 pub async fn work(state: &AppState, uri: &Uri) -> Response {
-    let params = match Query::<WorkParams>::try_from_uri(uri) {
-        Ok(Query(p)) => p,
-        Err(e) => return query_error(state, &e),
+    let params: WorkParams = match parse_query(state, uri) {
+        Ok(p) => p,
+        Err(refused) => return refused,
     };
     if params.cost_ms > MAX_COST_MS {
         state.metrics.reject(RejectReason::bad_request);
@@ -125,7 +125,7 @@ pub async fn work(state: &AppState, uri: &Uri) -> Response {
     }
     let submitted = Instant::now();
     let cost = params.cost_ms;
-    match state.pool.run(move || (Instant::now(), spin_for(cost))).await {
+    match state.pool.run(move |cancel| (Instant::now(), spin_for(cost, cancel))).await {
         Ok((started, _)) => Json(json!({
             "cost_ms": cost,
             "queued_ms": started.duration_since(submitted).as_secs_f64() * 1000.0,
@@ -144,6 +144,43 @@ pub async fn work(state: &AppState, uri: &Uri) -> Response {
     }
 }
 
+/// The query's parameters, or the 400 that names the one that is wrong. A `%` must start a
+/// percent-encoded byte: the decoder would otherwise keep `%ZZ` as it is, and the handler
+/// would answer a request the client did not mean.
+// The refusal is the response itself, returned at once; boxing it buys nothing.
+#[allow(clippy::result_large_err)]
+fn parse_query<T: serde::de::DeserializeOwned>(state: &AppState, uri: &Uri) -> Result<T, Response> {
+    if let Some(param) = uri.query().and_then(badly_encoded_param) {
+        state.metrics.reject(RejectReason::bad_request);
+        return Err(ApiError::bad_request(format!(
+            "{param}: invalid percent-encoding (a % must be followed by two hex digits)"
+        ))
+        .into_response());
+    }
+    match Query::<T>::try_from_uri(uri) {
+        Ok(Query(p)) => Ok(p),
+        Err(e) => Err(query_error(state, &e)),
+    }
+}
+
+/// The name of the first parameter whose name or value has a `%` not followed by two hex digits.
+fn badly_encoded_param(query: &str) -> Option<&str> {
+    if !query.contains('%') {
+        return None;
+    }
+    query
+        .split('&')
+        .find(|pair| {
+            let b = pair.as_bytes();
+            b.iter().enumerate().any(|(i, &c)| {
+                c == b'%'
+                    && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                        && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+            })
+        })
+        .map(|pair| pair.split('=').next().unwrap_or(pair))
+}
+
 fn query_error(state: &AppState, e: &QueryRejection) -> Response {
     state.metrics.reject(RejectReason::bad_request);
     ApiError::bad_request(e.body_text()).into_response()
@@ -151,4 +188,18 @@ fn query_error(state: &AppState, e: &QueryRejection) -> Response {
 
 pub fn not_found(uri: &Uri) -> Response {
     ApiError::not_found(uri.path()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_percent_must_start_an_encoded_byte() {
+        assert_eq!(badly_encoded_param("message=%ZZ"), Some("message"));
+        assert_eq!(badly_encoded_param("a=1&message=ok%2"), Some("message"));
+        assert_eq!(badly_encoded_param("a=1&b%G1=2"), Some("b%G1"));
+        assert_eq!(badly_encoded_param("message=%41%62c"), None);
+        assert_eq!(badly_encoded_param("message=plain"), None);
+    }
 }

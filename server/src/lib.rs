@@ -4,11 +4,13 @@
 //! hot-reloaded configuration (`config`, `reload`), a documented middleware onion (`middleware`),
 //! the metrics contract rollgate's checks read (`metrics`), admission control (`admission`), a
 //! bounded worker pool (`pool`), fault injection and a GC-equivalent pause probe
-//! (`runtime_probe`), and graceful shutdown (`server`).
+//! (`runtime_probe`), connection limits and timeouts (`connection`), and graceful shutdown
+//! (`server`).
 
 pub mod admission;
 pub mod app;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod handlers;
 pub mod ids;

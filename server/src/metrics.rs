@@ -24,6 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::connection::Closed;
 use crate::sharded::{ShardedGauge, ShardedHistogram};
 
 /// Request-duration buckets (seconds).
@@ -83,6 +84,10 @@ pub enum RejectReason {
     timeout,
     body_too_large,
     bad_request,
+    uri_too_long,
+    headers_too_large,
+    /// Not HTTP that hyper could parse; hyper answered it itself.
+    malformed,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,6 +110,11 @@ pub struct ReloadLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InfoLabels {
     pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClosedLabels {
+    pub reason: Closed,
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -143,8 +153,12 @@ pub struct Metrics {
     pub pool_queue_capacity: Gauge,
     pub pool_busy_workers: Gauge,
     pub pool_workers: Gauge,
+    pub pool_jobs_abandoned: Counter,
     pub admission_rate: Gauge<f64, AtomicU64>,
     pub in_flight: ShardedGauge,
+    pub connections_open: Gauge,
+    pub connections_max: Gauge,
+    pub connections_closed: Family<ClosedLabels, Counter>,
     pub tokio_workers: Gauge,
     pub tokio_alive_tasks: Gauge,
     pub tokio_global_queue_depth: Gauge,
@@ -201,6 +215,12 @@ impl Metrics {
         );
         let pool_workers = Gauge::default();
         registry.register("refserver_pool_workers", "Pool worker threads", pool_workers.clone());
+        let pool_jobs_abandoned = Counter::default();
+        registry.register(
+            "refserver_pool_jobs_abandoned",
+            "Pool jobs skipped or stopped because their requester had gone (hung up, timed out)",
+            pool_jobs_abandoned.clone(),
+        );
         let admission_rate = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "refserver_admission_rate_per_second",
@@ -209,6 +229,20 @@ impl Metrics {
         );
         let in_flight = ShardedGauge::default();
         registry.register("refserver_requests_in_flight", "API requests being served", in_flight.clone());
+        let connections_open = Gauge::default();
+        registry.register("refserver_connections_open", "Client connections open", connections_open.clone());
+        let connections_max = Gauge::default();
+        registry.register(
+            "refserver_connections_max",
+            "Most client connections open at once (connections.max, or derived from the open-file limit)",
+            connections_max.clone(),
+        );
+        let connections_closed = Family::<ClosedLabels, Counter>::default();
+        registry.register(
+            "refserver_connections_closed",
+            "Client connections closed, by reason",
+            connections_closed.clone(),
+        );
         let tokio_workers = Gauge::default();
         registry.register(
             "tokio_runtime_workers",
@@ -244,8 +278,12 @@ impl Metrics {
             pool_queue_capacity,
             pool_busy_workers,
             pool_workers,
+            pool_jobs_abandoned,
             admission_rate,
             in_flight,
+            connections_open,
+            connections_max,
+            connections_closed,
             tokio_workers,
             tokio_alive_tasks,
             tokio_global_queue_depth,
@@ -282,6 +320,10 @@ impl Metrics {
 
     pub fn reject(&self, reason: RejectReason) {
         self.rejected.get_or_create(&RejectLabels { reason }).inc();
+    }
+
+    pub fn connection_closed(&self, reason: Closed) {
+        self.connections_closed.get_or_create(&ClosedLabels { reason }).inc();
     }
 
     pub fn fault(&self, kind: FaultKind) {

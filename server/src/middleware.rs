@@ -8,8 +8,10 @@
 //!    (method, route, request id, trace id), exported over OTLP when configured; one log line per
 //!    request (`debug`, or `warn` for 5xx) carrying the ids.
 //! 3. `x-refserver-version` response header.
-//! 4. body limit: a declared body over `body_limit_bytes` is a 413 at once; a streamed one is cut
-//!    at the limit where it is read (`handlers::echo_body`).
+//! 4. limits: a URI over 8 KiB is a 414, headers over 32 KiB together a 431, a declared body
+//!    over `body_limit_bytes` a 413, at once; a streamed body is cut at the limit where it is
+//!    read (`handlers::echo_body`). Below hyper's own limits, so these refusals get the JSON
+//!    body and the ids; what hyper cannot parse at all it answers itself (`connection`).
 //!
 //! `api`, for the API routes and unmatched paths (probes and `/metrics` stay cheap and
 //! unfaulted):
@@ -51,6 +53,12 @@ use crate::trace_context::TraceParent;
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_REFSERVER_VERSION: HeaderName = HeaderName::from_static("x-refserver-version");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// The longest URI (path and query) answered; longer is a 414. hyper's own limit is 64 KiB.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// The most header bytes (names and values) a request may carry; more is a 431. hyper's own
+/// limit is its read buffer, about 400 KiB.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 // === edge pipeline ===
 
@@ -109,10 +117,34 @@ impl Edge {
         self.started
     }
 
-    /// Step 4: a declared body over the limit is refused with a 413 (answered through `finish`,
-    /// so it carries the ids and is logged).
+    /// Step 4: a URI, headers or declared body over their limits are refused (answered through
+    /// `finish`, so the refusal carries the ids and is logged).
     #[allow(clippy::result_large_err)]
-    pub fn check_body_limit<B>(&self, state: &AppState, req: &Request<B>) -> Result<(), Response> {
+    pub fn check_limits<B>(&self, state: &AppState, req: &Request<B>) -> Result<(), Response> {
+        let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+        if uri_len > MAX_URI_BYTES {
+            let _entered = self.span.enter();
+            state.metrics.reject(RejectReason::uri_too_long);
+            return Err(ApiError::new(
+                StatusCode::URI_TOO_LONG,
+                "uri_too_long",
+                format!("the URI is {uri_len} bytes, over the limit of {MAX_URI_BYTES}"),
+            )
+            .into_response());
+        }
+        let header_bytes: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+        if header_bytes > MAX_HEADER_BYTES {
+            let _entered = self.span.enter();
+            state.metrics.reject(RejectReason::headers_too_large);
+            return Err(ApiError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                format!(
+                    "the headers are {header_bytes} bytes together, over the limit of {MAX_HEADER_BYTES}"
+                ),
+            )
+            .into_response());
+        }
         let Some(len) = req.headers().get(header::CONTENT_LENGTH) else { return Ok(()) };
         let limit = state.config.load().body_limit_bytes;
         let _entered = self.span.enter();
@@ -270,10 +302,13 @@ impl<'a> Api<'a> {
             || fault.latency_ms > 0
             || fault.latency_jitter_ms > 0;
         if may_wait {
-            match tokio::time::timeout_at(deadline, Box::pin(admit_and_delay(state, admission, fault))).await
-            {
-                Ok(None) => {}
-                Ok(Some(rejected)) => return rejected,
+            // A panic here is answered and counted like one in the handler, not left to kill the
+            // connection.
+            let waiting = AssertUnwindSafe(Box::pin(admit_and_delay(state, admission, fault))).catch_unwind();
+            match tokio::time::timeout_at(deadline, waiting).await {
+                Ok(Ok(None)) => {}
+                Ok(Ok(Some(rejected))) => return rejected,
+                Ok(Err(payload)) => return panic_response(state, payload.as_ref()),
                 Err(_) => return self.timed_out(),
             }
         }
@@ -316,10 +351,8 @@ impl<'a> Api<'a> {
         let status = res.status().as_u16();
         self.state.metrics.observe_request(self.method, self.route.label(), status, elapsed);
         // Only the adaptive limiter reads the window; skip the lock otherwise.
-        if self.adaptive
-            && let Ok(mut w) = self.state.window.lock()
-        {
-            w.record(elapsed, status >= 500);
+        if self.adaptive {
+            self.state.window.lock().record(elapsed, status >= 500);
         }
         res
     }
@@ -339,10 +372,7 @@ async fn admit_and_delay(
     fault: &FaultConfig,
 ) -> Option<Response> {
     if admission != AdmissionMode::Off {
-        let decision = match state.admission.lock() {
-            Ok(mut a) => a.admit(Instant::now()),
-            Err(_) => Admit::Now,
-        };
+        let decision = state.admission.lock().admit(Instant::now());
         match decision {
             Admit::Now => {}
             Admit::After(wait) => tokio::time::sleep(wait).await,

@@ -10,7 +10,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode, MetadataKind, ModifyKind};
+use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, Sources};
@@ -40,7 +41,7 @@ pub async fn reload_loop(state: AppState, sources: Sources) -> Result<(), Reload
                 .map_or_else(|| PathBuf::from("."), PathBuf::from);
             let tx = tx.clone();
             let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok() {
+                if event.is_ok_and(|e| changes_content(&e.kind)) {
                     let _ = tx.send(());
                 }
             })
@@ -55,20 +56,48 @@ pub async fn reload_loop(state: AppState, sources: Sources) -> Result<(), Reload
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(ReloadError::Signal)?;
     loop {
-        tokio::select! {
-            Some(()) = rx.recv() => {}
-            Some(()) = hup.recv() => {}
-        }
+        let cause = tokio::select! {
+            Some(()) = rx.recv() => Cause::File,
+            Some(()) = hup.recv() => Cause::Signal,
+        };
         // Debounce: wait until events stop for a moment.
         while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
-        reload_once(&state, &sources);
+        reload_once(&state, &sources, cause);
+    }
+}
+
+/// Whether a file event can have changed what the file says. Opening and reading it cannot: the
+/// reload's own read must not trigger the next reload.
+fn changes_content(kind: &EventKind) -> bool {
+    match kind {
+        // A file written in place and closed.
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Other => false,
+        EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)) => false,
+        EventKind::Any | EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
+    }
+}
+
+/// What started a reload; logged with its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    File,
+    Signal,
+}
+
+impl Cause {
+    fn as_str(self) -> &'static str {
+        match self {
+            Cause::File => "file changed",
+            Cause::Signal => "SIGHUP",
+        }
     }
 }
 
 /// One reload attempt; returns whether a new configuration was applied.
-pub fn reload_once(state: &AppState, sources: &Sources) -> bool {
+pub fn reload_once(state: &AppState, sources: &Sources, cause: Cause) -> bool {
     let current = state.config.load_full();
-    match sources.load() {
+    match sources.reload() {
         Ok(next) => {
             let next = keep_restart_only(&current, next);
             if next == *current {
@@ -76,12 +105,17 @@ pub fn reload_once(state: &AppState, sources: &Sources) -> bool {
             }
             state.apply_config(next);
             state.metrics.reload(ReloadResult::applied);
-            tracing::info!("configuration reloaded");
+            tracing::info!(cause = cause.as_str(), "configuration reloaded");
             true
         }
         Err(e) => {
             state.metrics.reload(ReloadResult::rejected);
-            tracing::error!(error = %e, field = e.field_name().unwrap_or(""), "configuration reload rejected; keeping the running configuration");
+            tracing::error!(
+                error = %e,
+                field = e.field_name().unwrap_or(""),
+                cause = cause.as_str(),
+                "configuration reload rejected; keeping the running configuration"
+            );
             false
         }
     }
@@ -94,6 +128,7 @@ fn keep_restart_only(current: &Config, mut next: Config) -> Config {
         tracing::warn!(settings = ?changed, "these settings change only on restart");
         next.listen = current.listen;
         next.version.clone_from(&current.version);
+        next.connections.max = current.connections.max;
         next.body_limit_bytes = current.body_limit_bytes;
         next.log = current.log.clone();
         next.otlp = current.otlp.clone();
@@ -101,4 +136,31 @@ fn keep_restart_only(current: &Config, mut next: Config) -> Config {
         next.probe = current.probe.clone();
     }
     next
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{CreateKind, DataChange, RenameMode};
+
+    use super::*;
+
+    #[test]
+    fn reading_the_file_is_not_a_change() {
+        for read in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)),
+        ] {
+            assert!(!changes_content(&read), "{read:?}");
+        }
+        for write in [
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Remove(notify::event::RemoveKind::File),
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+        ] {
+            assert!(changes_content(&write), "{write:?}");
+        }
+    }
 }

@@ -1,17 +1,16 @@
 //! Running the server: bind, serve, background tasks, and graceful shutdown.
 //!
-//! Shutdown on SIGTERM or SIGINT: readiness turns 503 at once; after `shutdown.drain_delay_ms`
-//! (time for load balancers to notice) the listener stops accepting; in-flight requests get
-//! `shutdown.grace_ms` to finish; then telemetry is flushed and `run` returns (exit 0). A
+//! Shutdown on SIGTERM or SIGINT: readiness turns 503 at once and every response from then on
+//! carries `Connection: close`; after `shutdown.drain_delay_ms` (time for load balancers to
+//! notice) the listener stops accepting; open connections get `shutdown.grace_ms` to finish
+//! (see `connection` for how keep-alive ones close without losing a request); then telemetry is
+//! flushed and `run` returns (exit 0). A second signal skips what is left of the drain. A
 //! background task that ends unexpectedly ends the server with an error instead of leaving it
 //! half-working.
 
 use std::future::Future;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -19,6 +18,7 @@ use tokio::task::JoinSet;
 use crate::admission::adapt_loop;
 use crate::app::App;
 use crate::config::Sources;
+use crate::connection::{Stop, accept_until, max_connections};
 use crate::reload::reload_loop;
 use crate::runtime_probe::{probe_loop, stall_loop};
 use crate::state::{AppState, Lifecycle};
@@ -77,8 +77,8 @@ pub async fn run(
     let s = state.clone();
     tasks.spawn(async move { ("config reload", reload_loop(s, sources).await.map_err(|e| e.to_string())) });
 
-    // Stop signal: SIGTERM, SIGINT or the caller's future.
-    let (stop_tx, stop_rx) = watch::channel(false);
+    // Stop signal: SIGTERM, SIGINT or the caller's future; a second signal stops at once.
+    let (stop_tx, stop_rx) = watch::channel(Stop::Serving);
     {
         let state = state.clone();
         let drain = Duration::from_millis(config.shutdown.drain_delay_ms);
@@ -92,10 +92,23 @@ pub async fn run(
             state.set_lifecycle(Lifecycle::Draining);
             tracing::info!(
                 drain_delay_ms = drain.as_millis() as u64,
-                "shutdown requested; readiness is now 503"
+                "shutdown requested; readiness is now 503 and responses carry Connection: close"
             );
-            tokio::time::sleep(drain).await;
-            let _ = stop_tx.send(true);
+            let second = async {
+                match terminate_signal().await {
+                    Ok(()) => tracing::warn!("second signal: closing every connection now"),
+                    Err(e) => tracing::warn!(error = %e, "watching for a second signal"),
+                }
+            };
+            tokio::pin!(second);
+            tokio::select! {
+                () = tokio::time::sleep(drain) => {
+                    let _ = stop_tx.send(Stop::Draining);
+                    (&mut second).await;
+                }
+                () = &mut second => {}
+            }
+            let _ = stop_tx.send(Stop::Now);
             // Stay pending: this task has done its job and must not look like a failure.
             std::future::pending::<()>().await;
             ("signal handler", Ok(()))
@@ -105,20 +118,25 @@ pub async fn run(
     let app = App::new(state.clone());
     state.set_lifecycle(Lifecycle::Ready);
     let grace = Duration::from_millis(config.shutdown.grace_ms);
+    let max = max_connections(&config);
+    tracing::info!(max_connections = max, "accepting connections");
     let serve = async {
-        let connections = accept_until(listener, app, stop_rx.clone()).await;
-        // The listener is closed; in-flight requests get the grace period.
+        let connections = accept_until(listener, app, max, stop_rx.clone()).await;
+        // The listener is closed; open connections get the grace period.
+        let mut stop = stop_rx.clone();
         tokio::select! {
-            () = connections.shutdown() => Ok(()),
+            () = connections.closed() => {}
             () = tokio::time::sleep(grace) => {
                 tracing::warn!(
                     grace_ms = grace.as_millis() as u64,
                     in_flight = state.metrics.in_flight.get(),
+                    open_connections = connections.open(),
                     "grace period over; dropping unfinished requests"
                 );
-                Ok::<(), ServeError>(())
             }
+            _ = stop.wait_for(|s| *s == Stop::Now) => {}
         }
+        Ok::<(), ServeError>(())
     };
     tokio::pin!(serve);
     // Every background task runs forever, so any that ends is a failure.
@@ -138,48 +156,6 @@ pub async fn run(
         tracing::info!("server stopped");
     }
     result
-}
-
-/// Serves HTTP/1.1 connections until `stop` turns true, then closes the listener and returns the
-/// open connections, already told to finish their in-flight request and close.
-///
-/// hyper's HTTP/1 server directly (not an auto-detecting HTTP/1+2 one): the reference server
-/// speaks HTTP/1.1 to gateways and probes, and the auto builder costs about 9 % of throughput
-/// (`docs/dev/benchmarks.md`). Tests serve an `App` with extra routes through it too.
-pub async fn accept_until(
-    listener: TcpListener,
-    app: App,
-    mut stop: watch::Receiver<bool>,
-) -> GracefulShutdown {
-    let connections = GracefulShutdown::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stop.wait_for(|stop| *stop) => break,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of file descriptors and similar: keep serving the open connections and
-                // try again shortly instead of spinning or exiting.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), app);
-        let watched = connections.watch(conn);
-        // One task per connection is the server's unit of work; a connection error concerns
-        // that client only and is logged at debug.
-        tokio::spawn(async move {
-            if let Err(e) = watched.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    connections
 }
 
 async fn terminate_signal() -> std::io::Result<()> {

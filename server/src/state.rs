@@ -1,11 +1,12 @@
 //! The state every handler and middleware shares.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use axum::http::HeaderValue;
+use parking_lot::Mutex;
 
 use crate::admission::{Admission, WindowRecorder};
 use crate::config::Config;
@@ -31,6 +32,8 @@ pub struct Shared {
     pub config: ArcSwap<Config>,
     pub metrics: Metrics,
     pub pool: WorkerPool,
+    /// Locks that cannot be poisoned: a panic while one is held must not turn admission off
+    /// for every later request.
     pub admission: Mutex<Admission>,
     pub window: Mutex<WindowRecorder>,
     /// The stop-the-world gate: requests and the runtime probe pass it; an injected stall closes
@@ -57,7 +60,9 @@ impl AppState {
         // Leaked once per process (the version changes only on restart) so that the per-response
         // clone is a pointer copy, not a shared reference count bumped from every core.
         let version: &'static str = Box::leak(config.version.clone().into_boxed_str());
-        let version_header = if HeaderValue::from_str(version).is_ok() {
+        // `from_static` panics on anything but visible ASCII; the configuration refuses such a
+        // version, and this check keeps a start that skipped validation from panicking.
+        let version_header = if !version.is_empty() && version.bytes().all(|b| b.is_ascii_graphic()) {
             HeaderValue::from_static(version)
         } else {
             HeaderValue::from_static("invalid")
@@ -88,7 +93,8 @@ impl AppState {
 
     /// Swaps in a new configuration and re-tunes what depends on it.
     pub fn apply_config(&self, next: Config) {
-        if let Ok(mut a) = self.admission.lock() {
+        {
+            let mut a = self.admission.lock();
             a.reconfigure(&next.admission, Instant::now());
             self.metrics.admission_rate.set(admission_gauge(&a));
         }

@@ -53,6 +53,9 @@ async fn invalid_configuration_exits_2_naming_the_field() {
     std::fs::write(&bad_yaml, "fault:\n  error_ratio: 3\n").expect("write");
     let unknown = dir.path().join("unknown.yaml");
     std::fs::write(&unknown, "fault:\n  eror_ratio: 0.1\n").expect("write");
+    let duplicate = dir.path().join("duplicate.yaml");
+    std::fs::write(&duplicate, "fault:\n  error_ratio: 0.1\n  error_ratio: 0.9\n").expect("write");
+    let duplicate = duplicate.to_str().expect("utf-8").to_string();
     let bad_ext = dir.path().join("conf.ini");
     std::fs::write(&bad_ext, "x=1").expect("write");
     let (bad_yaml, unknown, bad_ext) = (
@@ -68,7 +71,16 @@ async fn invalid_configuration_exits_2_naming_the_field() {
         (vec![], vec![("REFSERVER_FAUL_LATENCY_MS", "1")], "REFSERVER_FAUL_LATENCY_MS: unknown"),
         (vec!["--set", "pool.safety_factor=0"], vec![], "pool.safety_factor: must be a positive number"),
         (vec!["--set", "no.such=1"], vec![], "no.such: unknown setting"),
-        (vec!["--set", "request_timeout_ms=0"], vec![], "request_timeout_ms: must be greater than 0"),
+        (vec!["--set", "request_timeout_ms=0"], vec![], "request_timeout_ms: must be between 1 and"),
+        // Once exit 101: validation let it through and the start panicked making the header.
+        (vec![], vec![("REFSERVER_VERSION", "v2-é")], "version: must be 1 to 128 visible ASCII"),
+        (
+            vec!["--set", "shutdown.grace_ms=18446744073709551615"],
+            vec![],
+            "shutdown.grace_ms: must be between",
+        ),
+        (vec!["--set", "admission.rate_per_sec=1e-20"], vec![], "admission.rate_per_sec: must be between"),
+        (vec!["--config", &duplicate], vec![], "duplicate"),
         (vec!["--set", "admission.mode=sometimes"], vec![], "admission.mode:"),
         (vec!["--config", &bad_yaml], vec![], "fault.error_ratio: must be between 0 and 1"),
         (vec!["--config", &unknown], vec![], "fault.eror_ratio"),

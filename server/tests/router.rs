@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use refserver::app::{App, ExtraHandler};
 use refserver::config::Config;
+use refserver::connection::Stop;
 use refserver::metrics::Metrics;
 use refserver::state::{AppState, Lifecycle};
 
@@ -15,10 +16,10 @@ async fn serve(extra: Vec<(&'static str, ExtraHandler)>) -> (String, AppState) {
     let app = App::with_api_routes(state.clone(), extra);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (_stop, stop_rx) = tokio::sync::watch::channel(Stop::Serving);
     tokio::spawn(async move {
         let _keep_serving = _stop;
-        refserver::server::accept_until(listener, app, stop_rx).await
+        refserver::connection::accept_until(listener, app, 64, stop_rx).await
     });
     (format!("http://{addr}"), state)
 }

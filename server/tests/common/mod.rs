@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
@@ -121,6 +123,20 @@ impl Server {
     pub async fn metric(&self, prefix: &str) -> f64 {
         let text = self.get("/metrics").await.text().await.expect("metrics body");
         metric_in(&text, prefix)
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    pub async fn wait_log(&mut self, needle: &str) -> String {
+        tokio::time::timeout(DEADLINE, async {
+            while let Some(line) = self.logs.recv().await {
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            panic!("the log ended without {needle:?}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no log line with {needle:?}"))
     }
 
     pub fn pid(&self) -> u32 {
