@@ -64,6 +64,7 @@ pub struct Metrics {
     pub leader: Gauge,
     pub kube_requests: Family<KubeRequestLabels, Counter>,
     pub reconciles_in_flight: Gauge,
+    pub dry_run_rollbacks: Counter,
     /// The Rollouts with series, and their checks' names (to remove them when it goes).
     known: std::sync::Mutex<HashMap<RolloutLabels, Vec<String>>>,
 }
@@ -118,6 +119,12 @@ impl Default for Metrics {
             "Reconcile passes running now; at --concurrency, further Rollouts wait in the queue",
             reconciles_in_flight.clone(),
         );
+        let dry_run_rollbacks = Counter::default();
+        registry.register(
+            "dry_run_rollbacks",
+            "Steps the gate would have rolled back under policy.dryRun (nothing was rolled back)",
+            dry_run_rollbacks.clone(),
+        );
         Self {
             registry,
             webhook_deliveries,
@@ -131,6 +138,7 @@ impl Default for Metrics {
             leader,
             kube_requests,
             reconciles_in_flight,
+            dry_run_rollbacks,
             known: Default::default(),
         }
     }

@@ -195,6 +195,13 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
         actions: actions_from(ro, &status),
         spec_problem: problem.clone(),
         gate_interval: policy.interval.as_std(),
+        min_healthy: status
+            .current_step
+            .and_then(|s| ro.spec.steps.get(usize::try_from(s).ok()?))
+            .and_then(|s| s.min_healthy)
+            .unwrap_or(policy.min_healthy)
+            .as_std(),
+        dry_run: policy.dry_run,
     };
     let wanted = plan::endpoints_wanted(&observed);
     for (want, role, state) in [
@@ -266,7 +273,9 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
         }
     }
     publish_events(ctx, ro, &plan.events).await;
-    notify(ctx, ro, &plan, gate_hooks.as_ref());
+    notify(ctx, ro, &plan, gate_hooks.as_ref(), policy.dry_run);
+    let would = plan.events.iter().filter(|e| e.reason == EventReason::WouldRollBack).count();
+    ctx.metrics.dry_run_rollbacks.inc_by(would as u64);
     ctx.metrics.observe(ns, name, &plan.status);
     if plan.requeue == plan::IDLE {
         return Ok(Action::await_change());

@@ -92,6 +92,8 @@ pub enum EventReason {
     ProgressDeadlineExceeded,
     WriteFailed,
     TrafficSplitDiverged,
+    /// Dry run: the gate's verdict was to roll back; nothing was done.
+    WouldRollBack,
 }
 
 impl EventReason {
@@ -113,6 +115,7 @@ impl EventReason {
             EventReason::ProgressDeadlineExceeded => PROGRESS_DEADLINE_EXCEEDED,
             EventReason::WriteFailed => "WriteFailed",
             EventReason::TrafficSplitDiverged => TRAFFIC_SPLIT_DIVERGED,
+            EventReason::WouldRollBack => "WouldRollBack",
         }
     }
 }

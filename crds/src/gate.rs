@@ -242,6 +242,14 @@ pub struct GatePolicy {
     /// Without stable traffic (the canary at 100 %) the budget alone decides.
     #[serde(default = "defaults::yes")]
     pub compare_with_stable: bool,
+    /// Judge every step and say what the gate would have done, without acting on it: the plan
+    /// advances each step once its `minHealthy` has passed and never rolls back by itself. A
+    /// verdict to roll back is recorded in `status.history` (`WouldRollBack`), as a Warning
+    /// Event and a `rollback` notification marked `"dryRun": true`, and counted in
+    /// `rollgate_dry_run_rollbacks_total`. How a team learns to trust an automatic judge before
+    /// letting it act. Default false.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 impl Default for GatePolicy {
@@ -255,6 +263,7 @@ impl Default for GatePolicy {
             missed_detection_rate: defaults::MISSED_DETECTION_RATE,
             exposure_scaling: defaults::EXPOSURE_SCALING,
             compare_with_stable: true,
+            dry_run: false,
         }
     }
 }

@@ -395,6 +395,9 @@ pub enum HistoryAction {
     Pause,
     /// A first version never became available.
     Fail,
+    /// Dry run (`policy.dryRun`): the gate would have rolled the canary back here; the plan
+    /// went on.
+    WouldRollBack,
 }
 
 impl HistoryAction {
@@ -408,6 +411,7 @@ impl HistoryAction {
             HistoryAction::Rollback => "Rollback",
             HistoryAction::Pause => "Pause",
             HistoryAction::Fail => "Fail",
+            HistoryAction::WouldRollBack => "WouldRollBack",
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod adoption;
 mod common;
+mod dry_run;
 mod local_cluster;
 mod prometheus_auth;
 mod real_node;

@@ -138,8 +138,12 @@ pub struct Observed<'a> {
     pub actions: Actions,
     /// Problems found outside the schema (missing gate, invalid template…).
     pub spec_problem: Option<SpecProblem>,
-    /// How long a step must stay healthy (step override or gate policy).
+    /// How often the gate evaluates.
     pub gate_interval: Duration,
+    /// How long the current step must stay healthy (the step's override or the gate policy's).
+    pub min_healthy: Duration,
+    /// `policy.dryRun`: the gate's verdicts are recorded, never acted on.
+    pub dry_run: bool,
 }
 
 /// What the stable Deployment should be.

@@ -198,6 +198,25 @@ impl Planner<'_, '_> {
                 "stable is within budget",
             );
         }
+        if self.o.dry_run {
+            self.judged_dry(eval, step, &reason);
+        } else {
+            self.judged(eval, step, &reason);
+        }
+        if paused_by_spec && self.status.phase == Some(Phase::Progressing) {
+            self.status.phase = Some(Phase::Paused);
+            self.set_condition(cond::PAUSED, true, cond::SPEC_PAUSED, "spec.paused is true");
+        } else if !paused_by_spec && self.status.phase == Some(Phase::Paused) && self.paused_by_spec_only() {
+            self.status.phase = Some(Phase::Progressing);
+            self.set_condition(cond::PAUSED, false, cond::reason::RESUMED, "spec.paused is false");
+        }
+    }
+
+    /// Acts on the gate's decision for the current step.
+    fn judged(&mut self, eval: &Evaluation, step: usize, reason: &str) {
+        let steps = self.o.spec.steps.len();
+        let reason = reason.to_string();
+        let paused_by_spec = self.o.spec.paused;
         match &eval.decision {
             Decision::Rollback(cause) => self.rollback(&reason, Some(cause.check())),
             Decision::Misconfigured(_) => {
@@ -229,12 +248,36 @@ impl Planner<'_, '_> {
                 self.advance(step + 1, &reason);
             }
         }
-        if paused_by_spec && self.status.phase == Some(Phase::Progressing) {
-            self.status.phase = Some(Phase::Paused);
-            self.set_condition(cond::PAUSED, true, cond::SPEC_PAUSED, "spec.paused is true");
-        } else if !paused_by_spec && self.status.phase == Some(Phase::Paused) && self.paused_by_spec_only() {
-            self.status.phase = Some(Phase::Progressing);
-            self.set_condition(cond::PAUSED, false, cond::reason::RESUMED, "spec.paused is false");
+    }
+
+    /// Dry run: records what the gate would have done, and moves on the plan's holds alone
+    /// (each step's `minHealthy`), never rolling back by itself.
+    fn judged_dry(&mut self, eval: &Evaluation, step: usize, reason: &str) {
+        let steps = self.o.spec.steps.len();
+        let would_roll_back = matches!(eval.decision, Decision::Rollback(_) | Decision::Misconfigured(_));
+        // Once per step: the history says where the gate would have stopped, not every look.
+        let said_this_step = self
+            .status
+            .history
+            .iter()
+            .rev()
+            .take_while(|d| d.action != HistoryAction::StepUp)
+            .any(|d| d.action == HistoryAction::WouldRollBack);
+        if would_roll_back && !said_this_step {
+            let note = format!("dry run: would have rolled back at step {}/{steps}: {reason}", step + 1);
+            self.record(HistoryAction::WouldRollBack, self.status.canary_weight, &note);
+            self.event(true, EventReason::WouldRollBack, note);
+        }
+        let held = self.status.step_started_at.as_ref().map_or(Duration::ZERO, |t| elapsed(t, self.o.now));
+        let min = self.o.min_healthy;
+        if self.o.spec.paused || self.status.phase == Some(Phase::Paused) {
+            self.hold(&format!("dry run, paused; the gate says: {reason}"));
+        } else if held >= min {
+            self.carry(eval);
+            self.advance(step + 1, &format!("dry run: held {}; the gate says: {reason}", human(min)));
+        } else {
+            self.hold(&format!("dry run: held {} of {}; the gate says: {reason}", human(held), human(min)));
+            self.requeue = self.requeue.min(min - held + Duration::from_millis(100));
         }
     }
 

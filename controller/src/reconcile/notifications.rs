@@ -13,7 +13,13 @@ use crate::notify::Delivery;
 use crate::plan::Plan;
 
 /// Queues a webhook delivery per transition of this pass (never waits; see `notify`).
-pub(super) fn notify(ctx: &Context, ro: &Rollout, plan: &Plan, gate_hooks: Option<&Notifications>) {
+pub(super) fn notify(
+    ctx: &Context,
+    ro: &Rollout,
+    plan: &Plan,
+    gate_hooks: Option<&Notifications>,
+    dry_run: bool,
+) {
     let Some(notifier) = &ctx.notifier else { return };
     let hooks: Vec<&Webhook> =
         ro.spec.notifications.iter().chain(gate_hooks).flat_map(|n| n.webhooks.iter()).collect();
@@ -22,7 +28,7 @@ pub(super) fn notify(ctx: &Context, ro: &Rollout, plan: &Plan, gate_hooks: Optio
     }
     for e in &plan.events {
         let Some(kind) = notification_kind(e.reason) else { continue };
-        let payload = notification_payload(ro, &plan.status, kind, &e.note, (ctx.clock)());
+        let payload = notification_payload(ro, &plan.status, kind, &e.note, dry_run, (ctx.clock)());
         for d in Delivery::for_hooks(hooks.iter().copied(), kind, &payload) {
             notifier.send(d);
         }
@@ -34,7 +40,7 @@ pub fn notification_kind(reason: EventReason) -> Option<NotificationEvent> {
     match reason {
         EventReason::WeightApplied => Some(NotificationEvent::Step),
         EventReason::Promoted => Some(NotificationEvent::Promotion),
-        EventReason::RolledBack => Some(NotificationEvent::Rollback),
+        EventReason::RolledBack | EventReason::WouldRollBack => Some(NotificationEvent::Rollback),
         EventReason::RolloutStarted
         | EventReason::Superseded
         | EventReason::StepPassed
@@ -57,6 +63,7 @@ pub fn notification_payload(
     status: &RolloutStatus,
     kind: NotificationEvent,
     reason: &str,
+    dry_run: bool,
     now: Timestamp,
 ) -> serde_json::Value {
     json!({
@@ -70,6 +77,7 @@ pub fn notification_payload(
         "steps": ro.spec.steps.len(),
         "canaryRevision": status.canary_revision,
         "stableRevision": status.stable_revision,
+        "dryRun": dry_run,
         "time": now.to_string(),
     })
 }

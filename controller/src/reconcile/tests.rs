@@ -246,7 +246,9 @@ fn transitions_map_to_webhook_kinds_and_the_payload_names_the_rollout() {
     assert_eq!(notification_kind(EventReason::Held), None);
     let (ro, s, c) = mid_rollout(1, 30);
     let status = ro.status.clone().unwrap_or_default();
-    let p = notification_payload(&ro, &status, NotificationEvent::Step, "canary weight 5%", now());
+    assert_eq!(notification_kind(EventReason::WouldRollBack), Some(NotificationEvent::Rollback));
+    let p = notification_payload(&ro, &status, NotificationEvent::Step, "canary weight 5%", false, now());
+    assert_eq!(p["dryRun"], false);
     assert_eq!(p["kind"], "Step");
     assert_eq!(p["rollout"], json!({"namespace": "shop", "name": "web"}));
     assert_eq!(

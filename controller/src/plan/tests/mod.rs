@@ -15,6 +15,8 @@ use rollgate_gate::{
     CheckEvidence, CheckSpec, Counts, ErrorRates, Evaluation, Missing, Policy, StepClock, evaluate,
 };
 
+mod dry_run;
+
 /// The cluster as the planner sees it, converging instantly on request.
 struct World {
     spec: RolloutSpec,
@@ -35,6 +37,9 @@ struct World {
     /// of its Service (the EndpointSlice controller lags the Deployment's status).
     endpoints_lag: usize,
     events: Vec<Event>,
+    /// The current step's `minHealthy` and `policy.dryRun`, as the reconciler reads them.
+    min_healthy: Duration,
+    dry_run: bool,
 }
 
 impl World {
@@ -52,6 +57,8 @@ impl World {
             stable_starts: true,
             endpoints_lag: 0,
             events: Vec::new(),
+            min_healthy: Duration::from_secs(30),
+            dry_run: false,
         }
     }
 
@@ -72,6 +79,8 @@ impl World {
             actions: self.actions.clone(),
             spec_problem: None,
             gate_interval: Duration::from_secs(10),
+            min_healthy: self.min_healthy,
+            dry_run: self.dry_run,
         }
     }
 
