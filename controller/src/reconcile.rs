@@ -37,11 +37,12 @@ mod adopt;
 mod apply;
 mod context;
 mod endpoints;
-mod events;
+pub mod events;
 mod finalizers;
 mod gate;
 mod notifications;
 mod route;
+use crate::notify::count;
 use apply::World;
 pub use context::{Clock, Context, ProviderFactory};
 use gate::{evaluate_gate, resolve_gate, validate};
@@ -273,7 +274,11 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
         }
     }
     publish_events(ctx, ro, &plan.events).await;
-    notify(ctx, ro, &plan, gate_hooks.as_ref(), policy.dry_run);
+    if let Err(e) = notify(ctx, ro, &plan, gate_hooks.as_ref(), policy.dry_run).await {
+        // The decision is written and acted on; a notification must not undo or repeat it.
+        count(&ctx.metrics, "failed");
+        tracing::warn!(error = %e, "reading a webhook's Secret failed; notification not sent");
+    }
     let would = plan.events.iter().filter(|e| e.reason == EventReason::WouldRollBack).count();
     ctx.metrics.dry_run_rollbacks.inc_by(would as u64);
     ctx.metrics.observe(ns, name, &plan.status);

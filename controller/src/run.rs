@@ -28,6 +28,7 @@ use crate::metrics_provider::MetricProvider;
 use crate::metrics_provider::access::Access;
 use crate::metrics_provider::prometheus::Prometheus;
 use crate::observability::{CountRequests, Metrics, SharedMetrics};
+use crate::reconcile::events::EventWriter;
 use crate::reconcile::{Context, ProviderFactory};
 use crate::scope::{Scope, ScopeError, set_field_manager};
 use crate::shards::{Coordinator, Shards};
@@ -258,6 +259,7 @@ fn context(
         Arc::new(|access: &Access| Prometheus::new(access).map(|p| Arc::new(p) as Arc<dyn MetricProvider>));
     let reporter = Reporter { controller: scope.manager(), instance: Some(identity.to_string()) };
     let (notifier, deliveries) = crate::notify::channel(metrics.clone()).map_err(RunError::Notifier)?;
+    let deliveries = deliveries.with_events(EventWriter::new(client.clone(), reporter.clone()));
     let ctx = Context::new(client.clone(), reporter, metrics.clone(), providers)
         .with_notifier(notifier)
         .with_shards(shards);

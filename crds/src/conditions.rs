@@ -94,6 +94,8 @@ pub enum EventReason {
     TrafficSplitDiverged,
     /// Dry run: the gate's verdict was to roll back; nothing was done.
     WouldRollBack,
+    /// A webhook notification could not be delivered (or its Secret read).
+    NotificationFailed,
 }
 
 impl EventReason {
@@ -116,6 +118,7 @@ impl EventReason {
             EventReason::WriteFailed => "WriteFailed",
             EventReason::TrafficSplitDiverged => TRAFFIC_SPLIT_DIVERGED,
             EventReason::WouldRollBack => "WouldRollBack",
+            EventReason::NotificationFailed => "NotificationFailed",
         }
     }
 }

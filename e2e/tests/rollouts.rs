@@ -20,6 +20,8 @@ use rollgate_crds::rollout::{Phase, Verdict};
 use serde_json::json;
 
 const RPS: u32 = 150;
+/// The key the e2e webhooks are signed with.
+const SIGNING_KEY: &str = "e2e-signing-key";
 const NAME: &str = "web";
 
 /// What every rollout scenario starts from: a fresh namespace (with diagnostics on failure), the
@@ -79,6 +81,19 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
     // Watchers of the verdict: the SSE stream of the verdict API, a webhook receiver, and (once
     // the change is applied, as a pipeline would) `rollgate wait`.
     let hooks = Hooks::start().await;
+    // The same transitions as a Slack message to a URL and a header kept in a Secret, signed,
+    // and as a Teams card.
+    let slack = Hooks::start().await;
+    let teams = Hooks::start().await;
+    let secrets = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: chat-hook, namespace: {ns}}}\n\
+         stringData:\n  url: \"{}\"\n  headers: \"X-Team: payments\"\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: hook-signing, namespace: {ns}}}\n\
+         stringData: {{key: \"{SIGNING_KEY}\"}}\n",
+        slack.url
+    );
+    let (ok, out) = c.apply(&secrets).await;
+    assert!(ok, "{out}");
     let (admin, viewer) = c.tokens();
     let rollout_url = format!("{}/api/v1/namespaces/{ns}/rollouts/{name}", ctl.api);
     wait_until("the verdict API answers", Duration::from_secs(30), || async {
@@ -94,8 +109,10 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
     let with_hooks = rollout_yaml(&ns, NAME, "v2", &[], "").replace("PROMETHEUS", &c.prometheus).replace(
         "  traffic:",
         &format!(
-            "  notifications: {{webhooks: [{{url: \"{}\", retries: 2, timeout: 2s}}]}}\n  traffic:",
-            hooks.url
+            "  notifications: {{webhooks: [{{url: \"{}\", retries: 2, timeout: 2s}}, \
+             {{secretRef: {{name: chat-hook}}, signingKey: {{name: hook-signing, key: key}}, format: Slack}}, \
+             {{url: \"{}\", format: Teams, events: [Promotion]}}]}}\n  traffic:",
+            hooks.url, teams.url
         ),
     );
     let (ok, out) = c.apply(&with_hooks).await;
@@ -182,6 +199,32 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
         .map(|b| format!("{}@{}", b["kind"].as_str().unwrap_or("?"), b["step"]))
         .collect();
     assert_eq!(kinds, ["Step@1", "Step@2", "Step@3", "Promotion@null"], "{:?}", hooks.bodies());
+    // Slack: four signed messages in words, with the Secret's header.
+    wait_until("the Slack promotion", Duration::from_secs(30), || async {
+        slack.bodies().iter().any(|b| b["text"].as_str().is_some_and(|t| t.contains(" promoted")))
+    })
+    .await;
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SIGNING_KEY.as_bytes());
+    let received = slack.received();
+    assert_eq!(received.len(), 4, "three steps and the promotion");
+    for (headers, body) in &received {
+        assert_eq!(headers["x-team"], "payments");
+        let signature = headers["x-rollgate-signature-256"].to_str().expect("ascii");
+        let hex = signature.strip_prefix("sha256=").expect("sha256=");
+        let tag: Vec<u8> = (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))
+            .collect();
+        assert!(aws_lc_rs::hmac::verify(&key, body, &tag).is_ok(), "bad signature {signature}");
+        let message: serde_json::Value = serde_json::from_slice(body).expect("json");
+        assert_eq!(message["blocks"][0]["type"], "header", "{message}");
+        assert!(message["text"].as_str().is_some_and(|t| t.contains(&format!("{ns}/{name}"))), "{message}");
+    }
+    // Teams: only the promotion, as an Adaptive Card.
+    wait_until("the Teams card", Duration::from_secs(30), || async { !teams.bodies().is_empty() }).await;
+    let cards = teams.bodies();
+    assert_eq!(cards.len(), 1, "{cards:?}");
+    assert_eq!(cards[0]["attachments"][0]["contentType"], "application/vnd.microsoft.card.adaptive");
+    assert_eq!(cards[0]["attachments"][0]["content"]["body"][0]["text"], format!("{ns}/{name} promoted"));
     // The verdict API: the caller's own rights decide.
     let http = reqwest::Client::new();
     let get = |token: Option<String>, url: String| {

@@ -22,7 +22,9 @@ pub const REREAD_AFTER: Duration = Duration::from_secs(30);
 /// What a key lookup found.
 enum Lookup {
     Found(Vec<u8>),
-    /// Why not, in words (`Secret "x" not found`, `… has no key "y"`, `… forbidden`).
+    /// The object exists without the key (`Secret "x" has no key "y"`).
+    NoKey(String),
+    /// The object cannot be read, in words (`Secret "x" not found`, `… forbidden`).
     Missing(String),
 }
 
@@ -54,7 +56,9 @@ async fn resolve(ctx: &Context, ns: &str, source: &PrometheusSource) -> Result<R
                     Ok(t) => access.credentials = Some(Credentials::Bearer(t)),
                     Err(p) => return Ok(Err(p)),
                 },
-                Lookup::Missing(why) => return Ok(Err(SpecProblem::invalid(format!("{field}: {why}")))),
+                Lookup::Missing(why) | Lookup::NoKey(why) => {
+                    return Ok(Err(SpecProblem::invalid(format!("{field}: {why}"))));
+                }
             }
         }
         if let Some(r) = &auth.basic {
@@ -67,7 +71,9 @@ async fn resolve(ctx: &Context, ns: &str, source: &PrometheusSource) -> Result<R
                         Ok(t) => parts.push(t),
                         Err(p) => return Ok(Err(p)),
                     },
-                    Lookup::Missing(why) => return Ok(Err(SpecProblem::invalid(format!("{field}: {why}")))),
+                    Lookup::Missing(why) | Lookup::NoKey(why) => {
+                        return Ok(Err(SpecProblem::invalid(format!("{field}: {why}"))));
+                    }
                 }
             }
             let password = parts.pop().unwrap_or_default();
@@ -83,13 +89,29 @@ async fn resolve(ctx: &Context, ns: &str, source: &PrometheusSource) -> Result<R
         };
         match found {
             Some((_, Lookup::Found(pem))) => access.ca_pem = Some(pem),
-            Some((field, Lookup::Missing(why))) => {
+            Some((field, Lookup::Missing(why) | Lookup::NoKey(why))) => {
                 return Ok(Err(SpecProblem::invalid(format!("{field}: {why}"))));
             }
             None => {}
         }
     }
     Ok(Ok(access))
+}
+
+/// A Secret's key as text, for a webhook: `Ok(None)` when the Secret exists without the key,
+/// `Err` saying why when it cannot be read or the value is not text.
+pub(super) async fn secret_text(
+    ctx: &Context,
+    ns: &str,
+    r: &KeyRef,
+) -> Result<std::result::Result<Option<String>, String>> {
+    Ok(match secret_key(ctx, ns, r).await? {
+        Lookup::Found(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| format!("Secret {:?} key {:?}: the value is not UTF-8 text", r.name, r.key)),
+        Lookup::NoKey(_) => Ok(None),
+        Lookup::Missing(why) => Err(why),
+    })
 }
 
 async fn secret_key(ctx: &Context, ns: &str, r: &KeyRef) -> Result<Lookup> {
@@ -133,7 +155,7 @@ async fn cached(
             ctx.remember_key(key, bytes.clone(), Instant::now());
             Ok(Lookup::Found(bytes))
         }
-        Ok(Some(None)) => Ok(Lookup::Missing(format!("{what} has no key {:?}", r.key))),
+        Ok(Some(None)) => Ok(Lookup::NoKey(format!("{what} has no key {:?}", r.key))),
         Ok(None) => Ok(Lookup::Missing(format!("{what} not found in namespace {ns:?}"))),
         Err(kube::Error::Api(s)) if s.code == 403 => {
             Ok(Lookup::Missing(format!("the controller may not read {what}: {}", s.message)))

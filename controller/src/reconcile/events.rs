@@ -14,6 +14,7 @@ use kube::runtime::events::Reporter;
 use kube::{Api, Client};
 
 /// Writes Events as this controller instance.
+#[derive(Clone)]
 pub struct EventWriter {
     client: Client,
     reporter: Reporter,

@@ -453,26 +453,29 @@ pub fn report(cluster: &Cluster, name: &str, figures: Value) {
     }
 }
 
-/// Receives webhook POSTs on loopback and keeps their JSON bodies in arrival order.
+/// One webhook request as received: its headers and raw body.
+pub type Received = (axum::http::HeaderMap, Vec<u8>);
+
+/// Receives webhook POSTs on loopback and keeps them in arrival order.
 pub struct Hooks {
     pub url: String,
-    bodies: Arc<Mutex<Vec<Value>>>,
+    received: Arc<Mutex<Vec<Received>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Hooks {
     pub async fn start() -> Hooks {
-        let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("addr");
-        let kept = bodies.clone();
+        let kept = received.clone();
         let app = axum::Router::new().route(
             "/hook",
-            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
                 let kept = kept.clone();
                 async move {
-                    if let Ok(mut b) = kept.lock() {
-                        b.push(body);
+                    if let Ok(mut r) = kept.lock() {
+                        r.push((headers, body.to_vec()));
                     }
                     axum::http::StatusCode::NO_CONTENT
                 }
@@ -481,11 +484,17 @@ impl Hooks {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Hooks { url: format!("http://{addr}/hook"), bodies, task }
+        Hooks { url: format!("http://{addr}/hook"), received, task }
     }
 
+    /// The JSON bodies, in arrival order.
     pub fn bodies(&self) -> Vec<Value> {
-        self.bodies.lock().map(|b| b.clone()).unwrap_or_default()
+        self.received().iter().map(|(_, b)| serde_json::from_slice(b).unwrap_or(Value::Null)).collect()
+    }
+
+    /// Every request: its headers and raw body.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().map(|r| r.clone()).unwrap_or_default()
     }
 }
 
