@@ -129,7 +129,10 @@ async fn resolve(
                 Ok(Some(text)) => match parse_headers(&text) {
                     Ok(h) => h,
                     Err(why) => {
-                        return Ok(Err(format!("secretRef: Secret {:?} key \"headers\": {why}", secret.name)));
+                        return Ok(Err(format!(
+                            "secretRef: Secret {:?} key \"headers\": {why}",
+                            secret.name
+                        )));
                     }
                 },
                 Ok(None) => Vec::new(),
