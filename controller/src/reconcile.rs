@@ -222,6 +222,9 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
         _ => None,
     };
     let mut plan = plan::plan(&observed, evaluation.as_ref());
+    // The `scale` subresource: what an autoscaler reads (it writes `spec.replicas`).
+    plan.status.replicas = Some(ro.spec.replicas);
+    plan.status.selector = Some(workload::stable_selector(name));
 
     // The decision is recorded before it is acted on: a crash after this write resumes from
     // it (acting is idempotent), never from the state before it.
@@ -282,6 +285,7 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
     let would = plan.events.iter().filter(|e| e.reason == EventReason::WouldRollBack).count();
     ctx.metrics.dry_run_rollbacks.inc_by(would as u64);
     ctx.metrics.observe(ns, name, &plan.status);
+    ctx.metrics.outcomes.record(plan.completed, plan.step_passed_after);
     if plan.requeue == plan::IDLE {
         return Ok(Action::await_change());
     }

@@ -255,8 +255,10 @@ fn context(
     metrics: &SharedMetrics,
     shards: Shards,
 ) -> Result<(Arc<Context>, crate::notify::Worker), RunError> {
-    let providers: ProviderFactory =
-        Arc::new(|access: &Access| Prometheus::new(access).map(|p| Arc::new(p) as Arc<dyn MetricProvider>));
+    let timed = metrics.clone();
+    let providers: ProviderFactory = Arc::new(move |access: &Access| {
+        Prometheus::new(access).map(|p| Arc::new(p.with_metrics(timed.clone())) as Arc<dyn MetricProvider>)
+    });
     let reporter = Reporter { controller: scope.manager(), instance: Some(identity.to_string()) };
     let (notifier, deliveries) = crate::notify::channel(metrics.clone()).map_err(RunError::Notifier)?;
     let deliveries = deliveries.with_events(EventWriter::new(client.clone(), reporter.clone()));

@@ -48,6 +48,15 @@ fn selector(rollout: &str, role: Option<Role>) -> BTreeMap<String, String> {
     m
 }
 
+/// The stable pods' label selector as text (`status.selector`, for the scale subresource).
+pub fn stable_selector(rollout: &str) -> String {
+    selector(rollout, Some(Role::Stable))
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// A Deployment for `role` running `template` (labelled with `revision`).
 pub fn deployment(
     ro: &Rollout,
@@ -200,6 +209,11 @@ pub fn service(ro: &Rollout, role: Option<Role>) -> Service {
 mod tests {
     use super::*;
     use crate::fixtures::RolloutSpecExt;
+
+    #[test]
+    fn the_scale_selector_picks_the_stable_pods() {
+        assert_eq!(stable_selector("web"), "rollgate.dev/role=stable,rollgate.dev/rollout=web");
+    }
     use k8s_openapi::api::apps::v1::DeploymentStatus;
     use rollgate_crds::RolloutSpec;
 

@@ -30,6 +30,11 @@ use crate::gate::GateSpec;
     printcolumn(name = "Step", type_ = "string", json_path = ".status.stepLabel"),
     printcolumn(name = "Verdict", type_ = "string", json_path = ".status.verdict"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     validation = Rule::new("!has(self.metadata.name) || size(self.metadata.name) <= 56").message("metadata.name: at most 56 characters, so that the Services <name>-stable and <name>-canary are valid names"),
     validation = Rule::new("!has(self.metadata.name) || self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name: lower-case letters, digits and '-', starting with a letter and not ending with '-' (it names Services, which must be DNS-1035 labels)"),
     validation = Rule::new("!has(self.metadata.name) || !(self.metadata.name.endsWith('-stable') || self.metadata.name.endsWith('-canary'))").message("metadata.name: must not end in -stable or -canary (the Rollout <x> owns the Services <x>-stable and <x>-canary)")
@@ -247,6 +252,14 @@ pub struct RolloutStatus {
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// `spec.replicas` as the controller last applied it: the `scale` subresource's current
+    /// replicas, for a HorizontalPodAutoscaler that targets the Rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// The label selector of the stable pods, as text: the pods whose load an autoscaler
+    /// measures (their share of traffic follows their share of replicas under either router).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// Pass when the current template was promoted, Fail when it was rolled back; absent while

@@ -291,8 +291,8 @@ up() {
   (cd "$root" && cargo build -q --locked -p rollgate -p rollgate-e2e --bins)
   down
   printf '%s\n' "$state" >"$CLAIM"
-  rm -rf "$state/etcd" "$state/prometheus-data"
-  mkdir -p "$state/pids" "$state/logs"
+  rm -rf "$state/etcd" "$state/prometheus-data" "$state/prometheus-targets"
+  mkdir -p "$state/pids" "$state/logs" "$state/prometheus-targets"
   certs
   kubeconfig
   export KUBECONFIG=$state/kubeconfig
@@ -362,6 +362,8 @@ YAML
       -e 's/scrape_interval: 5s/scrape_interval: 2s/' "$root/manifests/prometheus/scrape.yaml"
     # The gateway's own per-backend metrics, for the `traefik` metric source.
     printf '  - job_name: traefik\n    static_configs: [{targets: ["127.0.0.1:%s"]}]\n' "$TRAEFIK_PING_PORT"
+    # The controllers the suite starts on the host write their metrics address here.
+    printf '  - job_name: rollgate-controllers\n    file_sd_configs: [{files: ["%s/prometheus-targets/*.json"], refresh_interval: 5s}]\n' "$state"
   } >"$state/prometheus.yml"
   start prometheus "$tc/bin/prometheus" --config.file "$state/prometheus.yml" --storage.tsdb.path "$state/prometheus-data" \
     --web.listen-address "$NODE_IP:$PROMETHEUS_PORT" --web.enable-lifecycle

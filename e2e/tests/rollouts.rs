@@ -3,6 +3,7 @@
 
 mod adoption;
 mod common;
+mod dashboard;
 mod dry_run;
 mod local_cluster;
 mod prometheus_auth;
@@ -123,6 +124,7 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
     let mut weights_seen = Vec::new();
     let mut timeline: Vec<(std::time::Instant, String)> = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    let mut scaled = false;
     loop {
         let st = c.status(&ns, name).await;
         if weights_seen.last() != Some(&st.canary_weight) {
@@ -132,6 +134,16 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
         let applied_weight = if st.step_started_at.is_some() { st.canary_weight } else { -1 };
         if weight_times.last().map(|(_, w)| *w) != Some(applied_weight) {
             weight_times.push((std::time::Instant::now(), applied_weight));
+        }
+        // Mid-canary, the Rollout is scaled through its `scale` subresource, as an autoscaler
+        // would (no metrics API runs here, so `kubectl scale` stands in for the HPA).
+        if !scaled && st.canary_weight == 1 && st.step_started_at.is_some() {
+            let out = std::process::Command::new(c.kubectl())
+                .args(["scale", "-n", &ns, "rollout/web", "--replicas=2"])
+                .output()
+                .expect("kubectl scale");
+            assert!(out.status.success(), "kubectl scale: {}", String::from_utf8_lossy(&out.stderr));
+            scaled = true;
         }
         let label =
             format!("{:?} w={} {}", st.phase, st.canary_weight, st.message.clone().unwrap_or_default());
@@ -153,6 +165,27 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
         assert!(std::time::Instant::now() < deadline, "not promoted: {st:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // The scale went through: the stable Deployment runs the new count, and the subresource
+    // says what an autoscaler reads (no request failed on the way: asserted below).
+    assert!(scaled, "the rollout was scaled mid-canary");
+    let kubectl = |args: &[&str]| {
+        let out = std::process::Command::new(c.kubectl()).args(args).output().expect("kubectl");
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_until("stable at 2 replicas", Duration::from_secs(120), || async {
+        kubectl(&["get", "deploy", "-n", &ns, "web-stable", "-o", "jsonpath={.status.readyReplicas}"]) == "2"
+    })
+    .await;
+    let scale: serde_json::Value = serde_json::from_str(&kubectl(&[
+        "get",
+        "--raw",
+        &format!("/apis/rollgate.dev/v1alpha1/namespaces/{ns}/rollouts/web/scale"),
+    ]))
+    .expect("scale JSON");
+    assert_eq!(scale["spec"]["replicas"], 2, "{scale}");
+    assert_eq!(scale["status"]["replicas"], 2, "{scale}");
+    assert_eq!(scale["status"]["selector"], "rollgate.dev/role=stable,rollgate.dev/rollout=web", "{scale}");
     // The pipeline's view: `rollgate wait` exits 0; `kubectl wait` alone works too.
     let waited = waiter.wait_with_output().await.expect("rollgate wait");
     let said =

@@ -11,6 +11,7 @@ use reqwest::Certificate;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 
 use super::access::{Access, Credentials};
+use crate::observability::SharedMetrics;
 
 /// Longest a query may take.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,6 +39,8 @@ pub enum ClientError {
 
 pub struct Prometheus {
     client: Client,
+    /// Where each query's duration and failure are counted, if anywhere.
+    metrics: Option<SharedMetrics>,
 }
 
 impl Prometheus {
@@ -76,7 +79,13 @@ impl Prometheus {
         let http = builder.build().map_err(ClientError::Http)?;
         let client = Client::from(http, &access.address)
             .map_err(|source| ClientError::Address { address: access.address.clone(), source })?;
-        Ok(Self { client })
+        Ok(Self { client, metrics: None })
+    }
+
+    /// The same client, timing its queries in `rollgate_prometheus_query_*`.
+    pub fn with_metrics(mut self, metrics: SharedMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -90,12 +99,18 @@ impl Prometheus {
         if let Some(t) = time {
             query = query.at(t);
         }
-        let response = query.get().await.map_err(describe)?;
-        let (data, _) = response.into_inner();
-        match data.into_vector() {
-            Ok(v) => Ok(v),
-            Err(_) => Err(format!("query {promql:?} did not return an instant vector")),
+        let started = std::time::Instant::now();
+        let result = match query.get().await.map_err(describe) {
+            Ok(response) => match response.into_inner().0.into_vector() {
+                Ok(v) => Ok(v),
+                Err(_) => Err(format!("query {promql:?} did not return an instant vector")),
+            },
+            Err(e) => Err(e),
+        };
+        if let Some(m) = &self.metrics {
+            m.outcomes.query(started.elapsed(), result.is_ok());
         }
+        result
     }
 
     async fn instant(&self, promql: String, time: Option<i64>) -> Result<Option<f64>, String> {

@@ -185,6 +185,36 @@ pub struct Plan {
     pub status: RolloutStatus,
     pub events: Vec<Event>,
     pub requeue: Duration,
+    /// The rollout ended in this pass: how, and how long after it began.
+    pub completed: Option<Completed>,
+    /// A step passed in this pass, this long after its weight was applied.
+    pub step_passed_after: Option<Duration>,
+}
+
+/// How a rollout ended (the `result` label of `rollgate_rollouts_completed_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Promoted,
+    RolledBack,
+    Aborted,
+}
+
+impl Outcome {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Promoted => "promoted",
+            Outcome::RolledBack => "rolled_back",
+            Outcome::Aborted => "aborted",
+        }
+    }
+}
+
+/// A rollout's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completed {
+    pub outcome: Outcome,
+    /// Since the rollout started (or superseded the one before), when the history says.
+    pub after: Option<Duration>,
 }
 
 /// Whether the gate must be evaluated before planning, and over which window (time since the

@@ -68,6 +68,7 @@ impl Planner<'_, '_> {
         self.status.traffic_returned_at = None;
         self.canary = CanaryIntent::Absent;
         self.status.stable_revision = Some(rev.clone());
+        self.complete(Outcome::Promoted);
         self.promoted(&format!("revision {rev} promoted after {} steps", self.o.spec.steps.len()));
     }
 
@@ -90,6 +91,7 @@ impl Planner<'_, '_> {
         self.set_condition(cond::PAUSED, false, cond::reason::ROLLED_BACK, reason);
         self.set_condition(cond::PROMOTED, false, cond::reason::ROLLED_BACK, reason);
         self.record(HistoryAction::Rollback, 0, reason);
+        self.complete(Outcome::RolledBack);
         self.event(true, EventReason::RolledBack, msg);
         self.rolled_back();
     }

@@ -21,6 +21,8 @@ pub(super) struct Planner<'a, 'o> {
     pub(super) weight: Option<i32>,
     pub(super) events: Vec<Event>,
     pub(super) requeue: Duration,
+    pub(super) completed: Option<Completed>,
+    pub(super) step_passed_after: Option<Duration>,
 }
 
 impl<'a, 'o> Planner<'a, 'o> {
@@ -35,6 +37,8 @@ impl<'a, 'o> Planner<'a, 'o> {
             weight: None,
             events: Vec::new(),
             requeue: IDLE,
+            completed: None,
+            step_passed_after: None,
         }
     }
 
@@ -50,11 +54,25 @@ impl<'a, 'o> Planner<'a, 'o> {
             status: self.status,
             events: self.events,
             requeue: self.requeue,
+            completed: self.completed,
+            step_passed_after: self.step_passed_after,
         }
     }
 
     pub(super) fn now(&self) -> Time {
         Time(self.o.now)
+    }
+
+    /// Marks the rollout as ended in this pass.
+    pub(super) fn complete(&mut self, outcome: Outcome) {
+        let began = self
+            .status
+            .history
+            .iter()
+            .rev()
+            .find(|d| d.action == HistoryAction::Start || d.action == HistoryAction::Supersede);
+        let after = began.map(|d| elapsed(&d.time, self.o.now));
+        self.completed = Some(Completed { outcome, after });
     }
 
     pub(super) fn event(&mut self, warning: bool, reason: EventReason, note: String) {

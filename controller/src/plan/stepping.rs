@@ -104,6 +104,7 @@ impl Planner<'_, '_> {
             self.handled(|h| h.abort = Some(token));
             if self.status.phase != Some(Phase::RolledBack) {
                 self.rollback("aborted by request", None);
+                self.complete(Outcome::Aborted);
             }
         }
         if self.status.phase == Some(Phase::RolledBack) {
@@ -397,6 +398,7 @@ impl Planner<'_, '_> {
 
     pub(super) fn advance(&mut self, next: usize, reason: &str) {
         let steps = self.o.spec.steps.len();
+        self.step_passed_after = self.status.step_started_at.as_ref().map(|t| elapsed(t, self.o.now));
         self.status.current_step = Some(next as i32);
         self.status.step_started_at = None;
         self.status.last_evaluated_at = None;

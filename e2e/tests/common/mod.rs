@@ -253,11 +253,23 @@ impl Controller {
         let log = cluster.state.join("logs").join(format!("controller-{tag}.log"));
         let file = std::fs::File::create(&log).expect("controller log");
         // A free loopback port for the verdict API (its own port, as `--api-addr` documents).
-        let api_addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port");
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free loopback port")
+        };
+        let (api_addr, metrics_addr) = (free(), free());
+        // The suite's Prometheus scrapes every controller it starts (file-based discovery), as
+        // a ServiceMonitor would in a cluster: the dashboard's queries are checked against it.
+        let targets = cluster.state.join("prometheus-targets");
+        let target = serde_json::json!([{"targets": [metrics_addr.to_string()], "labels": {"e2e": tag}}]);
+        std::fs::create_dir_all(&targets)
+            .and_then(|()| std::fs::write(targets.join(format!("controller-{tag}.json")), target.to_string()))
+            .expect("prometheus target file");
         let child = Command::new(cluster.bin_dir.join("rollgate"))
-            .args(["controller", "--metrics-addr", "127.0.0.1:0", "--lease-namespace", "default"])
+            .args(["controller", "--lease-namespace", "default"])
+            .arg("--metrics-addr")
+            .arg(metrics_addr.to_string())
             .arg("--api-addr")
             .arg(api_addr.to_string())
             .arg("--identity")

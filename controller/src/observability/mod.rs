@@ -1,4 +1,10 @@
-//! The controller's own metrics (`/metrics`) and logging setup.
+//! The controller's own metrics (`/metrics`) and logging setup (`telemetry`).
+
+mod outcomes;
+mod telemetry;
+
+pub use outcomes::{Outcomes, ResultLabels};
+pub use telemetry::{CountRequests, TelemetryError, TelemetryGuard, init_telemetry};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +36,22 @@ pub struct CheckLabels {
     pub namespace: String,
     pub name: String,
     pub check: String,
+}
+
+/// `rollgate_rollout_info`: which revisions a Rollout runs.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InfoLabels {
+    pub namespace: String,
+    pub name: String,
+    pub stable_revision: String,
+    pub canary_revision: String,
+}
+
+/// What the controller exported for one Rollout, to remove it when the Rollout goes.
+#[derive(Default)]
+struct Known {
+    checks: Vec<String>,
+    info: Option<InfoLabels>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,8 +87,11 @@ pub struct Metrics {
     pub kube_requests: Family<KubeRequestLabels, Counter>,
     pub reconciles_in_flight: Gauge,
     pub dry_run_rollbacks: Counter,
-    /// The Rollouts with series, and their checks' names (to remove them when it goes).
-    known: std::sync::Mutex<HashMap<RolloutLabels, Vec<String>>>,
+    pub outcomes: Outcomes,
+    pub info: Family<InfoLabels, Gauge>,
+    pub check_progress: Family<CheckLabels, Gauge<f64, AtomicU64>>,
+    /// The Rollouts with series, and what they export (to remove it when one goes).
+    known: std::sync::Mutex<HashMap<RolloutLabels, Known>>,
 }
 
 impl Default for Metrics {
@@ -125,6 +150,19 @@ impl Default for Metrics {
             "Steps the gate would have rolled back under policy.dryRun (nothing was rolled back)",
             dry_run_rollbacks.clone(),
         );
+        let outcomes = Outcomes::register(&mut registry);
+        let info = Family::<InfoLabels, Gauge>::default();
+        registry.register(
+            "rollout_info",
+            "1 per Rollout, labelled with its stable and canary revisions",
+            info.clone(),
+        );
+        let check_progress = Family::<CheckLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "check_evidence_progress",
+            "Per check, the evidence gathered over what a decision needs (1 once decided)",
+            check_progress.clone(),
+        );
         Self {
             registry,
             webhook_deliveries,
@@ -139,6 +177,9 @@ impl Default for Metrics {
             kube_requests,
             reconciles_in_flight,
             dry_run_rollbacks,
+            outcomes,
+            info,
+            check_progress,
             known: Default::default(),
         }
     }
@@ -158,11 +199,23 @@ impl Metrics {
         // same time either runs before (and the series are known, to be swept next time) or
         // after (and removes them): never a series written after its Rollout was forgotten.
         let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let checks = known.entry(labels.clone()).or_default();
+        let exported = known.entry(labels.clone()).or_default();
         for c in &status.checks {
-            if !checks.contains(&c.name) {
-                checks.push(c.name.clone());
+            if !exported.checks.contains(&c.name) {
+                exported.checks.push(c.name.clone());
             }
+        }
+        let info = InfoLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+            stable_revision: status.stable_revision.clone().unwrap_or_default(),
+            canary_revision: status.canary_revision.clone().unwrap_or_default(),
+        };
+        if exported.info.as_ref() != Some(&info) {
+            if let Some(old) = exported.info.replace(info.clone()) {
+                self.info.remove(&old);
+            }
+            self.info.get_or_create(&info).set(1);
         }
         self.weight.get_or_create(&labels).set(i64::from(status.canary_weight));
         for phase in PHASES {
@@ -181,6 +234,11 @@ impl Metrics {
                 _ => 0,
             };
             self.check_passing.get_or_create(&l).set(r);
+            let progress = match c.needed {
+                Some(needed) if needed > 0 => (c.total as f64 / needed as f64).min(1.0),
+                _ => 1.0,
+            };
+            self.check_progress.get_or_create(&l).set(progress);
         }
     }
 
@@ -203,12 +261,17 @@ impl Metrics {
         self.forget_locked(&mut known, &RolloutLabels { namespace: namespace.into(), name: name.into() });
     }
 
-    fn forget_locked(&self, known: &mut HashMap<RolloutLabels, Vec<String>>, labels: &RolloutLabels) {
+    fn forget_locked(&self, known: &mut HashMap<RolloutLabels, Known>, labels: &RolloutLabels) {
         let RolloutLabels { namespace, name } = labels;
-        for check in known.remove(labels).unwrap_or_default() {
+        let exported = known.remove(labels).unwrap_or_default();
+        for check in exported.checks {
             let l = CheckLabels { namespace: namespace.clone(), name: name.clone(), check };
             self.check_value.remove(&l);
             self.check_passing.remove(&l);
+            self.check_progress.remove(&l);
+        }
+        if let Some(info) = exported.info {
+            self.info.remove(&info);
         }
         self.weight.remove(labels);
         for phase in PHASES {
@@ -225,124 +288,6 @@ impl Metrics {
 const PHASES: [&str; 5] = ["Progressing", "Paused", "Promoted", "RolledBack", "Failed"];
 
 pub type SharedMetrics = Arc<Metrics>;
-
-/// Logging and optional trace export. Logs: JSON (or text) on stderr, `RUST_LOG`-style
-/// filtering (default `info`). Traces: with an OTLP/HTTP endpoint, the reconcile and evaluation
-/// spans are exported; the returned guard flushes them on drop.
-pub fn init_telemetry(json: bool, otlp_endpoint: Option<&str>) -> Result<TelemetryGuard, TelemetryError> {
-    use opentelemetry::trace::TracerProvider as _;
-    use opentelemetry_otlp::WithExportConfig;
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::{EnvFilter, Layer};
-
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let provider = match otlp_endpoint {
-        Some(endpoint) => {
-            let exporter =
-                opentelemetry_otlp::SpanExporter::builder().with_http().with_endpoint(endpoint).build()?;
-            Some(
-                opentelemetry_sdk::trace::SdkTracerProvider::builder()
-                    .with_resource(
-                        opentelemetry_sdk::Resource::builder().with_service_name("rollgate").build(),
-                    )
-                    .with_batch_exporter(exporter)
-                    .build(),
-            )
-        }
-        None => None,
-    };
-    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("rollgate")));
-    let fmt = if json {
-        tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(std::io::stderr).boxed()
-    } else {
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed()
-    };
-    tracing_subscriber::registry().with(filter).with(otel).with(fmt).try_init()?;
-    Ok(TelemetryGuard { provider })
-}
-
-/// Logging or trace export that cannot be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum TelemetryError {
-    #[error("--otlp-endpoint: {0}")]
-    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
-    #[error("logging: {0}")]
-    Logging(#[from] tracing_subscriber::util::TryInitError),
-}
-
-/// Flushes exported spans when dropped.
-pub struct TelemetryGuard {
-    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
-}
-
-impl Drop for TelemetryGuard {
-    fn drop(&mut self) {
-        if let Some(p) = self.provider.take()
-            && let Err(e) = p.shutdown()
-        {
-            eprintln!("rollgate: flushing traces: {e}");
-        }
-    }
-}
-
-// === impl CountRequests ===
-
-/// A tower layer for the kube client that counts every request by method and status code
-/// (`rollgate_kube_requests_total`).
-#[derive(Clone)]
-pub struct CountRequests {
-    family: Family<KubeRequestLabels, Counter>,
-}
-
-impl CountRequests {
-    pub fn new(family: Family<KubeRequestLabels, Counter>) -> Self {
-        Self { family }
-    }
-}
-
-impl<S> tower::Layer<S> for CountRequests {
-    type Service = Counted<S>;
-
-    fn layer(&self, inner: S) -> Counted<S> {
-        Counted { inner, family: self.family.clone() }
-    }
-}
-
-#[derive(Clone)]
-pub struct Counted<S> {
-    inner: S,
-    family: Family<KubeRequestLabels, Counter>,
-}
-
-impl<S, B, RB> tower::Service<http::Request<B>> for Counted<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = request.method().to_string();
-        let family = self.family.clone();
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let result = response.await;
-            let code = match &result {
-                Ok(r) => r.status().as_u16().to_string(),
-                Err(_) => "error".to_string(),
-            };
-            family.get_or_create(&KubeRequestLabels { method, code }).inc();
-            result
-        })
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -404,5 +349,39 @@ mod tests {
         });
         let text = m.encode().expect("encode");
         assert!(text.contains("rollgate_kube_requests_total{method=\"PATCH\",code=\"404\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn every_dashboard_query_parses_and_reads_only_metrics_the_controller_exports() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../../manifests/grafana/rollgate.json")).expect("JSON");
+        let m = Metrics::default();
+        // Families without a series are not in the exposition: give each Rollout one.
+        m.observe("shop", "web", &status());
+        m.outcomes.record(None, Some(std::time::Duration::from_secs(30)));
+        m.outcomes.query(std::time::Duration::from_millis(5), true);
+        let exported = m.encode().expect("encode");
+        let mut queries = 0;
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().expect("targets") {
+                let expr = target["expr"].as_str().expect("expr").replace("$__range", "1h");
+                promql_parser::parser::parse(&expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if !word.starts_with("rollgate_") {
+                        continue;
+                    }
+                    let base = ["_bucket", "_total", "_count", "_sum"]
+                        .iter()
+                        .find_map(|s| word.strip_suffix(s))
+                        .unwrap_or(word);
+                    assert!(
+                        exported.contains(&format!("# TYPE {base} ")),
+                        "{expr}: the controller exports no {base}"
+                    );
+                }
+                queries += 1;
+            }
+        }
+        assert!(queries >= 10, "{queries}");
     }
 }
