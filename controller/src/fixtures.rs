@@ -13,6 +13,8 @@ pub trait RolloutSpecExt: Sized {
     fn with_replicas(self, n: i32) -> Self;
     fn with_replica_ratio(self) -> Self;
     fn with_steps(self, weights: &[i32]) -> Self;
+    /// A shadow step of `percent` before the weighted steps.
+    fn with_shadow(self, percent: i32, mirror: rollgate_crds::rollout::Mirror) -> Self;
 }
 
 impl RolloutSpecExt for RolloutSpec {
@@ -30,7 +32,11 @@ impl RolloutSpecExt for RolloutSpec {
             workload_ref: None,
             service: Default::default(),
             traffic: TrafficSpec {
-                gateway_api: Some(GatewayApiTraffic { http_route: "web".into(), service: None }),
+                gateway_api: Some(GatewayApiTraffic {
+                    http_route: "web".into(),
+                    service: None,
+                    mirror: Default::default(),
+                }),
                 replica_ratio: None,
             },
             steps: defaults::steps(),
@@ -58,8 +64,16 @@ impl RolloutSpecExt for RolloutSpec {
         self
     }
 
+    fn with_shadow(mut self, percent: i32, mirror: rollgate_crds::rollout::Mirror) -> Self {
+        self.steps.insert(0, Step { weight: 0, shadow: Some(percent), min_healthy: None });
+        if let Some(gw) = &mut self.traffic.gateway_api {
+            gw.mirror = mirror;
+        }
+        self
+    }
+
     fn with_steps(mut self, weights: &[i32]) -> Self {
-        self.steps = weights.iter().map(|w| Step { weight: *w, min_healthy: None }).collect();
+        self.steps = weights.iter().map(|w| Step { weight: *w, shadow: None, min_healthy: None }).collect();
         self
     }
 }

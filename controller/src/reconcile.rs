@@ -193,6 +193,7 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
         stable: stable_s,
         canary: canary_s,
         router_weight,
+        router_mirror: router.mirrored(),
         actions: actions_from(ro, &status),
         spec_problem: problem.clone(),
         gate_interval: policy.interval.as_std(),
@@ -230,7 +231,8 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
     // it (acting is idempotent), never from the state before it.
     write_status(ctx, ns, name, ro.status.as_ref(), &plan.status).await?;
     if problem.is_none() {
-        match act(&client, ro, &plan, &world, router.as_ref(), router_weight, &revision).await {
+        let seen = (router_weight, router.mirrored());
+        match act(&client, ro, &plan, &world, router.as_ref(), seen, &revision).await {
             Ok(()) => {
                 let stable_serves = plan.status.stable_revision.is_some()
                     && observed.stable.as_ref().is_some_and(|s| s.available);
@@ -334,13 +336,26 @@ async fn act(
     plan: &Plan,
     world: &World,
     router: &dyn router::TrafficRouter,
-    router_weight: Option<i32>,
+    (router_weight, router_mirror): (Option<i32>, i32),
     revision: &str,
 ) -> Result<()> {
+    // Copies stop before the canary gets real traffic, and start only once it has none.
+    if let Some(m) = plan.mirror
+        && m == 0
+        && router_mirror != 0
+    {
+        router.apply_mirror(ro, 0).await.map_err(router_error)?;
+    }
     if let Some(w) = plan.weight
         && router_weight != Some(w)
     {
         router.apply_weight(ro, w).await.map_err(router_error)?;
+    }
+    if let Some(m) = plan.mirror
+        && m != 0
+        && router_mirror != m
+    {
+        router.apply_mirror(ro, m).await.map_err(router_error)?;
     }
     apply::workload(client, ro, plan, world, revision).await
 }

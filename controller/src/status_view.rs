@@ -20,7 +20,8 @@ pub struct View {
     pub canary_weight: i32,
     /// 1-based; absent before the first step.
     pub step: Option<usize>,
-    pub steps: Vec<i32>,
+    /// Each step as said: `5 %`, or `shadow 20 %`.
+    pub steps: Vec<String>,
     pub stable_revision: Option<String>,
     pub canary_revision: Option<String>,
     pub paused: bool,
@@ -39,7 +40,15 @@ pub fn view(ro: &Rollout) -> View {
         up_to_date: up_to_date(ro, &st),
         canary_weight: st.canary_weight,
         step: st.current_step.filter(|s| *s >= 0).map(|s| s as usize + 1),
-        steps: ro.spec.steps.iter().map(|s| s.weight).collect(),
+        steps: ro
+            .spec
+            .steps
+            .iter()
+            .map(|s| match s.shadow {
+                Some(p) => format!("shadow {p} %"),
+                None => format!("{} %", s.weight),
+            })
+            .collect(),
         stable_revision: st.stable_revision,
         canary_revision: st.canary_revision,
         paused: ro.spec.paused,

@@ -42,7 +42,7 @@ pub const HISTORY_LIMIT: usize = 20;
 // Serde default functions (serde needs paths to functions).
 
 pub fn steps() -> Vec<crate::rollout::Step> {
-    STEPS.iter().map(|w| crate::rollout::Step { weight: *w, min_healthy: None }).collect()
+    STEPS.iter().map(|w| crate::rollout::Step { weight: *w, shadow: None, min_healthy: None }).collect()
 }
 pub fn replicas() -> i32 {
     REPLICAS

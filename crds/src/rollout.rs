@@ -42,7 +42,8 @@ use crate::gate::GateSpec;
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("has(self.gate) != has(self.gateRef)").message("spec: exactly one of gate and gateRef must be set"),
-    validation = Rule::new("has(self.template) != has(self.workloadRef)").message("spec: exactly one of template and workloadRef must be set")
+    validation = Rule::new("has(self.template) != has(self.workloadRef)").message("spec: exactly one of template and workloadRef must be set"),
+    validation = Rule::new("!self.steps.exists(s, has(s.shadow)) || has(self.traffic.gatewayAPI)").message("steps: a shadow step needs traffic.gatewayAPI (a gateway mirrors the requests)")
 )]
 pub struct RolloutSpec {
     /// Pods of the workload at full weight.
@@ -68,11 +69,14 @@ pub struct RolloutSpec {
     pub service: ServiceSpec,
     /// How traffic is split between stable and canary: exactly one router.
     pub traffic: TrafficSpec,
-    /// Canary weights in percent, strictly increasing and ending at 100. Default 1, 5, 100.
+    /// Canary weights in percent, strictly increasing and ending at 100. Default 1, 5, 100. The
+    /// first step may instead be a shadow step (`shadow: 20`): no user traffic, a share of the
+    /// requests mirrored to the canary.
     #[serde(default = "defaults::steps")]
     #[schemars(length(min = 1, max = 20))]
     #[x_kube(
         validation = Rule::new("self.map(s, s.weight).isSorted() && self.all(s, self.exists_one(t, t.weight == s.weight))").message("steps: weights must be strictly increasing"),
+        validation = Rule::new("self.all(s, !has(s.shadow) || s == self[0])").message("steps: only the first step may be a shadow step"),
         validation = Rule::new("self[size(self) - 1].weight == 100").message("steps: the last step must have weight 100")
     )]
     pub steps: Vec<Step>,
@@ -151,13 +155,21 @@ fn pod_template_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
-/// One traffic step.
+/// One traffic step: a weight, or (first step only) a shadow step.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.shadow) ? self.weight == 0 : self.weight >= 1").message("steps[].weight: 1 to 100, or 0 (and omitted) on a shadow step"))]
 pub struct Step {
-    /// Percent of traffic to the canary.
-    #[schemars(range(min = 1, max = 100))]
+    /// Percent of traffic to the canary; 0 on a shadow step.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 100))]
     pub weight: i32,
+    /// A shadow step: no user request reaches the canary; this percent of the requests is
+    /// copied to it and its answers discarded, so its own metrics are judged without anyone
+    /// seeing them. Rolled back here, no user saw the version. See `traffic.gatewayAPI.mirror`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub shadow: Option<i32>,
     /// How long this step must stay healthy before weight is raised; overrides the gate's
     /// `policy.minHealthy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,6 +222,27 @@ pub struct GatewayApiTraffic {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub service: Option<String>,
+    /// How a shadow step copies requests to the canary: the Gateway API `RequestMirror` filter
+    /// (default), or a Traefik `TraefikService` of kind mirroring, for Traefik, whose Gateway
+    /// API provider has no `RequestMirror`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub mirror: Mirror,
+}
+
+/// How requests are copied to the canary in a shadow step.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mirror {
+    /// A `RequestMirror` filter (with `percent`) on each rule that references the two Services.
+    #[default]
+    RequestMirror,
+    /// The stable backendRef becomes the TraefikService `<name>-shadow` (kind mirroring, owned
+    /// by the Rollout), which sends to `<name>-stable` and copies `shadow` percent to
+    /// `<name>-canary`. Needs Traefik's `kubernetesCRD` provider.
+    TraefikService,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

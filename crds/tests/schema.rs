@@ -63,11 +63,16 @@ fn validation_rules_are_in_the_schema() {
         "exactly one router (gatewayAPI or replicaRatio) must be set",
         "exactly one of errorRate, latency, pause, promql must be set",
         "must be a positive duration",
+        "only the first step may be a shadow step",
+        "1 to 100, or 0 (and omitted) on a shadow step",
+        "a shadow step needs traffic.gatewayAPI",
     ] {
         assert!(text.contains(needle), "missing rule: {needle}");
     }
     let steps = &schema_of::<Rollout>()["properties"]["spec"]["properties"]["steps"];
-    assert_eq!(steps["items"]["properties"]["weight"]["minimum"].as_f64(), Some(1.0));
+    // 0 only on a shadow step (the CEL rule above); 1 to 100 otherwise.
+    assert_eq!(steps["items"]["properties"]["weight"]["minimum"].as_f64(), Some(0.0));
+    assert_eq!(steps["items"]["properties"]["shadow"]["minimum"].as_f64(), Some(1.0));
     assert_eq!(steps["items"]["properties"]["weight"]["maximum"].as_f64(), Some(100.0));
 }
 

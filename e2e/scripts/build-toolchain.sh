@@ -2,7 +2,8 @@
 # Builds the control-plane binaries the e2e suite and `make demo` run, from Go modules, and caches
 # them outside the repository keyed by version and by the wrapper's go.sum:
 #   etcd; kube-apiserver, kube-controller-manager, kube-scheduler, kubectl; traefik; prometheus
-#   (Debian's package lacks Kubernetes service discovery); the Gateway API standard CRDs; and for
+#   (Debian's package lacks Kubernetes service discovery); the Gateway API standard CRDs and
+#   Traefik's CRDs; and for
 #   the real node: kubelet, kube-proxy, the pause (sandbox) binary from the kubernetes module's
 #   source, CoreDNS (the cluster DNS) and podinfo (the app nobody here wrote).
 # Prints the directory holding bin/ and crds/ on stdout; with the argument `helm`, builds only helm
@@ -124,5 +125,14 @@ if [ ! -f "$out/crds/.done" ]; then
   cp "$gw"/config/crd/standard/*.yaml "$out/crds/"
   chmod u+w "$out"/crds/*.yaml
   touch "$out/crds/.done"
+fi
+# Traefik's own CRDs (TraefikService: the mirroring a shadow step uses with Traefik).
+if [ ! -f "$out/crds/traefik.io.yaml" ]; then
+  tr=$(cd "$here/toolchain/traefik" && go mod download -json "github.com/traefik/traefik/v3@v$TRAEFIK_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  defs="$tr/docs/content/reference/dynamic-configuration/kubernetes-crd-definition-v1.yml"
+  [ -f "$defs" ] || die "Traefik CRDs not found in $tr"
+  cp "$defs" "$out/crds/traefik.io.yaml.partial"
+  chmod u+w "$out/crds/traefik.io.yaml.partial"
+  mv "$out/crds/traefik.io.yaml.partial" "$out/crds/traefik.io.yaml"
 fi
 printf '%s\n' "$out"

@@ -333,7 +333,8 @@ up() {
   "$kubectl" apply --server-side -f "$tc/crds/" >/dev/null
   "$kubectl" apply --server-side -f "$root/manifests/crds/rollgate.yaml" >/dev/null
   "$kubectl" wait --for=condition=Established crd/gateways.gateway.networking.k8s.io \
-    crd/httproutes.gateway.networking.k8s.io crd/rollouts.rollgate.dev crd/releasegates.rollgate.dev >/dev/null
+    crd/httproutes.gateway.networking.k8s.io crd/rollouts.rollgate.dev crd/releasegates.rollgate.dev \
+    crd/traefikservices.traefik.io >/dev/null
   "$kubectl" apply -f - >/dev/null <<YAML
 apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
@@ -352,7 +353,8 @@ YAML
     --entryPoints.web.address="127.0.0.1:$GATEWAY_PORT" \
     --entryPoints.ping.address="127.0.0.1:$TRAEFIK_PING_PORT" --ping.entryPoint=ping \
     --metrics.prometheus=true --metrics.prometheus.entryPoint=ping --metrics.prometheus.addServicesLabels=true \
-    --providers.kubernetesgateway --providers.kubernetesgateway.throttleDuration=0s --log.level=INFO
+    --providers.kubernetesgateway --providers.kubernetesgateway.throttleDuration=0s \
+    --providers.kubernetescrd --providers.kubernetescrd.throttleDuration=0s --log.level=INFO
   wait_for traefik 60 curl -fsS "http://127.0.0.1:$TRAEFIK_PING_PORT/ping"
 
   log "starting Prometheus with the scrape config from manifests/prometheus/scrape.yaml"

@@ -9,6 +9,7 @@ mod local_cluster;
 mod prometheus_auth;
 mod real_node;
 mod safety;
+mod shadow;
 mod sharding;
 mod tenancy;
 
@@ -501,6 +502,26 @@ async fn scenario_6_an_invalid_rollout_is_rejected_naming_the_field() {
     let (ok, out) = c.apply(&yaml).await;
     assert!(!ok, "accepted: {out}");
     assert!(out.contains("spec.steps") && out.contains("strictly increasing"), "{out}");
+    // Shadow steps: first only, without a weight, and only where a gateway can copy requests.
+    for (steps, says) in [
+        ("[{weight: 1}, {shadow: 20}, {weight: 100}]", "only the first step may be a shadow step"),
+        ("[{shadow: 20, weight: 1}, {weight: 100}]", "0 (and omitted) on a shadow step"),
+        ("[{weight: 0}, {weight: 100}]", "0 (and omitted) on a shadow step"),
+    ] {
+        let yaml = rollout_yaml(&ns, "web", "v1", &[], "")
+            .replace("PROMETHEUS", &c.prometheus)
+            .replace("  replicas: 1\n", &format!("  replicas: 1\n  steps: {steps}\n"));
+        let (ok, out) = c.apply(&yaml).await;
+        assert!(!ok, "{steps} accepted: {out}");
+        assert!(out.contains(says), "{steps}: {out}");
+    }
+    let yaml = rollout_yaml(&ns, "web", "v1", &[], "")
+        .replace("PROMETHEUS", &c.prometheus)
+        .replace("  replicas: 1\n", "  replicas: 1\n  steps: [{shadow: 20}, {weight: 100}]\n")
+        .replace("gatewayAPI: {httpRoute: web}", "replicaRatio: {}");
+    let (ok, out) = c.apply(&yaml).await;
+    assert!(!ok, "accepted: {out}");
+    assert!(out.contains("a shadow step needs traffic.gatewayAPI"), "{out}");
     let yaml = rollout_yaml(&ns, "web2", "v1", &[], "").replace("PROMETHEUS", "ftp://nowhere");
     let (ok, out) = c.apply(&yaml).await;
     assert!(!ok, "accepted: {out}");

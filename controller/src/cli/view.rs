@@ -56,12 +56,12 @@ pub fn render(v: &View, tty: bool, now: Timestamp) -> String {
         .iter()
         .enumerate()
         .map(|(i, w)| match current {
-            Some(c) if i + 1 < c => format!("{w} % done"),
-            Some(c) if i + 1 == c => format!("[{w} % now]"),
+            Some(c) if i + 1 < c => format!("{w} done"),
+            Some(c) if i + 1 == c => format!("[{w} now]"),
             _ if v.phase == Some(Phase::Promoted) && v.canary_revision == v.stable_revision => {
-                format!("{w} % done")
+                format!("{w} done")
             }
-            _ => format!("{w} %"),
+            _ => w.clone(),
         })
         .collect();
     out.push_str(&format!("  steps      {}\n", steps.join("  →  ")));

@@ -135,6 +135,8 @@ pub struct Observed<'a> {
     pub canary: Option<DeploymentState>,
     /// The canary weight the router applies now (None: unknown or no route yet).
     pub router_weight: Option<i32>,
+    /// Percent of requests the router copies to the canary now.
+    pub router_mirror: i32,
     pub actions: Actions,
     /// Problems found outside the schema (missing gate, invalid template…).
     pub spec_problem: Option<SpecProblem>,
@@ -182,6 +184,8 @@ pub struct Plan {
     pub canary: CanaryIntent,
     /// Canary weight the router must apply (None: leave the router alone).
     pub weight: Option<i32>,
+    /// Percent of requests the router must copy to the canary (None: leave it alone).
+    pub mirror: Option<i32>,
     pub status: RolloutStatus,
     pub events: Vec<Event>,
     pub requeue: Duration,
@@ -235,7 +239,8 @@ pub fn evaluation_window(o: &Observed<'_>) -> Option<Duration> {
         return None;
     }
     let started = o.status.step_started_at.as_ref()?;
-    if o.router_weight != Some(o.spec.steps[step].weight) {
+    let target = &o.spec.steps[step];
+    if o.router_weight != Some(target.weight) || o.router_mirror != target.shadow.unwrap_or(0) {
         return None;
     }
     // Once per interval: the status written after an evaluation triggers another reconcile,

@@ -98,10 +98,11 @@ impl Planner<'_, '_> {
 
     pub(super) fn rolled_back(&mut self) {
         self.weight = Some(0);
+        self.mirror = None;
         self.status.canary_weight = 0;
         let drain = self.o.spec.drain_delay.as_std();
         let since = self.status.rollback_started_at.as_ref().map(|t| elapsed(t, self.o.now)).unwrap_or(drain);
-        if self.o.router_weight == Some(0) && since >= drain {
+        if self.o.router_weight == Some(0) && self.o.router_mirror == 0 && since >= drain {
             self.canary = CanaryIntent::ScaledDown;
             self.requeue = IDLE;
         } else {

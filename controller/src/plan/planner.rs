@@ -19,6 +19,8 @@ pub(super) struct Planner<'a, 'o> {
     pub(super) stable: StableIntent,
     pub(super) canary: CanaryIntent,
     pub(super) weight: Option<i32>,
+    /// Percent copied to the canary in a shadow step; none means 0 whenever a weight is set.
+    pub(super) mirror: Option<i32>,
     pub(super) events: Vec<Event>,
     pub(super) requeue: Duration,
     pub(super) completed: Option<Completed>,
@@ -35,6 +37,7 @@ impl<'a, 'o> Planner<'a, 'o> {
             stable: StableIntent::Keep { replicas: o.spec.replicas },
             canary: CanaryIntent::Keep,
             weight: None,
+            mirror: None,
             events: Vec::new(),
             requeue: IDLE,
             completed: None,
@@ -50,6 +53,7 @@ impl<'a, 'o> Planner<'a, 'o> {
         Plan {
             stable: self.stable,
             canary: self.canary,
+            mirror: self.mirror.or(self.weight.map(|_| 0)),
             weight: self.weight,
             status: self.status,
             events: self.events,

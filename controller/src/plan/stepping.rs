@@ -128,27 +128,38 @@ impl Planner<'_, '_> {
         self.status.canary_waiting_since = None;
         self.set_condition(cond::PROGRESSING, true, cond::reason::STEPPING, "stepping traffic to the canary");
         let target = self.o.spec.steps[step].weight;
+        let shadow = self.o.spec.steps[step].shadow;
         self.weight = Some(target);
+        self.mirror = shadow;
         self.status.canary_weight = target;
-        if self.o.router_weight != Some(target) {
+        let what = match shadow {
+            Some(p) => format!(
+                "{p}% of requests copied to the canary, its answers discarded (step {}/{steps}, shadow)",
+                step + 1
+            ),
+            None => format!("weight {target}% (step {}/{steps})", step + 1),
+        };
+        if self.o.router_weight != Some(target) || self.o.router_mirror != shadow.unwrap_or(0) {
             // Weight is being applied; the step's clock starts once it is.
             self.status.step_started_at = None;
-            self.status.message = Some(format!("applying weight {target}% (step {}/{steps})", step + 1));
+            self.status.message = Some(match shadow {
+                Some(_) => format!("applying: {what}"),
+                None => format!("applying weight {target}% (step {}/{steps})", step + 1),
+            });
             self.requeue = CONVERGE;
             return;
         }
         if self.status.step_started_at.is_none() {
             self.status.step_started_at = Some(self.now());
-            self.record(
-                HistoryAction::StepUp,
-                target,
-                &format!("weight {target}% applied (step {}/{steps})", step + 1),
-            );
-            self.event(
-                false,
-                EventReason::WeightApplied,
-                format!("canary weight {target}% (step {}/{steps})", step + 1),
-            );
+            let (note, event) = match shadow {
+                Some(_) => (format!("applied: {what}"), format!("applied: {what}")),
+                None => (
+                    format!("weight {target}% applied (step {}/{steps})", step + 1),
+                    format!("canary weight {target}% (step {}/{steps})", step + 1),
+                ),
+            };
+            self.record(HistoryAction::StepUp, target, &note);
+            self.event(false, EventReason::WeightApplied, event);
         }
         self.requeue = self.o.gate_interval;
 
@@ -174,7 +185,10 @@ impl Planner<'_, '_> {
         };
         self.status.last_evaluated_at = Some(self.now());
         self.status.checks = eval.checks.iter().map(check_status).collect();
-        self.judge_split(eval, self.status.canary_weight);
+        if shadow.is_none() {
+            // Copies are not a split: the canary answers requests nobody sees.
+            self.judge_split(eval, self.status.canary_weight);
+        }
         let paused_by_spec = self.o.spec.paused;
         let metrics_down = matches!(eval.decision, Decision::MetricsUnavailable(..));
         let reason = eval.decision.reason();
@@ -411,6 +425,7 @@ impl Planner<'_, '_> {
             self.promote();
         } else {
             let w = self.o.spec.steps[next].weight;
+            self.mirror = None;
             self.status.message =
                 Some(format!("step {}/{steps} passed: {reason}; raising weight to {w}%", next));
             self.weight = Some(w);

@@ -40,7 +40,7 @@ pub async fn restore(client: &Client, ro: &Rollout, now: Timestamp) -> Result<bo
     let Some(gw) = &ro.spec.traffic.gateway_api else {
         return Ok(true);
     };
-    let router = GatewayApi::new(client.clone(), gw.http_route.clone(), gw.service.clone());
+    let router = GatewayApi::new(client.clone(), gw.http_route.clone(), gw.service.clone(), gw.mirror);
     if router.restore(ro).await? {
         return Ok(true);
     }

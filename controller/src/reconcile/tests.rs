@@ -5,6 +5,7 @@
 mod adoption;
 mod crash_points;
 mod owned_objects;
+mod shadow;
 mod takeover;
 
 use std::sync::Arc;
@@ -279,7 +280,15 @@ impl Harness {
     /// A rollout under way at `step`: stable on v1, the canary on v2, the route at the step's
     /// weight, every object owned by the Rollout.
     fn mid_rollout(step: i32, started_secs_ago: i64, bad: f64, total: f64) -> (Self, String, String) {
-        let (ro, s, c) = mid_rollout(step, started_secs_ago);
+        Self::with_objects_of(mid_rollout(step, started_secs_ago), bad, total)
+    }
+
+    /// `ro` (stable on revision `s`, the canary on `c`) with every object it owns.
+    fn with_objects_of(
+        (ro, s, c): (Rollout, String, String),
+        bad: f64,
+        total: f64,
+    ) -> (Self, String, String) {
         let h = Self::new(&ro, bad, total);
         h.fake.put(DEPLOY_STABLE, deployment_json(&ro, Role::Stable, &s, "v1", true));
         h.fake.put(DEPLOY_CANARY, deployment_json(&ro, Role::Canary, &c, "v2", true));

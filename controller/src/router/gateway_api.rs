@@ -11,16 +11,19 @@
 //! traffic reaches stable through it) and is taken over (see `takeover`) on the first weight
 //! written; `restore` gives it back.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use futures::future::BoxFuture;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use rollgate_crds::Rollout;
 use rollgate_crds::conditions::EventReason;
+use rollgate_crds::rollout::Mirror;
 use serde_json::{Value, json};
 
+use super::mirror::{self, Backends};
 use super::takeover::{self, Sending};
+use super::traefik_service;
 use super::{RouterError, RouterResult, TrafficRouter};
 use crate::error::Error;
 use crate::plan::SpecProblem;
@@ -39,13 +42,60 @@ pub struct GatewayApi {
     route: String,
     /// The user's Service whose rules are taken over (`traffic.gatewayAPI.service`).
     service: Option<String>,
+    /// How a shadow step copies requests (`traffic.gatewayAPI.mirror`).
+    mirror: Mirror,
     /// The last read found the route still sending to `service`.
     pending: AtomicBool,
+    /// Percent mirrored to the canary at the last read.
+    mirrored: AtomicI32,
 }
 
 impl GatewayApi {
-    pub fn new(client: Client, route: String, service: Option<String>) -> Self {
-        Self { client, route, service, pending: AtomicBool::new(false) }
+    pub fn new(client: Client, route: String, service: Option<String>, mirror: Mirror) -> Self {
+        Self { client, route, service, mirror, pending: AtomicBool::new(false), mirrored: AtomicI32::new(0) }
+    }
+
+    fn backends(ro: &Rollout) -> Backends {
+        let rollout = ro.name_any();
+        Backends {
+            stable: name(&rollout, Role::Stable),
+            canary: name(&rollout, Role::Canary),
+            shadow: traefik_service::name(&rollout),
+            port: ro.spec.service.port,
+        }
+    }
+
+    /// Percent of requests the route copies to the canary now. With Traefik, a Rollout with a
+    /// shadow step reads its TraefikService on every pass, so one of that name it does not own
+    /// is an `InvalidSpec` before anything is written.
+    async fn mirrored_now(&self, ro: &Rollout, route: &Value, b: &Backends) -> RouterResult<i32> {
+        match self.mirror {
+            Mirror::RequestMirror => Ok(mirror::request_mirror_percent(route, b)),
+            Mirror::TraefikService => {
+                let on = mirror::traefik_mirroring(route, b);
+                if !on && !ro.spec.steps.iter().any(|s| s.shadow.is_some()) {
+                    return Ok(0);
+                }
+                let percent = traefik_service::percent(&self.client, ro).await?;
+                // A route sending to a TraefikService that is gone: unknown, so set again.
+                Ok(if on { percent.unwrap_or(-1) } else { 0 })
+            }
+        }
+    }
+
+    /// Writes the route's rules (server-side apply of `rules` alone).
+    async fn write_rules(&self, ro: &Rollout, rules: Vec<Value>) -> RouterResult<()> {
+        let patch = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": { "name": self.route },
+            "spec": { "rules": rules },
+        });
+        self.api(ro)
+            .patch(&self.route, &PatchParams::apply(field_manager()).force(), &Patch::Apply(&patch))
+            .await
+            .map_err(Error::from)?;
+        Ok(())
     }
 
     fn api(&self, ro: &Rollout) -> Api<DynamicObject> {
@@ -95,7 +145,11 @@ impl GatewayApi {
             return Ok(true);
         };
         let rollout = ro.name_any();
-        let value = serde_json::to_value(&route)?;
+        let mut value = serde_json::to_value(&route)?;
+        // Stable's backendRef as it is outside a shadow step, so the original replaces it.
+        if let Some(rules) = mirror::with_traefik_mirror(&value, &Self::backends(ro), false) {
+            value["spec"]["rules"] = Value::Array(rules);
+        }
         let Some(original) = takeover::original(&value, &rollout) else {
             return Ok(takeover::accepted(&value));
         };
@@ -135,33 +189,28 @@ fn merge_params() -> PatchParams {
 }
 
 /// Canary percent of the first rule that references both Services.
-pub fn weight_of(route: &Value, stable: &str, canary: &str) -> Option<i32> {
+pub fn weight_of(route: &Value, b: &Backends) -> Option<i32> {
     rules(route).iter().find_map(|rule| {
         let refs = rule.get("backendRefs")?.as_array()?;
-        let w = |n: &str| {
-            refs.iter()
-                .find(|r| is_service(r, n))
-                .map(|r| r.get("weight").and_then(Value::as_i64).unwrap_or(1))
+        let w = |is: &dyn Fn(&Value) -> bool| {
+            refs.iter().find(|r| is(r)).map(|r| r.get("weight").and_then(Value::as_i64).unwrap_or(1))
         };
-        let (s, c) = (w(stable)?, w(canary)?);
+        let (s, c) = (w(&|r| b.is_stable(r))?, w(&|r| b.is_canary(r))?);
         Some(if s + c == 0 { 0 } else { ((c * 100 + (s + c) / 2) / (s + c)) as i32 })
     })
 }
 
 /// The route's rules with the two weights set; `None` when no rule references both Services.
-pub fn with_weight(route: &Value, stable: &str, canary: &str, weight: i32) -> Option<Vec<Value>> {
+pub fn with_weight(route: &Value, b: &Backends, weight: i32) -> Option<Vec<Value>> {
     let mut rules = rules(route).to_vec();
     let mut found = false;
-    for rule in &mut rules {
-        let Some(refs) = rule.get_mut("backendRefs").and_then(Value::as_array_mut) else { continue };
-        if !(refs.iter().any(|r| is_service(r, stable)) && refs.iter().any(|r| is_service(r, canary))) {
-            continue;
-        }
+    for rule in rules.iter_mut().filter(|r| b.in_rule(r)) {
         found = true;
+        let Some(refs) = rule.get_mut("backendRefs").and_then(Value::as_array_mut) else { continue };
         for r in refs.iter_mut() {
-            if is_service(r, stable) {
+            if b.is_stable(r) {
                 r["weight"] = json!(100 - weight);
-            } else if is_service(r, canary) {
+            } else if b.is_canary(r) {
                 r["weight"] = json!(weight);
             }
         }
@@ -190,13 +239,16 @@ impl TrafficRouter for GatewayApi {
         Box::pin(async move {
             let route = self.get(ro).await?;
             let rollout = ro.name_any();
-            let (stable, canary) = (name(&rollout, Role::Stable), name(&rollout, Role::Canary));
+            let b = Self::backends(ro);
+            let (stable, canary) = (&b.stable, &b.canary);
             let value = serde_json::to_value(&route).map_err(Error::from)?;
-            if let Some(w) = weight_of(&value, &stable, &canary) {
+            if let Some(w) = weight_of(&value, &b) {
+                self.mirrored.store(self.mirrored_now(ro, &value, &b).await?, Ordering::Relaxed);
                 return Ok(Some(w));
             }
+            self.mirrored.store(0, Ordering::Relaxed);
             let Some(service) = &self.service else {
-                return Err(missing_refs(&self.route, &stable, &canary));
+                return Err(missing_refs(&self.route, stable, canary));
             };
             if let Some(other) = takeover::taken_by_other(&value, service, &rollout) {
                 return Err(RouterError::Spec(SpecProblem::with_reason(
@@ -223,28 +275,50 @@ impl TrafficRouter for GatewayApi {
         self.pending.load(Ordering::Relaxed)
     }
 
+    fn mirrored(&self) -> i32 {
+        self.mirrored.load(Ordering::Relaxed)
+    }
+
+    fn apply_mirror<'a>(&'a self, ro: &'a Rollout, percent: i32) -> BoxFuture<'a, RouterResult<()>> {
+        Box::pin(async move {
+            let value = serde_json::to_value(self.get(ro).await?).map_err(Error::from)?;
+            let b = Self::backends(ro);
+            let rules = match self.mirror {
+                Mirror::RequestMirror => mirror::with_request_mirror(&value, &b, percent),
+                Mirror::TraefikService => {
+                    let on = percent > 0;
+                    if on
+                        && !traefik_service::ensure(&self.client, ro, percent).await?
+                        && !mirror::traefik_mirroring(&value, &b)
+                    {
+                        // Traefik reads the TraefikService and the route through two providers:
+                        // the route refers to it only on a later pass, once Traefik has it, so
+                        // stable's requests never go to a service Traefik does not know yet.
+                        tracing::info!(route = %self.route, percent, "mirroring TraefikService written");
+                        return Ok(());
+                    }
+                    mirror::with_traefik_mirror(&value, &b, on)
+                }
+            };
+            let rules = rules.ok_or_else(|| missing_refs(&self.route, &b.stable, &b.canary))?;
+            self.write_rules(ro, rules).await?;
+            tracing::info!(route = %self.route, percent, mirror = ?self.mirror, "canary mirror applied");
+            Ok(())
+        })
+    }
+
     fn apply_weight<'a>(&'a self, ro: &'a Rollout, weight: i32) -> BoxFuture<'a, RouterResult<()>> {
         Box::pin(async move {
             let route = self.get(ro).await?;
-            let rollout = ro.name_any();
-            let (stable, canary) = (name(&rollout, Role::Stable), name(&rollout, Role::Canary));
+            let b = Self::backends(ro);
             let value = serde_json::to_value(&route).map_err(Error::from)?;
-            let Some(rules) = with_weight(&value, &stable, &canary, weight) else {
+            let Some(rules) = with_weight(&value, &b, weight) else {
                 return match &self.service {
                     Some(service) => self.take_over(ro, &value, service, weight).await,
-                    None => Err(missing_refs(&self.route, &stable, &canary)),
+                    None => Err(missing_refs(&self.route, &b.stable, &b.canary)),
                 };
             };
-            let patch = json!({
-                "apiVersion": "gateway.networking.k8s.io/v1",
-                "kind": "HTTPRoute",
-                "metadata": { "name": self.route },
-                "spec": { "rules": rules },
-            });
-            self.api(ro)
-                .patch(&self.route, &PatchParams::apply(field_manager()).force(), &Patch::Apply(&patch))
-                .await
-                .map_err(Error::from)?;
+            self.write_rules(ro, rules).await?;
             tracing::info!(route = %self.route, weight, "canary weight applied");
             Ok(())
         })
@@ -254,6 +328,15 @@ impl TrafficRouter for GatewayApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn web() -> Backends {
+        Backends {
+            stable: "web-stable".into(),
+            canary: "web-canary".into(),
+            shadow: "web-shadow".into(),
+            port: 80,
+        }
+    }
 
     fn route() -> Value {
         json!({"spec": {
@@ -270,23 +353,32 @@ mod tests {
 
     #[test]
     fn reads_the_canary_share() {
-        assert_eq!(weight_of(&route(), "web-stable", "web-canary"), Some(0));
+        assert_eq!(weight_of(&route(), &web()), Some(0));
         let r = json!({"spec": {"rules": [{"backendRefs": [{"name": "web-stable", "weight": 95}, {"name": "web-canary", "weight": 5}]}]}});
-        assert_eq!(weight_of(&r, "web-stable", "web-canary"), Some(5));
+        assert_eq!(weight_of(&r, &web()), Some(5));
         let defaults =
             json!({"spec": {"rules": [{"backendRefs": [{"name": "web-stable"}, {"name": "web-canary"}]}]}});
-        assert_eq!(weight_of(&defaults, "web-stable", "web-canary"), Some(50), "weight defaults to 1 each");
-        assert_eq!(weight_of(&route(), "other-stable", "other-canary"), None);
+        assert_eq!(weight_of(&defaults, &web()), Some(50), "weight defaults to 1 each");
+        assert_eq!(
+            weight_of(
+                &route(),
+                &Backends { stable: "other-stable".into(), canary: "other-canary".into(), ..web() }
+            ),
+            None
+        );
     }
 
     #[test]
     fn sets_only_the_two_weights() {
-        let rules = with_weight(&route(), "web-stable", "web-canary", 5).expect("found");
+        let rules = with_weight(&route(), &web(), 5).expect("found");
         assert_eq!(rules[0], route()["spec"]["rules"][0], "other rules untouched");
         assert_eq!(rules[1]["backendRefs"][0]["weight"], 95);
         assert_eq!(rules[1]["backendRefs"][1]["weight"], 5);
         assert_eq!(rules[1]["backendRefs"][1]["port"], 80);
-        assert_eq!(with_weight(&route(), "a", "b", 5), None);
+        assert_eq!(
+            with_weight(&route(), &Backends { stable: "a".into(), canary: "b".into(), ..web() }, 5),
+            None
+        );
     }
 
     #[test]
@@ -295,6 +387,6 @@ mod tests {
             {"name": "web-stable", "kind": "Service"},
             {"name": "web-canary", "group": "example.com", "kind": "Bucket"}
         ]}]}});
-        assert_eq!(weight_of(&r, "web-stable", "web-canary"), None);
+        assert_eq!(weight_of(&r, &web()), None);
     }
 }

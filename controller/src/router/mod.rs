@@ -6,8 +6,10 @@
 //! condition, instead of silently doing nothing.
 
 pub mod gateway_api;
+pub mod mirror;
 pub mod replica_ratio;
 pub mod takeover;
+pub mod traefik_service;
 
 use futures::future::BoxFuture;
 use kube::Client;
@@ -37,6 +39,22 @@ pub trait TrafficRouter: Send + Sync {
     fn takeover_pending(&self) -> bool {
         false
     }
+    /// Percent of requests the data plane copied to the canary at the last `current_weight`
+    /// (negative: copies are set up, to a share that cannot be read).
+    fn mirrored(&self) -> i32 {
+        0
+    }
+    /// Copies `percent` of the requests to the canary, its answers discarded (0: none).
+    fn apply_mirror<'a>(&'a self, _ro: &'a Rollout, percent: i32) -> BoxFuture<'a, RouterResult<()>> {
+        Box::pin(async move {
+            if percent == 0 {
+                return Ok(());
+            }
+            Err(RouterError::Spec(SpecProblem::invalid(
+                "steps[0].shadow: this traffic router cannot copy requests to the canary; a shadow step needs traffic.gatewayAPI",
+            )))
+        })
+    }
 }
 
 /// The router the Rollout asks for.
@@ -47,9 +65,12 @@ pub fn for_rollout(
     canary: Option<&DeploymentState>,
 ) -> Box<dyn TrafficRouter> {
     match (&ro.spec.traffic.gateway_api, &ro.spec.traffic.replica_ratio) {
-        (Some(gw), _) => {
-            Box::new(gateway_api::GatewayApi::new(client, gw.http_route.clone(), gw.service.clone()))
-        }
+        (Some(gw), _) => Box::new(gateway_api::GatewayApi::new(
+            client,
+            gw.http_route.clone(),
+            gw.service.clone(),
+            gw.mirror,
+        )),
         (None, _) => Box::new(replica_ratio::ReplicaRatio::new(stable.cloned(), canary.cloned())),
     }
 }

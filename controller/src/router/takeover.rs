@@ -161,7 +161,18 @@ mod tests {
         let mut now = route();
         now["spec"]["rules"] = json!(rules);
         assert_eq!(sending(&now, "shop"), Sending::Nowhere);
-        assert_eq!(super::super::gateway_api::weight_of(&now, "web-stable", "web-canary"), Some(5));
+        assert_eq!(
+            super::super::gateway_api::weight_of(
+                &now,
+                &super::super::mirror::Backends {
+                    stable: "web-stable".into(),
+                    canary: "web-canary".into(),
+                    shadow: "web-shadow".into(),
+                    port: 80
+                }
+            ),
+            Some(5)
+        );
         let back = restored(&now, "web-stable", "web-canary", &original);
         assert_eq!(json!(back), route()["spec"]["rules"]);
     }

@@ -16,6 +16,7 @@ use rollgate_gate::{
 };
 
 mod dry_run;
+mod shadow;
 
 /// The cluster as the planner sees it, converging instantly on request.
 struct World {
@@ -26,6 +27,7 @@ struct World {
     canary: Option<DeploymentState>,
     /// Revision the stable Deployment runs (its template).
     router_weight: Option<i32>,
+    router_mirror: i32,
     actions: Actions,
     /// Canary becomes available when asked (false: it never does).
     canary_starts: bool,
@@ -51,6 +53,7 @@ impl World {
             stable: None,
             canary: None,
             router_weight: None,
+            router_mirror: 0,
             actions: Actions::default(),
             canary_starts: true,
             canary_stuck: None,
@@ -76,6 +79,7 @@ impl World {
             stable: self.stable.clone(),
             canary: self.canary.clone(),
             router_weight: self.router_weight,
+            router_mirror: self.router_mirror,
             actions: self.actions.clone(),
             spec_problem: None,
             gate_interval: Duration::from_secs(10),
@@ -138,6 +142,9 @@ impl World {
         }
         if let Some(w) = plan.weight {
             self.router_weight = Some(w);
+        }
+        if let Some(m) = plan.mirror {
+            self.router_mirror = m;
         }
         self.status = plan.status.clone();
         self.events.extend(plan.events.clone());
