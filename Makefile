@@ -64,7 +64,7 @@ demo-refserver: deps ## refserver alone: traffic, metrics, faults by hot reload,
 	bash scripts/demo-refserver.sh
 
 .PHONY: bench
-bench: deps ## refserver vs a bare hyper server under wrk (a report, not a test)
+bench: deps ## refserver vs bare hyper, Go net/http and fasthttp: requests/s (wrk) and CPU per request at a fixed rate (a report, not a test)
 	bash scripts/bench-refserver.sh
 
 .PHONY: bench-scale
