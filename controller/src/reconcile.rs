@@ -169,7 +169,7 @@ async fn reconcile_inner(ro: &Rollout, ctx: &Context, ns: &str, name: &str) -> R
     problem = problem.or_else(|| world.conflict(&uid)).or_else(|| rejected_before(ro));
     let stable_s = world.state(Role::Stable);
     let canary_s = world.state(Role::Canary);
-    let router = router::for_rollout(client.clone(), ro, stable_s.as_ref(), canary_s.as_ref());
+    let router = router::for_rollout((ctx.clock)(), client.clone(), ro, stable_s.as_ref(), canary_s.as_ref());
     let mut router_weight = None;
     if problem.is_none() {
         match router.current_weight(ro).await {

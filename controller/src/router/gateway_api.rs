@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use super::mirror::{self, Backends};
 use super::takeover::{self, Sending};
-use super::traefik_service;
+use super::traefik_service::{self, Ensured};
 use super::{RouterError, RouterResult, TrafficRouter};
 use crate::error::Error;
 use crate::plan::SpecProblem;
@@ -48,11 +48,26 @@ pub struct GatewayApi {
     pending: AtomicBool,
     /// Percent mirrored to the canary at the last read.
     mirrored: AtomicI32,
+    /// This pass's time (when a new TraefikService has settled).
+    now: k8s_openapi::jiff::Timestamp,
 }
 
 impl GatewayApi {
     pub fn new(client: Client, route: String, service: Option<String>, mirror: Mirror) -> Self {
-        Self { client, route, service, mirror, pending: AtomicBool::new(false), mirrored: AtomicI32::new(0) }
+        Self {
+            client,
+            route,
+            service,
+            mirror,
+            pending: AtomicBool::new(false),
+            mirrored: AtomicI32::new(0),
+            now: k8s_openapi::jiff::Timestamp::now(),
+        }
+    }
+
+    /// The same, for a pass at `now`.
+    pub fn at(self, now: k8s_openapi::jiff::Timestamp) -> Self {
+        Self { now, ..self }
     }
 
     fn backends(ro: &Rollout) -> Backends {
@@ -287,15 +302,18 @@ impl TrafficRouter for GatewayApi {
                 Mirror::RequestMirror => mirror::with_request_mirror(&value, &b, percent),
                 Mirror::TraefikService => {
                     let on = percent > 0;
-                    if on
-                        && !traefik_service::ensure(&self.client, ro, percent).await?
-                        && !mirror::traefik_mirroring(&value, &b)
-                    {
-                        // Traefik reads the TraefikService and the route through two providers:
-                        // the route refers to it only on a later pass, once Traefik has it, so
-                        // stable's requests never go to a service Traefik does not know yet.
-                        tracing::info!(route = %self.route, percent, "mirroring TraefikService written");
-                        return Ok(());
+                    if on && !mirror::traefik_mirroring(&value, &b) {
+                        // The route refers to it only once it has settled (`SETTLE`), so stable's
+                        // requests never go to a service Traefik does not know yet.
+                        match traefik_service::ensure(&self.client, ro, percent, self.now).await? {
+                            Ensured::Settled => {}
+                            Ensured::Written | Ensured::Settling => {
+                                tracing::info!(route = %self.route, percent, "mirroring TraefikService written; the route follows once it has settled");
+                                return Ok(());
+                            }
+                        }
+                    } else if on {
+                        traefik_service::ensure(&self.client, ro, percent, self.now).await?;
                     }
                     mirror::with_traefik_mirror(&value, &b, on)
                 }

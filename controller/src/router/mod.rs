@@ -59,18 +59,17 @@ pub trait TrafficRouter: Send + Sync {
 
 /// The router the Rollout asks for.
 pub fn for_rollout(
+    now: k8s_openapi::jiff::Timestamp,
     client: Client,
     ro: &Rollout,
     stable: Option<&DeploymentState>,
     canary: Option<&DeploymentState>,
 ) -> Box<dyn TrafficRouter> {
     match (&ro.spec.traffic.gateway_api, &ro.spec.traffic.replica_ratio) {
-        (Some(gw), _) => Box::new(gateway_api::GatewayApi::new(
-            client,
-            gw.http_route.clone(),
-            gw.service.clone(),
-            gw.mirror,
-        )),
+        (Some(gw), _) => Box::new(
+            gateway_api::GatewayApi::new(client, gw.http_route.clone(), gw.service.clone(), gw.mirror)
+                .at(now),
+        ),
         (None, _) => Box::new(replica_ratio::ReplicaRatio::new(stable.cloned(), canary.cloned())),
     }
 }

@@ -5,6 +5,9 @@
 //! as a name conflict, never changed.
 
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client, Resource, ResourceExt};
 use rollgate_crds::Rollout;
 use rollgate_crds::conditions::EventReason;
@@ -70,23 +73,47 @@ fn owned_by(obj: &DynamicObject, ro: &Rollout) -> bool {
     obj.owner_references().iter().any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
 }
 
-/// Creates the TraefikService, or makes the Rollout's own one copy `percent`. True when it
-/// already did, false when it was written now.
-pub async fn ensure(client: &Client, ro: &Rollout, percent: i32) -> RouterResult<bool> {
+/// How long a new TraefikService exists before a route refers to it. Traefik reads it through
+/// its kubernetesCRD provider and the route through its Gateway API provider, separately: a
+/// route to a TraefikService the first has not published yet fails stable's requests (404) for
+/// as long as that takes (about 0.6 s in the suite, on a loaded machine).
+pub const SETTLE: Duration = Duration::from_secs(10);
+
+/// Where the Rollout's TraefikService stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ensured {
+    /// As wanted, and old enough for a route to refer to it.
+    Settled,
+    /// As wanted, created less than `SETTLE` ago.
+    Settling,
+    /// Created or changed now.
+    Written,
+}
+
+/// Whether an object created at `created` (unknown: settled) has existed for `SETTLE` at `now`.
+pub fn settled(created: Option<Timestamp>, now: Timestamp) -> bool {
+    created.is_none_or(|c| now.duration_since(c).unsigned_abs() >= SETTLE || now < c)
+}
+
+/// Creates the TraefikService, or makes the Rollout's own one copy `percent`.
+pub async fn ensure(client: &Client, ro: &Rollout, percent: i32, now: Timestamp) -> RouterResult<Ensured> {
     let api = api(client, ro);
     let rollout = ro.name_any();
     let own = name(&rollout);
     let wanted = mirroring(ro, percent);
     match api.get_opt(&own).await.map_err(Error::from)? {
         Some(found) if !owned_by(&found, ro) => Err(conflict(&own)),
-        Some(found) if found.data.pointer("/spec/mirroring") == Some(&wanted) => Ok(true),
+        Some(found) if found.data.pointer("/spec/mirroring") == Some(&wanted) => {
+            let created = found.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            Ok(if settled(created, now) { Ensured::Settled } else { Ensured::Settling })
+        }
         Some(found) => {
             // The uid makes a patch to an object replaced meanwhile fail instead of adopting it.
             let patch = json!({"metadata": {"uid": found.uid()}, "spec": {"mirroring": wanted}});
             let params =
                 PatchParams { field_manager: Some(field_manager().to_string()), ..PatchParams::default() };
             api.patch(&own, &params, &Patch::Merge(&patch)).await.map_err(Error::from)?;
-            Ok(false)
+            Ok(Ensured::Written)
         }
         None => {
             let object = json!({
@@ -103,12 +130,28 @@ pub async fn ensure(client: &Client, ro: &Rollout, percent: i32) -> RouterResult
             let params =
                 PostParams { field_manager: Some(field_manager().to_string()), ..PostParams::default() };
             match api.create(&params, &object).await {
-                Ok(_) => Ok(false),
+                Ok(_) => Ok(Ensured::Written),
                 Err(kube::Error::Api(s)) if s.code == 404 => Err(RouterError::Spec(SpecProblem::invalid(
                     "traffic.gatewayAPI.mirror: TraefikService is not served by this cluster (install Traefik's CRDs, or use RequestMirror)",
                 ))),
                 Err(e) => Err(RouterError::Other(Error::from(e))),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_route_refers_to_a_new_traefik_service_only_once_it_has_settled() {
+        let created = Timestamp::from_second(1_800_000_000).expect("time");
+        let at = |s: i64| Timestamp::from_second(1_800_000_000 + s).expect("time");
+        assert!(!settled(Some(created), at(0)));
+        assert!(!settled(Some(created), at(9)));
+        assert!(settled(Some(created), at(10)));
+        assert!(settled(None, at(0)), "unknown creation: not held back");
+        assert!(settled(Some(created), at(-30)), "a clock behind the API server's does not hold it for ever");
     }
 }

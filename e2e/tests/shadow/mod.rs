@@ -57,7 +57,19 @@ async fn scenario_22_a_faulty_canary_is_rolled_back_in_the_shadow_step_and_no_cl
     let seen = load.stop().await;
     let failed = seen.iter().filter(|s| s.status != 200).count();
     let from_canary = seen.iter().filter(|s| s.version == "v3").count();
-    assert_eq!(failed, 0, "no client request failed ({} requests)", seen.len());
+    // When they happened, from the apply, and with what status: which transition caused them.
+    let failures: Vec<String> = seen
+        .iter()
+        .filter(|s| s.status != 200)
+        .map(|s| format!("{:.2}s:{}", s.at.saturating_duration_since(started).as_secs_f64(), s.status))
+        .collect();
+    assert_eq!(
+        failed,
+        0,
+        "no client request failed ({} requests): {failures:?}\nhistory: {:?}",
+        seen.len(),
+        st.history
+    );
     assert_eq!(from_canary, 0, "no client got the canary's answer");
     report(
         &c,
