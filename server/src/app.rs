@@ -22,11 +22,22 @@ use crate::handlers;
 use crate::middleware::{Api, Edge, Handled};
 use crate::state::AppState;
 
+/// What the application reads a request body as.
+pub trait RequestBody:
+    http_body::Body<Data = bytes::Bytes, Error: Into<axum::BoxError>> + Send + Unpin + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: http_body::Body<Data = bytes::Bytes, Error: Into<axum::BoxError>> + Send + Unpin + 'static
+{
+}
+
 /// A boxed response future, for extra routes added by tests.
 pub type BoxResponse = Pin<Box<dyn Future<Output = Response> + Send>>;
 
 /// A handler for an extra API route (tests use it to add a handler that panics).
-pub type ExtraHandler = Arc<dyn Fn(Request<Incoming>) -> BoxResponse + Send + Sync>;
+pub type ExtraHandler = Arc<dyn Fn(Request<axum::body::Body>) -> BoxResponse + Send + Sync>;
 
 /// The whole application. Made once per server and never freed (it lives as long as the
 /// process): a request's future borrows it without touching a reference count, which would
@@ -91,7 +102,10 @@ impl App {
     /// The pipelines' steps are plain functions on the way in (`enter`) and on the way out
     /// (`finish`) around the one await that needs wrapping (timeout, panic capture): a request's
     /// future stays small, and futures are moved several times before they are polled.
-    pub async fn serve(self, req: Request<Incoming>) -> Response {
+    ///
+    /// Generic over the request body, so HTTP/1.1 and HTTP/2 (hyper's `Incoming`) and HTTP/3
+    /// (`http3::RequestBody`) share every step without boxing the body.
+    pub async fn serve<B: RequestBody>(self, req: Request<B>) -> Response {
         let state = self.state();
         let route = self.route(req.uri().path());
         let edge = match Edge::enter(state, route, &req) {
@@ -111,7 +125,7 @@ impl App {
         edge.finish(state, route, res)
     }
 
-    fn api_handler(self, route: Route, req: Request<Incoming>) -> Handled {
+    fn api_handler<B: RequestBody>(self, route: Route, req: Request<B>) -> Handled {
         let state = self.state();
         match (route, req.method()) {
             (Route::Echo, &Method::GET | &Method::HEAD) => Handled::Now(handlers::echo(state, req.uri())),
@@ -120,7 +134,7 @@ impl App {
                 Handled::Later(Box::pin(async move { handlers::work(state, req.uri()).await }))
             }
             (Route::Extra(i, _), _) => match self.0.extra.get(i) {
-                Some((_, handler)) => Handled::Later(handler(req)),
+                Some((_, handler)) => Handled::Later(handler(req.map(axum::body::Body::new))),
                 None => Handled::Now(handlers::not_found(req.uri())),
             },
             (Route::Unmatched, _) => Handled::Now(handlers::not_found(req.uri())),
@@ -129,7 +143,7 @@ impl App {
     }
 }
 
-fn ops_handler(state: &AppState, route: Route, req: &Request<Incoming>) -> Response {
+fn ops_handler<B>(state: &AppState, route: Route, req: &Request<B>) -> Response {
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return method_not_allowed();
     }

@@ -9,7 +9,6 @@ use axum::extract::rejection::QueryRejection;
 use axum::http::{HeaderValue, Request, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -79,7 +78,7 @@ pub fn echo(state: &AppState, uri: &Uri) -> Response {
 
 /// `POST /api/v1/echo`: the body back, with its content type. A body over `body_limit_bytes`
 /// (declared or streamed) is a 413.
-pub async fn echo_body(state: &AppState, req: Request<Incoming>) -> Response {
+pub async fn echo_body<B: crate::app::RequestBody>(state: &AppState, req: Request<B>) -> Response {
     let limit = state.config.load().body_limit_bytes;
     let (parts, body) = req.into_parts();
     match Limited::new(body, limit).collect().await {

@@ -102,6 +102,11 @@ fn main() -> ExitCode {
         let result = refserver::server::run(state, sources, std::future::pending()).await;
         let code = match result {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.is_config() => {
+                tracing::error!(error = %e, "invalid configuration");
+                eprintln!("refserver: invalid configuration: {e}");
+                ExitCode::from(2)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "server failed");
                 ExitCode::FAILURE

@@ -107,6 +107,27 @@ pub struct ReloadLabels {
     pub result: ReloadResult,
 }
 
+/// The protocol a connection speaks: the `protocol` label of `refserver_connections_opened_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Protocol {
+    /// HTTP/1.1 on the plain listener.
+    http1,
+    /// HTTP/2 with prior knowledge on the plain listener.
+    h2c,
+    /// HTTP/1.1 over TLS.
+    https1,
+    /// HTTP/2 over TLS (ALPN `h2`).
+    h2,
+    /// HTTP/3 over QUIC.
+    h3,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabels {
+    pub protocol: Protocol,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InfoLabels {
     pub version: String,
@@ -147,6 +168,9 @@ pub struct Metrics {
     pub runtime_pause: Histogram,
     pub rejected: Family<RejectLabels, Counter>,
     pub config_reloads: Family<ReloadLabels, Counter>,
+    pub tls_reloads: Family<ReloadLabels, Counter>,
+    pub connections_opened: Family<ProtocolLabels, Counter>,
+    pub tls_handshake_failures: Counter,
     pub panics: Counter,
     pub faults: Family<FaultLabels, Counter>,
     pub pool_queue_depth: Gauge,
@@ -190,6 +214,24 @@ impl Metrics {
             "refserver_config_reloads",
             "Configuration file reloads, by result",
             config_reloads.clone(),
+        );
+        let tls_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "refserver_tls_reloads",
+            "TLS certificate reloads after the files changed, by result",
+            tls_reloads.clone(),
+        );
+        let connections_opened = Family::<ProtocolLabels, Counter>::default();
+        registry.register(
+            "refserver_connections_opened",
+            "Client connections accepted, by the protocol they speak",
+            connections_opened.clone(),
+        );
+        let tls_handshake_failures = Counter::default();
+        registry.register(
+            "refserver_tls_handshake_failures",
+            "TLS handshakes that failed or did not finish within connections.header_read_timeout_ms",
+            tls_handshake_failures.clone(),
         );
         let panics = Counter::default();
         registry.register("refserver_panics", "Handler panics answered with 500", panics.clone());
@@ -272,6 +314,9 @@ impl Metrics {
             runtime_pause,
             rejected,
             config_reloads,
+            tls_reloads,
+            connections_opened,
+            tls_handshake_failures,
             panics,
             faults,
             pool_queue_depth,
@@ -324,6 +369,14 @@ impl Metrics {
 
     pub fn connection_closed(&self, reason: Closed) {
         self.connections_closed.get_or_create(&ClosedLabels { reason }).inc();
+    }
+
+    pub fn tls_reload(&self, result: ReloadResult) {
+        self.tls_reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    pub fn connection_opened(&self, protocol: Protocol) {
+        self.connections_opened.get_or_create(&ProtocolLabels { protocol }).inc();
     }
 
     pub fn fault(&self, kind: FaultKind) {

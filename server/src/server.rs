@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use crate::admission::adapt_loop;
 use crate::app::App;
 use crate::config::Sources;
-use crate::connection::{Stop, accept_until, max_connections};
+use crate::connection::{Connections, Stop, TlsListener, Transport, accept_until, max_connections};
 use crate::reload::reload_loop;
 use crate::runtime_probe::{probe_loop, stall_loop};
 use crate::state::{AppState, Lifecycle};
@@ -31,6 +31,18 @@ pub enum ServeError {
     Serve(std::io::Error),
     #[error("background task {name} ended: {reason}")]
     Task { name: &'static str, reason: String },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Http3(#[from] crate::http3::Http3Error),
+}
+
+impl ServeError {
+    /// An error in what the configuration names (a certificate that does not load): exit 2,
+    /// like an invalid setting.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Tls(_) | Self::Http3(crate::http3::Http3Error::Tls(_)))
+    }
 }
 
 /// Serves until `shutdown` resolves (or a signal arrives), then drains.
@@ -44,8 +56,14 @@ pub async fn run(
         .await
         .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
     let local = listener.local_addr().map_err(ServeError::Serve)?;
+    let tls = match config.tls_enabled() {
+        true => Some(tls_listener(&config).await?),
+        false => None,
+    };
     tracing::info!(
         listen = %local,
+        tls_listen = tls.as_ref().map(|t| t.local.to_string()),
+        http3 = tls.as_ref().is_some_and(|t| t.quic.is_some()),
         version = %config.version,
         workers = config.worker_count(),
         queue_capacity = state.pool.capacity(),
@@ -76,6 +94,13 @@ pub async fn run(
     });
     let s = state.clone();
     tasks.spawn(async move { ("config reload", reload_loop(s, sources).await.map_err(|e| e.to_string())) });
+    if let Some(tls) = &tls {
+        let (s, store) = (state.clone(), tls.store.clone());
+        tasks.spawn(async move {
+            crate::tls::reload_loop(s, store).await;
+            ("TLS certificate reload", Ok(()))
+        });
+    }
 
     // Stop signal: SIGTERM, SIGINT or the caller's future; a second signal stops at once.
     let (stop_tx, stop_rx) = watch::channel(Stop::Serving);
@@ -120,8 +145,22 @@ pub async fn run(
     let grace = Duration::from_millis(config.shutdown.grace_ms);
     let max = max_connections(&config);
     tracing::info!(max_connections = max, "accepting connections");
+    let connections = Connections::new(max);
     let serve = async {
-        let connections = accept_until(listener, app, max, stop_rx.clone()).await;
+        let plain = accept_until(listener, Transport::Plain, app, &connections, stop_rx.clone());
+        let secure = async {
+            if let Some(tls) = tls {
+                let transport = Transport::Tls(tls.listener);
+                let tcp = accept_until(tls.tcp, transport, app, &connections, stop_rx.clone());
+                let quic = async {
+                    if let Some(endpoint) = tls.quic {
+                        crate::http3::accept_until(endpoint, app, &connections, stop_rx.clone()).await;
+                    }
+                };
+                tokio::join!(tcp, quic);
+            }
+        };
+        tokio::join!(plain, secure);
         // The listener is closed; open connections get the grace period.
         let mut stop = stop_rx.clone();
         tokio::select! {
@@ -156,6 +195,38 @@ pub async fn run(
         tracing::info!("server stopped");
     }
     result
+}
+
+/// The TLS listener, bound, with its certificate loaded.
+struct Tls {
+    tcp: TcpListener,
+    local: std::net::SocketAddr,
+    store: std::sync::Arc<crate::tls::CertStore>,
+    listener: std::sync::Arc<TlsListener>,
+    /// The experimental HTTP/3 endpoint, on the same port over UDP.
+    quic: Option<quinn::Endpoint>,
+}
+
+async fn tls_listener(config: &crate::config::Config) -> Result<Tls, ServeError> {
+    use crate::tls::{ALPN_H2, ALPN_HTTP11, CertStore};
+    let store = CertStore::load(config)?;
+    let with_h2 = store.server_config(&[ALPN_H2, ALPN_HTTP11])?;
+    let http1_only = store.server_config(&[ALPN_HTTP11])?;
+    let addr = config.tls.listen;
+    let tcp = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+    let local = tcp.local_addr().map_err(ServeError::Serve)?;
+    // The TCP port, also when the configured one was 0, so that `Alt-Svc` names a port that
+    // both protocols listen on.
+    let quic = match config.tls.http3 {
+        true => Some(crate::http3::bind(config, &store, local)?),
+        false => None,
+    };
+    let listener = TlsListener {
+        with_h2: tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(with_h2)),
+        http1_only: tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(http1_only)),
+        alt_svc: quic.as_ref().and_then(|_| crate::http3::alt_svc(local.port())),
+    };
+    Ok(Tls { tcp, local, store, listener: std::sync::Arc::new(listener), quic })
 }
 
 async fn terminate_signal() -> std::io::Result<()> {

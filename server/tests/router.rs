@@ -19,7 +19,9 @@ async fn serve(extra: Vec<(&'static str, ExtraHandler)>) -> (String, AppState) {
     let (_stop, stop_rx) = tokio::sync::watch::channel(Stop::Serving);
     tokio::spawn(async move {
         let _keep_serving = _stop;
-        refserver::connection::accept_until(listener, app, 64, stop_rx).await
+        let connections = refserver::connection::Connections::new(64);
+        let transport = refserver::connection::Transport::Plain;
+        refserver::connection::accept_until(listener, transport, app, &connections, stop_rx).await
     });
     (format!("http://{addr}"), state)
 }

@@ -52,6 +52,8 @@ pub struct Config {
     pub body_limit_bytes: usize,
     pub shutdown: ShutdownConfig,
     pub connections: ConnectionsConfig,
+    pub tls: TlsConfig,
+    pub http2: Http2Config,
     pub log: LogConfig,
     pub otlp: OtlpConfig,
     pub pool: PoolConfig,
@@ -90,6 +92,35 @@ pub struct ConnectionsConfig {
     /// Close a connection after this many requests (`Connection: close` on the last response);
     /// 0 = no limit.
     pub max_requests: u64,
+}
+
+/// The TLS listener: TLS 1.3 only, HTTP/2 and HTTP/1.1 offered by ALPN, and (experimental)
+/// HTTP/3 over QUIC on the same port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Address of the TLS listener (TCP, and UDP for HTTP/3); used only with a certificate.
+    pub listen: SocketAddr,
+    /// PEM certificate chain, leaf first; empty = no TLS listener. Re-read when it changes.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf certificate.
+    pub key_file: PathBuf,
+    /// How often the two files are compared with what is loaded.
+    pub reload_interval_ms: u64,
+    /// Experimental: HTTP/3 over QUIC on `tls.listen` (UDP), advertised to TLS clients with
+    /// `Alt-Svc`.
+    pub http3: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http2Config {
+    /// Offer HTTP/2 by ALPN on the TLS listener.
+    pub enabled: bool,
+    /// Accept HTTP/2 with prior knowledge (h2c) on the plain listener as well as HTTP/1.1.
+    pub h2c: bool,
+    /// Streams a client may have open at once on one HTTP/2 or HTTP/3 connection.
+    pub max_concurrent_streams: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -196,6 +227,8 @@ impl Default for Config {
             body_limit_bytes: 64 * 1024,
             shutdown: ShutdownConfig::default(),
             connections: ConnectionsConfig::default(),
+            tls: TlsConfig::default(),
+            http2: Http2Config::default(),
             log: LogConfig::default(),
             otlp: OtlpConfig::default(),
             pool: PoolConfig::default(),
@@ -215,6 +248,24 @@ impl Default for ShutdownConfig {
 impl Default for ConnectionsConfig {
     fn default() -> Self {
         Self { max: 0, idle_timeout_ms: 120_000, header_read_timeout_ms: 10_000, max_requests: 0 }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+            reload_interval_ms: 5_000,
+            http3: false,
+        }
+    }
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Self { enabled: true, h2c: false, max_concurrent_streams: 256 }
     }
 }
 
@@ -302,6 +353,10 @@ impl Config {
         if self.connections.max != next.connections.max {
             changed.push("connections.max");
         }
+        // The listeners are bound at start; the certificate files' contents reload on their own.
+        if self.tls != next.tls {
+            changed.push("tls");
+        }
         if self.body_limit_bytes != next.body_limit_bytes {
             changed.push("body_limit_bytes");
         }
@@ -342,6 +397,7 @@ impl Config {
         size_between("connections.max", c.max, 0, 1_000_000)?;
         ms_between("connections.idle_timeout_ms", c.idle_timeout_ms, 1, DAY_MS)?;
         ms_between("connections.header_read_timeout_ms", c.header_read_timeout_ms, 1, HOUR_MS)?;
+        self.validate_tls()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::field("log.level", format!("not a valid filter: {e}")));
         }
@@ -400,6 +456,40 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.probe.interval_ms) {
             return Err(ConfigError::field("probe.interval_ms", "must be between 1 and 10000"));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Whether the TLS listener runs (a certificate is configured).
+    pub fn tls_enabled(&self) -> bool {
+        !self.tls.cert_file.as_os_str().is_empty()
+    }
+
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let t = &self.tls;
+        match (t.cert_file.as_os_str().is_empty(), t.key_file.as_os_str().is_empty()) {
+            (false, true) => {
+                return Err(ConfigError::field("tls.key_file", "must be set with tls.cert_file"));
+            }
+            (true, false) => {
+                return Err(ConfigError::field("tls.cert_file", "must be set with tls.key_file"));
+            }
+            (true, true) if t.http3 => {
+                return Err(ConfigError::field("tls.http3", "needs tls.cert_file and tls.key_file"));
+            }
+            _ => {}
+        }
+        if self.tls_enabled() && t.listen == self.listen && t.listen.port() != 0 {
+            return Err(ConfigError::field("tls.listen", "must differ from listen (the plain listener)"));
+        }
+        ms_between("tls.reload_interval_ms", t.reload_interval_ms, 100, HOUR_MS)?;
+        if !(1..=10_000).contains(&self.http2.max_concurrent_streams) {
+            return Err(ConfigError::field(
+                "http2.max_concurrent_streams",
+                format!("must be between 1 and 10000, got {}", self.http2.max_concurrent_streams),
+            ));
         }
         Ok(())
     }

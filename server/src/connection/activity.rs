@@ -16,6 +16,7 @@ use axum::http::{HeaderValue, Request, header};
 use axum::response::Response;
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 
 use super::Closed;
 use crate::app::App;
@@ -36,6 +37,9 @@ const PHASE_SHIFT: u32 = 62;
 const MS_MASK: u64 = (1 << PHASE_SHIFT) - 1;
 
 /// A connection's phase, when it began, and how it is going to end.
+///
+/// On a multiplexed (HTTP/2) connection the phase is `Busy` while any stream is open and `Idle`
+/// from when the last one answered; bytes arriving (pings, settings) do not start a `Head`.
 #[derive(Debug)]
 pub struct Activity {
     opened: Instant,
@@ -43,17 +47,34 @@ pub struct Activity {
     word: AtomicU64,
     requests: AtomicU64,
     closing: AtomicU8,
+    multiplexed: bool,
+    /// Streams being answered (multiplexed connections only).
+    streams: AtomicU64,
+    /// Wakes the watchdog of a multiplexed connection when a response asked it to close.
+    close_requested: Notify,
 }
 
 // === impl Activity ===
 
 impl Activity {
     pub fn new() -> Self {
+        Self::with_multiplexing(false)
+    }
+
+    /// The activity of an HTTP/2 connection.
+    pub fn multiplexed() -> Self {
+        Self::with_multiplexing(true)
+    }
+
+    fn with_multiplexing(multiplexed: bool) -> Self {
         Self {
             opened: Instant::now(),
             word: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             closing: AtomicU8::new(0),
+            multiplexed,
+            streams: AtomicU64::new(0),
+            close_requested: Notify::new(),
         }
     }
 
@@ -75,6 +96,9 @@ impl Activity {
 
     /// Bytes arrived: while idle, they are the start of a request's head.
     fn bytes_read(&self) {
+        if self.multiplexed {
+            return;
+        }
         let word = self.word.load(Ordering::Relaxed);
         if word >> PHASE_SHIFT == Phase::Idle as u64 {
             let head = self.pack(Phase::Head, Instant::now());
@@ -85,17 +109,34 @@ impl Activity {
 
     /// A request reached the service; returns its number on this connection (from 1).
     fn request_began(&self) -> u64 {
+        if self.multiplexed {
+            self.streams.fetch_add(1, Ordering::AcqRel);
+        }
         self.word.store(self.pack(Phase::Busy, Instant::now()), Ordering::Release);
         self.requests.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     fn response_ready(&self) {
+        // A stream that begins between the count reaching 0 and the store below leaves the
+        // phase `Idle` while it runs; an idle close of a multiplexed connection is a GOAWAY,
+        // which lets that stream finish.
+        if self.multiplexed && self.streams.fetch_sub(1, Ordering::AcqRel) > 1 {
+            return;
+        }
         self.word.store(self.pack(Phase::Idle, Instant::now()), Ordering::Release);
     }
 
     /// The connection was told to close after its response, and why.
     fn closing(&self, reason: Closed) {
         self.closing.store(reason as u8, Ordering::Relaxed);
+        if self.multiplexed {
+            self.close_requested.notify_one();
+        }
+    }
+
+    /// Resolves once a response asked this (multiplexed) connection to close.
+    pub async fn close_requested(&self) {
+        self.close_requested.notified().await;
     }
 
     /// Why the server asked this connection to close, if it did.
@@ -162,14 +203,17 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 // === impl ConnService ===
 
 /// The application as one connection's service: marks the activity, and asks the client to
-/// close (`Connection: close`, which hyper honours after the response) on the connection's last
-/// allowed request and on every response once the server is draining.
+/// close on the connection's last allowed request and on every response once the server is
+/// draining: `Connection: close` on HTTP/1.1 (hyper honours it after the response); on HTTP/2
+/// the watchdog sends GOAWAY, which lets open streams finish.
 #[derive(Clone)]
 pub struct ConnService {
     pub app: App,
     pub activity: Arc<Activity>,
     /// 0 = no limit.
     pub max_requests: u64,
+    /// `Alt-Svc` advertising HTTP/3, on the TLS listener when it runs.
+    pub alt_svc: Option<HeaderValue>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnService {
@@ -180,8 +224,12 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let number = self.activity.request_began();
         let (app, activity, max) = (self.app, self.activity.clone(), self.max_requests);
+        let alt_svc = self.alt_svc.clone();
         Box::pin(async move {
             let mut res = app.serve(req).await;
+            if let Some(alt_svc) = alt_svc {
+                res.headers_mut().insert(header::ALT_SVC, alt_svc);
+            }
             let close = if app.state().lifecycle() == Lifecycle::Draining {
                 Some(Closed::drain)
             } else if max > 0 && number >= max {
@@ -190,7 +238,10 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
                 None
             };
             if let Some(reason) = close {
-                res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                // A connection-specific header is malformed in HTTP/2.
+                if !activity.multiplexed {
+                    res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
                 activity.closing(reason);
             }
             activity.response_ready();
@@ -224,5 +275,19 @@ mod tests {
         assert_eq!(a.closing_reason(), None);
         a.closing(Closed::max_requests);
         assert_eq!(a.closing_reason(), Some(Closed::max_requests));
+    }
+
+    #[test]
+    fn a_multiplexed_connection_is_busy_while_any_stream_is_open() {
+        let a = Activity::multiplexed();
+        // A ping or settings frame is not the start of a request.
+        a.bytes_read();
+        assert_eq!(a.phase().0, Phase::Idle);
+        a.request_began();
+        a.request_began();
+        a.response_ready();
+        assert_eq!(a.phase().0, Phase::Busy, "one stream still open");
+        a.response_ready();
+        assert_eq!(a.phase().0, Phase::Idle);
     }
 }

@@ -2,7 +2,9 @@
 //! quiet or never finish a request head, the requests-per-connection cap, their part in the
 //! drain, and why each one ended (`refserver_connections_closed_total{reason}`).
 //!
-//! Each connection is one task: hyper's HTTP/1 connection, and beside it a watchdog that wakes
+//! A listener is plain (HTTP/1.1, and h2c when it is on) or TLS 1.3 (HTTP/2 or HTTP/1.1, as
+//! ALPN chose); HTTP/3 has its own listener (`http3`). Each connection is one task: hyper's
+//! connection, and beside it a watchdog that wakes
 //! only at the next deadline its phase allows (`activity`), so an idle connection costs a timer
 //! and a busy one nothing per request.
 //!
@@ -13,22 +15,20 @@
 //! served.
 
 mod activity;
+mod serve;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use axum::http::HeaderValue;
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 pub use self::activity::{Activity, Phase};
-use self::activity::{ConnService, Watched};
 use crate::app::App;
 use crate::config::Config;
-use crate::ids;
-use crate::metrics::RejectReason;
 
 /// Where the server is in stopping; connections watch it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,8 +53,8 @@ pub enum Closed {
     header_timeout,
     /// It served `connections.max_requests`.
     max_requests,
-    /// Closed by the drain: after a `Connection: close` response, or idle once the listener
-    /// closed.
+    /// Closed by the drain: after a `Connection: close` response (GOAWAY on HTTP/2), or idle
+    /// once the listener closed.
     drain,
     /// Still open when the grace period ended (or at a second signal).
     shutdown,
@@ -62,6 +62,9 @@ pub enum Closed {
     malformed,
     /// An I/O error.
     error,
+    /// The TLS handshake failed (no common protocol version or ALPN, a client that does not
+    /// trust the certificate, bytes that are not TLS).
+    handshake,
 }
 
 impl Closed {
@@ -75,6 +78,7 @@ impl Closed {
             Self::shutdown,
             Self::malformed,
             Self::error,
+            Self::handshake,
         ]
         .into_iter()
         .find(|c| *c as u8 == v)
@@ -132,13 +136,20 @@ fn open_file_limit() -> Option<usize> {
     soft.parse().ok()
 }
 
-/// The connections a listener accepted; a permit each.
+/// The connections of every listener; a permit each, so `connections.max` holds for them
+/// together.
+#[derive(Clone)]
 pub struct Connections {
     permits: Arc<Semaphore>,
     max: u32,
 }
 
 impl Connections {
+    pub fn new(max: usize) -> Self {
+        let max = u32::try_from(max).unwrap_or(u32::MAX).max(1);
+        Self { permits: Arc::new(Semaphore::new(max as usize)), max }
+    }
+
     /// Resolves once every connection has closed.
     pub async fn closed(&self) {
         let _all = self.permits.acquire_many(self.max).await;
@@ -147,31 +158,54 @@ impl Connections {
     pub fn open(&self) -> usize {
         self.max as usize - self.permits.available_permits()
     }
+
+    /// A permit for one more connection; waits while all are taken.
+    pub async fn permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().acquire_owned().await.ok()
+    }
 }
 
-/// Serves HTTP/1.1 connections, at most `max` at once, until `stop` leaves `Serving`; then
-/// closes the listener and returns the open connections, which finish as the module says.
+/// How a listener's connections begin.
+#[derive(Clone)]
+pub enum Transport {
+    /// Plain TCP: HTTP/1.1, and HTTP/2 with prior knowledge when `http2.h2c` is on.
+    Plain,
+    /// TLS 1.3, then the protocol ALPN chose.
+    Tls(Arc<TlsListener>),
+}
+
+/// What the TLS listener needs per connection.
+pub struct TlsListener {
+    /// Offers `h2` and `http/1.1`.
+    pub with_h2: TlsAcceptor,
+    /// Offers `http/1.1` only (`http2.enabled: false`).
+    pub http1_only: TlsAcceptor,
+    /// `Alt-Svc` advertising HTTP/3, when it runs.
+    pub alt_svc: Option<HeaderValue>,
+}
+
+/// Serves connections from `listener`, at most `connections.max` at once across listeners,
+/// until `stop` leaves `Serving`; then closes the listener. The open connections finish as the
+/// module says; `Connections::closed` tells when they have.
 ///
-/// hyper's HTTP/1 server directly (not an auto-detecting HTTP/1+2 one): the reference server
-/// speaks HTTP/1.1 to gateways and probes, and the auto builder costs about 9 % of throughput
-/// (`docs/dev/benchmarks.md`). Tests serve an `App` with extra routes through it too.
+/// HTTP/1.1 is hyper's HTTP/1 server directly (not an auto-detecting HTTP/1+2 one, which costs
+/// about 9 % of throughput, `docs/dev/benchmarks.md`); h2c is told apart by peeking at the
+/// first bytes, only when it is on. Tests serve an `App` with extra routes through it too.
 pub async fn accept_until(
     listener: TcpListener,
+    transport: Transport,
     app: App,
-    max: usize,
+    connections: &Connections,
     mut stop: watch::Receiver<Stop>,
-) -> Connections {
-    let max = u32::try_from(max).unwrap_or(u32::MAX).max(1);
-    let permits = Arc::new(Semaphore::new(max as usize));
-    let metrics = &app.state().metrics;
-    metrics.connections_max.set(i64::from(max));
+) {
+    app.state().metrics.connections_max.set(i64::from(connections.max));
     loop {
         // At the limit, wait for a connection to close before accepting: new clients wait in
         // the kernel's backlog instead of taking descriptors the open ones need.
         let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
+            permit = connections.permit() => match permit {
+                Some(p) => p,
+                None => break,
             },
             _ = stop.wait_for(|s| *s != Stop::Serving) => break,
         };
@@ -190,80 +224,7 @@ pub async fn accept_until(
             }
         };
         let limits = Limits::from_config(&app.state().config.load());
-        tokio::spawn(serve_one(stream, app, limits, stop.clone(), permit));
-    }
-    drop(listener);
-    Connections { permits, max }
-}
-
-/// One connection, from accept to close.
-async fn serve_one(
-    stream: TcpStream,
-    app: App,
-    limits: Limits,
-    mut stop: watch::Receiver<Stop>,
-    _permit: OwnedSemaphorePermit,
-) {
-    let metrics = &app.state().metrics;
-    metrics.connections_open.inc();
-    let _ = stream.set_nodelay(true);
-    let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Watched { io: stream, activity: activity.clone() });
-    let service = ConnService { app, activity: activity.clone(), max_requests: limits.max_requests };
-    let conn = http1::Builder::new().serve_connection(io, service);
-    tokio::pin!(conn);
-    let mut draining_since = match *stop.borrow_and_update() {
-        Stop::Serving => None,
-        Stop::Draining | Stop::Now => Some(Instant::now()),
-    };
-    let reason = loop {
-        let (at, reason) = limits.next_check(&activity, draining_since);
-        tokio::select! {
-            ended = conn.as_mut() => break ended_by(ended, &activity, app),
-            changed = stop.changed() => match changed.map(|()| *stop.borrow_and_update()) {
-                Ok(Stop::Serving) => {}
-                Ok(Stop::Draining) => draining_since = Some(Instant::now()),
-                Ok(Stop::Now) | Err(_) => break Closed::shutdown,
-            },
-            () = tokio::time::sleep_until(at) => {
-                // Closed only if the phase that set this deadline still holds.
-                let (again, still) = limits.next_check(&activity, draining_since);
-                if let Some(reason) = reason
-                    && still == Some(reason)
-                    && again <= Instant::now()
-                {
-                    break reason;
-                }
-            }
-        }
-    };
-    metrics.connection_closed(reason);
-    metrics.connections_open.dec();
-}
-
-/// Why hyper's connection future ended.
-fn ended_by(result: Result<(), hyper::Error>, activity: &Activity, app: App) -> Closed {
-    match result {
-        Ok(()) => activity.closing_reason().unwrap_or(Closed::client),
-        Err(e) if e.is_parse() || e.is_parse_status() => {
-            // hyper answered it itself (400, 414 or 431, empty body): count it and give the log
-            // line an id, like every other refused request.
-            let state = app.state();
-            state.metrics.reject(RejectReason::malformed);
-            let mut id = [0u8; 32];
-            ids::write_hex(&mut id, ids::nonzero_u128());
-            tracing::warn!(
-                error = %e,
-                request_id = std::str::from_utf8(&id).unwrap_or_default(),
-                "request refused by the HTTP parser"
-            );
-            Closed::malformed
-        }
-        Err(e) if e.is_incomplete_message() || e.is_canceled() || e.is_closed() => Closed::client,
-        Err(e) => {
-            tracing::debug!(error = %e, "connection ended with an error");
-            Closed::error
-        }
+        tokio::spawn(serve::serve_one(stream, transport.clone(), app, limits, stop.clone(), permit));
     }
 }
 
@@ -282,6 +243,7 @@ mod tests {
             Closed::shutdown,
             Closed::malformed,
             Closed::error,
+            Closed::handshake,
         ] {
             assert_eq!(Closed::from_u8(reason as u8), Some(reason));
         }
