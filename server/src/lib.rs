@@ -18,6 +18,7 @@ pub mod ids;
 pub mod metrics;
 pub mod middleware;
 pub mod pool;
+pub mod profiling;
 pub mod reload;
 pub mod runtime_probe;
 pub mod server;

@@ -32,6 +32,20 @@ struct Cli {
     print_config: bool,
 }
 
+/// jemalloc: the allocator that can sample live allocations for `/debug/pprof/heap`, and whose
+/// statistics `/metrics` reports.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read once as it starts: heap profiling compiled in but inactive (no
+/// sampling cost) until `debug.heap_profiling` activates it; a sample every 2^19 bytes.
+///
+/// `unsafe` because the symbol is read by C code (jemalloc looks it up by name); it is a
+/// NUL-terminated constant, which is all jemalloc requires of it.
+#[allow(unsafe_code, non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: &[u8] = b"prof:true,prof_active:false,lg_prof_sample:19\0";
+
 fn parse_set(raw: &str) -> Result<(String, String), String> {
     let (k, v) = raw.split_once('=').ok_or_else(|| format!("{raw:?}: expected KEY=VALUE"))?;
     Ok((k.trim().to_string(), v.to_string()))

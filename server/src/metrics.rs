@@ -129,6 +129,11 @@ pub struct ProtocolLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AllocatorLabels {
+    pub kind: crate::profiling::AllocatorKind,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InfoLabels {
     pub version: String,
 }
@@ -171,6 +176,8 @@ pub struct Metrics {
     pub tls_reloads: Family<ReloadLabels, Counter>,
     pub connections_opened: Family<ProtocolLabels, Counter>,
     pub tls_handshake_failures: Counter,
+    pub profiles_taken: Counter,
+    pub allocator_bytes: Family<AllocatorLabels, Gauge>,
     pub panics: Counter,
     pub faults: Family<FaultLabels, Counter>,
     pub pool_queue_depth: Gauge,
@@ -232,6 +239,18 @@ impl Metrics {
             "refserver_tls_handshake_failures",
             "TLS handshakes that failed or did not finish within connections.header_read_timeout_ms",
             tls_handshake_failures.clone(),
+        );
+        let profiles_taken = Counter::default();
+        registry.register(
+            "refserver_profiles_taken",
+            "CPU and heap profiles served by the profiling listener",
+            profiles_taken.clone(),
+        );
+        let allocator_bytes = Family::<AllocatorLabels, Gauge>::default();
+        registry.register(
+            "refserver_allocator_bytes",
+            "jemalloc's figures: allocated by the application, in active pages, resident, mapped, retained for reuse",
+            allocator_bytes.clone(),
         );
         let panics = Counter::default();
         registry.register("refserver_panics", "Handler panics answered with 500", panics.clone());
@@ -317,6 +336,8 @@ impl Metrics {
             tls_reloads,
             connections_opened,
             tls_handshake_failures,
+            profiles_taken,
+            allocator_bytes,
             panics,
             faults,
             pool_queue_depth,
@@ -394,6 +415,11 @@ impl Metrics {
             self.tokio_workers.set(m.num_workers() as i64);
             self.tokio_alive_tasks.set(m.num_alive_tasks() as i64);
             self.tokio_global_queue_depth.set(m.global_queue_depth() as i64);
+        }
+        for (kind, bytes) in crate::profiling::allocator_bytes().into_iter().flatten() {
+            self.allocator_bytes
+                .get_or_create(&AllocatorLabels { kind })
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;

@@ -134,6 +134,8 @@ fn keep_restart_only(current: &Config, mut next: Config) -> Config {
         next.otlp = current.otlp.clone();
         next.pool = current.pool.clone();
         next.probe = current.probe.clone();
+        next.tls = current.tls.clone();
+        next.debug.listen.clone_from(&current.debug.listen);
     }
     next
 }

@@ -34,6 +34,8 @@ pub enum ServeError {
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
+    Config(crate::config::ConfigError),
+    #[error(transparent)]
     Http3(#[from] crate::http3::Http3Error),
 }
 
@@ -41,7 +43,7 @@ impl ServeError {
     /// An error in what the configuration names (a certificate that does not load): exit 2,
     /// like an invalid setting.
     pub fn is_config(&self) -> bool {
-        matches!(self, Self::Tls(_) | Self::Http3(crate::http3::Http3Error::Tls(_)))
+        matches!(self, Self::Tls(_) | Self::Config(_) | Self::Http3(crate::http3::Http3Error::Tls(_)))
     }
 }
 
@@ -56,6 +58,13 @@ pub async fn run(
         .await
         .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
     let local = listener.local_addr().map_err(ServeError::Serve)?;
+    let profiling_listener = match config.debug_listen() {
+        Ok(Some(addr)) => {
+            Some(TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?)
+        }
+        Ok(None) => None,
+        Err(e) => return Err(ServeError::Config(e)),
+    };
     let tls = match config.tls_enabled() {
         true => Some(tls_listener(&config).await?),
         false => None,
@@ -64,6 +73,7 @@ pub async fn run(
         listen = %local,
         tls_listen = tls.as_ref().map(|t| t.local.to_string()),
         http3 = tls.as_ref().is_some_and(|t| t.quic.is_some()),
+        debug_listen = profiling_listener.as_ref().and_then(|d| d.local_addr().ok()).map(|a| a.to_string()),
         version = %config.version,
         workers = config.worker_count(),
         queue_capacity = state.pool.capacity(),
@@ -160,7 +170,15 @@ pub async fn run(
                 tokio::join!(tcp, quic);
             }
         };
-        tokio::join!(plain, secure);
+        let profiling = async {
+            if let Some(listener) = profiling_listener {
+                crate::profiling::apply_heap_profiling(config.debug.heap_profiling);
+                if let Err(e) = crate::profiling::serve(listener, state.clone(), stop_rx.clone()).await {
+                    tracing::error!(error = %e, "the profiling listener stopped");
+                }
+            }
+        };
+        tokio::join!(plain, secure, profiling);
         // The listener is closed; open connections get the grace period.
         let mut stop = stop_rx.clone();
         tokio::select! {

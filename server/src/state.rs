@@ -98,6 +98,7 @@ impl AppState {
             a.reconfigure(&next.admission, Instant::now());
             self.metrics.admission_rate.set(admission_gauge(&a));
         }
+        crate::profiling::apply_heap_profiling(next.debug.heap_profiling);
         self.config.store(Arc::new(next));
     }
 }

@@ -145,7 +145,9 @@ async fn an_http2_connection_closes_by_goaway_after_max_requests_without_failing
         s.metric("refserver_connections_closed_total{reason=\"max_requests\"}").await >= 2.0
     })
     .await;
-    assert!(s.metric("refserver_connections_opened_total{protocol=\"h2\"}").await >= 3.0);
+    // A stream the client opened before the GOAWAY reached it is still served on the old
+    // connection, so the five requests may take two connections or three.
+    assert!(s.metric("refserver_connections_opened_total{protocol=\"h2\"}").await >= 2.0);
 }
 
 #[tokio::test]

@@ -54,6 +54,8 @@ pub const SETTINGS: &[&str] = &[
     "fault.pause_ms",
     "fault.pause_every_ms",
     "probe.interval_ms",
+    "debug.listen",
+    "debug.heap_profiling",
 ];
 
 /// Whether `name` is one of the variables the kubelet sets in every pod for each Service of its

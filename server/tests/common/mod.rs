@@ -22,6 +22,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The TLS listener's address, when it runs.
     pub tls_addr: Option<SocketAddr>,
+    /// The profiling listener's address, when it runs.
+    pub debug_addr: Option<SocketAddr>,
     /// Every stdout line (JSON logs) the server printed after the start line.
     pub logs: mpsc::UnboundedReceiver<String>,
     pub client: reqwest::Client,
@@ -79,16 +81,19 @@ impl Server {
                 }
             }
         });
-        let (addr, tls_addr) = tokio::time::timeout(DEADLINE, async {
+        let (addr, tls_addr, debug_addr) = tokio::time::timeout(DEADLINE, async {
             while let Some(line) = rx.recv().await {
                 let v: serde_json::Value = match serde_json::from_str(&line) {
                     Ok(v) => v,
                     Err(_) => continue,
                 };
                 if let Some(listen) = v.get("listen").and_then(|l| l.as_str()) {
-                    let tls = v.get("tls_listen").and_then(|l| l.as_str());
-                    let tls = tls.map(|t| t.parse::<SocketAddr>().expect("tls_listen address"));
-                    return (listen.parse::<SocketAddr>().expect("listen address"), tls);
+                    let other = |key: &str| {
+                        let a = v.get(key).and_then(|l| l.as_str());
+                        a.map(|a| a.parse::<SocketAddr>().expect("listener address"))
+                    };
+                    let listen = listen.parse::<SocketAddr>().expect("listen address");
+                    return (listen, other("tls_listen"), other("debug_listen"));
                 }
             }
             panic!("refserver exited before it started listening");
@@ -96,7 +101,7 @@ impl Server {
         .await
         .expect("refserver start line");
         let client = reqwest::Client::builder().no_proxy().build().expect("client");
-        let server = Server { child, addr, tls_addr, logs: rx, client };
+        let server = Server { child, addr, tls_addr, debug_addr, logs: rx, client };
         server.wait_ready().await;
         server
     }
