@@ -67,6 +67,10 @@ demo-refserver: deps ## refserver alone: traffic, metrics, faults by hot reload,
 bench: deps ## refserver vs bare hyper, Go net/http and fasthttp: requests/s (wrk) and CPU per request at a fixed rate (a report, not a test)
 	bash scripts/bench-refserver.sh
 
+.PHONY: bench-h2
+bench-h2: deps ## the same over HTTP/2 + TLS 1.3: refserver vs bare hyper and Go net/http, requests/s (h2load) and CPU per request (a report)
+	bash scripts/bench-refserver-h2.sh
+
 .PHONY: bench-scale
 bench-scale: deps ## the controller at ROLLOUTS (1 000) Rollouts, REPLICAS replicas, on the local control plane: latency, CPU, memory (root; a report)
 	REPLICAS=$(REPLICAS) SHARDS=$(SHARDS) PODS=$(PODS) bash scripts/bench-scale.sh $(ROLLOUTS)

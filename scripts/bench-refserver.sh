@@ -14,6 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+. scripts/bench-lib.sh
 
 duration=${1:-10}
 conns=${2:-64}
@@ -22,17 +23,7 @@ apt_install wrk
 log "building release binaries"
 cargo build --release -q -p refserver --bins
 bin="$CARGO_TARGET_DIR/release"
-command -v go >/dev/null || die "Go is required to build the Go servers (https://go.dev/doc/install)"
-gokey=$( (go version; cat bench/go/go.mod bench/go/go.sum bench/go/*/main.go) | sha256sum | cut -c1-12)
-gobin="$ROLLGATE_CACHE/bench-go-$gokey"
-if [ ! -x "$gobin/openloop" ]; then
-  log "building the Go servers and the open-loop generator (go build, cached in $gobin)"
-  mkdir -p "$gobin"
-  for b in nethttp fasthttp openloop; do
-    (cd bench/go && go build -trimpath -o "$gobin/$b.partial" "./$b") && mv "$gobin/$b.partial" "$gobin/$b"
-  done
-fi
-goversions=$(cd bench/go && go list -m -f '{{.Path}} {{.Version}}' github.com/prometheus/client_golang github.com/valyala/fasthttp | tr '\n' ';')
+build_go_servers
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -67,7 +58,6 @@ measure() { # name binary args... → appends "rps p99" to $work/<name>
 # The server's own CPU time (user + system, from /proc) per request, and p99, at a fixed rate.
 rate=${RATE:-10000}
 ticks=$(getconf CLK_TCK)
-cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 measure_cpu() { # name path binary args... → appends "us_per_request p99_ms" to $work/<name>.cpu
   local name=$1 path=$2
   shift 2
@@ -85,14 +75,16 @@ measure_cpu() { # name path binary args... → appends "us_per_request p99_ms" t
   [ "$ok" = "$sent" ] || die "$name: $((sent - ok)) of $sent requests failed at $rate requests/s"
   awk -v a="$before" -v b="$after" -v t="$ticks" -v n="$ok" -v p="$p99" 'BEGIN {printf "%.2f %s\n", (b - a) / t / n * 1e6, p}' >>"$work/$name.cpu"
 }
-median() { sort -n -k"$2" "$1" | awk -v c="$2" '{v[NR]=$c} END {print v[int((NR+1)/2)]}'; }
 servers=(bare bare-headers refserver go-nethttp go-fasthttp)
+# BASELINE=path/to/another/refserver: measured beside, to compare two builds in the same run.
+[ -z "${BASELINE:-}" ] || servers+=(baseline)
 run_each() { # measure-function
   "$1" bare / "$bin/bare-hello" "127.0.0.1:$port"
   "$1" bare-headers / "$bin/bare-hello" "127.0.0.1:$port" --refserver-headers
   "$1" refserver /api/v1/echo "$bin/refserver" --listen "127.0.0.1:$port" --set log.level=info
   "$1" go-nethttp /api/v1/echo "$gobin/nethttp" "127.0.0.1:$port"
   "$1" go-fasthttp / "$gobin/fasthttp" "127.0.0.1:$port"
+  [ -z "${BASELINE:-}" ] || "$1" baseline /api/v1/echo "$BASELINE" --listen "127.0.0.1:$port" --set log.level=info
 }
 for r in $(seq "$rounds"); do
   log "round $r/$rounds: requests/s of ${servers[*]} (wrk, ${duration}s each)"
@@ -122,7 +114,6 @@ for s in "${servers[@]}"; do
   printf '%-36s %12.0f %10.2f %18.2f %16.2f\n' "$s" "$(median "$work/$s" 1)" "$(median "$work/$s" 2)" \
     "$(median "$work/$s.cpu" 1)" "$(median "$work/$s.cpu" 2)"
 done
-verdict() { awk -v v="$1" -v g="$2" -v op="$3" 'BEGIN {ok = (op == "<=") ? v <= g : v >= g; print ok ? "met" : "missed"}'; }
 cpu_ratio=$(awk -v a="$(median "$work/refserver.cpu" 1)" -v b="$(median "$work/bare-headers.cpu" 1)" 'BEGIN {printf "%.3f", a / b}')
 nh_ratio=$(awk -v a="$rs_rps" -v b="$nh_rps" 'BEGIN {printf "%.2f", a / b}')
 fh_ratio=$(awk -v a="$rs_rps" -v b="$fh_rps" 'BEGIN {printf "%.2f", a / b}')
@@ -130,5 +121,10 @@ printf 'CPU per request, refserver / bare hyper with the same headers and body, 
 printf 'requests/s, refserver / Go net/http with the playbook middleware: %s (goal >= 2.5: %s)\n' "$nh_ratio" "$(verdict "$nh_ratio" 2.5 ">=")"
 printf 'requests/s, refserver / Go fasthttp, no middleware: %s (goal >= 1: %s)\n' "$fh_ratio" "$(verdict "$fh_ratio" 1 ">=")"
 printf 'Go %s; %s\n' "$(go env GOVERSION)" "$goversions"
+if [ -n "${BASELINE:-}" ]; then
+  printf 'refserver / baseline (%s): requests/s %s, CPU per request %s\n' "$BASELINE" \
+    "$(awk -v a="$rs_rps" -v b="$(median "$work/baseline" 1)" 'BEGIN {printf "%.3f", a / b}')" \
+    "$(awk -v a="$(median "$work/refserver.cpu" 1)" -v b="$(median "$work/baseline.cpu" 1)" 'BEGIN {printf "%.3f", a / b}')"
+fi
 printf 'per round (CPU µs/request p99 ms at rate): bare-headers [%s] refserver [%s] go-nethttp [%s] go-fasthttp [%s]\n' \
   "$(tr '\n' ';' <"$work/bare-headers.cpu")" "$(tr '\n' ';' <"$work/refserver.cpu")" "$(tr '\n' ';' <"$work/go-nethttp.cpu")" "$(tr '\n' ';' <"$work/go-fasthttp.cpu")"

@@ -19,7 +19,9 @@ TARGET=x86_64-unknown-linux-musl
 rustup target list --installed 2>/dev/null | grep -qx "$TARGET" || rustup target add "$TARGET" >&2
 
 log "building rollgate and refserver for $TARGET (static)"
-(cd "$root" && CC_x86_64_unknown_linux_musl=musl-gcc cargo build -q --locked --release --target "$TARGET" \
+# Frame pointers: refserver's CPU profiler walks them on musl, whose libc has no unwind tables.
+(cd "$root" && CC_x86_64_unknown_linux_musl=musl-gcc CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C force-frame-pointers=yes" \
+  cargo build -q --locked --release --target "$TARGET" \
   -p rollgate -p refserver --bin rollgate --bin refserver)
 bin="$CARGO_TARGET_DIR/$TARGET/release"
 

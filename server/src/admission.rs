@@ -13,7 +13,6 @@
 use std::time::{Duration, Instant};
 
 use crate::config::{AdmissionConfig, AdmissionMode};
-use crate::state::{AppState, admission_gauge};
 
 /// What the admission controller says about one request.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,6 +75,14 @@ impl Admission {
     }
 
     /// The currently admitted rate (requests per second).
+    /// What `refserver_admission_rate_per_second` shows: the admitted rate, 0 when off.
+    pub fn gauge(&self) -> f64 {
+        match self.mode {
+            AdmissionMode::Off => 0.0,
+            _ => self.rate(),
+        }
+    }
+
     pub fn rate(&self) -> f64 {
         self.rate
     }
@@ -199,31 +206,6 @@ impl WindowRecorder {
 }
 
 // === control loop ===
-
-/// The adaptive limiter's control loop: one adjustment per interval.
-pub async fn adapt_loop(state: AppState) {
-    loop {
-        let interval = Duration::from_millis(state.config.load().admission.adjust_interval_ms);
-        tokio::time::sleep(interval).await;
-        let window = state.window.lock().take();
-        let cfg = state.config.load();
-        {
-            let mut a = state.admission.lock();
-            let before = a.rate();
-            a.adapt(&cfg.admission, &window);
-            if a.rate() != before {
-                tracing::info!(
-                    before,
-                    after = a.rate(),
-                    p99_ms = window.p99_ms,
-                    error_ratio = window.error_ratio(),
-                    "adaptive admission rate changed"
-                );
-            }
-            state.metrics.admission_rate.set(admission_gauge(&a));
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

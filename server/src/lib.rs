@@ -7,6 +7,7 @@
 //! (`runtime_probe`), connection limits and timeouts (`connection`), and graceful shutdown
 //! (`server`).
 
+pub mod adaptive;
 pub mod admission;
 pub mod app;
 pub mod config;
@@ -16,10 +17,11 @@ pub mod handlers;
 pub mod http3;
 pub mod ids;
 pub mod metrics;
-pub mod middleware;
+pub mod onion;
 pub mod pool;
 pub mod profiling;
 pub mod reload;
+pub mod route;
 pub mod runtime_probe;
 pub mod server;
 pub mod sharded;

@@ -42,9 +42,13 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 ///
 /// `unsafe` because the symbol is read by C code (jemalloc looks it up by name); it is a
 /// NUL-terminated constant, which is all jemalloc requires of it.
+#[cfg(not(target_env = "musl"))]
 #[allow(unsafe_code, non_upper_case_globals)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static malloc_conf: &[u8] = b"prof:true,prof_active:false,lg_prof_sample:19\0";
+// No heap profiling in the static (musl) build: jemalloc's sampler unwinds the stack, and musl's
+// libc has no unwind tables (the process crashed under load with it on); `/debug/pprof/heap`
+// answers 501 there.
 
 fn parse_set(raw: &str) -> Result<(String, String), String> {
     let (k, v) = raw.split_once('=').ok_or_else(|| format!("{raw:?}: expected KEY=VALUE"))?;

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::admission::adapt_loop;
+use crate::adaptive::adapt_loop;
 use crate::app::App;
 use crate::config::Sources;
 use crate::connection::{Connections, Stop, TlsListener, Transport, accept_until, max_connections};

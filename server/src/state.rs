@@ -56,7 +56,7 @@ impl AppState {
     pub fn new(config: Config, metrics: Metrics) -> std::io::Result<Self> {
         let pool = WorkerPool::new(config.worker_count(), config.derived_queue_capacity(), metrics.clone())?;
         let admission = Admission::new(&config.admission, Instant::now());
-        metrics.admission_rate.set(admission_gauge(&admission));
+        metrics.admission_rate.set(admission.gauge());
         // Leaked once per process (the version changes only on restart) so that the per-response
         // clone is a pointer copy, not a shared reference count bumped from every core.
         let version: &'static str = Box::leak(config.version.clone().into_boxed_str());
@@ -96,16 +96,9 @@ impl AppState {
         {
             let mut a = self.admission.lock();
             a.reconfigure(&next.admission, Instant::now());
-            self.metrics.admission_rate.set(admission_gauge(&a));
+            self.metrics.admission_rate.set(a.gauge());
         }
         crate::profiling::apply_heap_profiling(next.debug.heap_profiling);
         self.config.store(Arc::new(next));
-    }
-}
-
-pub fn admission_gauge(a: &Admission) -> f64 {
-    match a.mode() {
-        crate::config::AdmissionMode::Off => 0.0,
-        _ => a.rate(),
     }
 }

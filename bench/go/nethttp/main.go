@@ -2,11 +2,15 @@
 // context, panic recovery, and a client_golang histogram labelled as refserver's
 // (http_request_method, http_route, http_response_status_code), on the same buckets.
 //
-//	nethttp ADDR
+//	nethttp ADDR [CERT KEY]
+//
+// With CERT and KEY it serves TLS, where net/http speaks HTTP/2 by ALPN (TLS 1.3 only, as
+// refserver).
 package main
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"log"
@@ -91,5 +95,9 @@ func main() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/echo", middleware("/api/v1/echo", echo))
 	mux.Handle("GET /metrics", promhttp.Handler())
+	if len(os.Args) > 3 {
+		srv := &http.Server{Addr: addr, Handler: mux, TLSConfig: &tls.Config{MinVersion: tls.VersionTLS13}}
+		log.Fatal(srv.ListenAndServeTLS(os.Args[2], os.Args[3]))
+	}
 	log.Fatal(http.ListenAndServe(addr, mux))
 }
