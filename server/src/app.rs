@@ -1,5 +1,5 @@
-//! The application as one hyper service: a static route table, the middleware onion (`onion`,
-//! where the steps and their order are) and the handlers.
+//! The application as one hyper service: a static route table, the middleware onion (the order
+//! is documented in `middleware`) and the handlers.
 //!
 //! The routes are a `match`, not axum's `Router`: with six fixed routes a table lookup costs
 //! nothing, while the router and its per-route layers cost more than the whole 10 % budget the
@@ -7,20 +7,19 @@
 //! for what it is good at here: extractors (`Query`), `Json` and `IntoResponse`.
 
 use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::http::{Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
 use hyper::body::Incoming;
-use tower::{Service, ServiceExt};
+use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::handlers;
-use crate::onion::{self, Answer, Ctx};
+use crate::middleware::{Api, Edge};
 pub use crate::route::{BoxResponse, Handled, Route};
 use crate::state::AppState;
 
@@ -82,24 +81,33 @@ impl App {
         }
     }
 
-    /// Serves one request through the onion (`onion`), whose two innermost services are the
-    /// handlers below.
+    /// Serves one request: the edge pipeline for every route, the API pipeline for the API
+    /// routes and unmatched paths, then the handler.
+    ///
+    /// The pipelines' steps are plain functions on the way in (`enter`) and on the way out
+    /// (`finish`) around the one await that needs wrapping (timeout, panic capture): a request's
+    /// future stays small, and futures are moved several times before they are polled.
     ///
     /// Generic over the request body, so HTTP/1.1 and HTTP/2 (hyper's `Incoming`) and HTTP/3
     /// (`http3::RequestBody`) share every step without boxing the body.
     pub async fn serve<B: RequestBody>(self, req: Request<B>) -> Response {
         let state = self.state();
         let route = self.route(req.uri().path());
-        let ctx = Ctx::new(state, req, route);
-        let mut onion = onion::stack(state, Ops(state), Api(self));
-        let answered = match onion.ready().await {
-            Ok(ready) => ready.call(ctx).await,
-            Err(never) => match never {},
+        let edge = match Edge::enter(state, route, &req) {
+            Ok(edge) => edge,
+            Err(refused) => return refused,
         };
-        match answered {
-            Ok(res) => res,
-            Err(never) => match never {},
-        }
+        let res = if let Err(refused) = edge.check_limits(state, &req) {
+            refused
+        } else if route.is_api() {
+            let api = Api::enter(state, route, &req, edge.started());
+            let res = api.run(|| self.api_handler(route, req)).instrument(edge.span().clone()).await;
+            api.finish(res)
+        } else {
+            let _entered = edge.span().enter();
+            ops_handler(state, route, &req)
+        };
+        edge.finish(state, route, res)
     }
 
     fn api_handler<B: RequestBody>(self, route: Route, req: Request<B>) -> Handled {
@@ -117,42 +125,6 @@ impl App {
             (Route::Unmatched, _) => Handled::Now(handlers::not_found(req.uri())),
             _ => Handled::Now(method_not_allowed()),
         }
-    }
-}
-
-/// The innermost API service: the handler of the route.
-#[derive(Clone, Copy)]
-struct Api(App);
-
-impl<B: RequestBody> Service<Ctx<B>> for Api {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Answer;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, ctx: Ctx<B>) -> Answer {
-        self.0.api_handler(ctx.route, ctx.req).into()
-    }
-}
-
-/// The probes, `/metrics` and `/version`: answered at once, inside the edge steps only.
-#[derive(Clone, Copy)]
-struct Ops(&'static AppState);
-
-impl<B> Service<Ctx<B>> for Ops {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Ready<Result<Response, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, ctx: Ctx<B>) -> Self::Future {
-        ready(Ok(ops_handler(self.0, ctx.route, &ctx.req)))
     }
 }
 

@@ -17,7 +17,7 @@ pub mod handlers;
 pub mod http3;
 pub mod ids;
 pub mod metrics;
-pub mod onion;
+pub mod middleware;
 pub mod pool;
 pub mod profiling;
 pub mod reload;

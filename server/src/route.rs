@@ -23,7 +23,7 @@ pub enum Route {
 }
 
 impl Route {
-    /// The API routes (and unmatched paths) get the API steps: metrics, timeout, admission,
+    /// The API routes (and unmatched paths) get the API pipeline: metrics, timeout, admission,
     /// faults and panic capture. Probes and `/metrics` stay cheap and unfaulted.
     pub fn is_api(self) -> bool {
         matches!(self, Route::Echo | Route::Work | Route::Extra(..) | Route::Unmatched)

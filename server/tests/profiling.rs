@@ -20,7 +20,7 @@ fn has_function(profile: &Profile, needle: &str) -> bool {
 
 #[tokio::test]
 async fn a_cpu_profile_of_a_busy_server_names_the_function_that_burns_the_cpu() {
-    let s = Server::start(&["--set", "debug.listen=127.0.0.1:0"], &[]).await;
+    let mut s = Server::start(&["--set", "debug.listen=127.0.0.1:0"], &[]).await;
     // CPU work on the pool for as long as the profile runs.
     let (client, url) = (s.client.clone(), s.url("/api/v1/work?cost_ms=50"));
     let load = tokio::spawn(async move {
@@ -28,15 +28,14 @@ async fn a_cpu_profile_of_a_busy_server_names_the_function_that_burns_the_cpu() 
             let _ = client.get(&url).send().await;
         }
     });
-    let profiling = debug_get(&s, "/debug/pprof/profile?seconds=2");
-    let busy = async {
-        // A second profile while one runs is refused; awaited once the first has started.
-        common::wait_for("the first profile is running", || async {
-            debug_get(&s, "/debug/pprof/profile?seconds=1").await.status() == 409
-        })
-        .await;
-    };
-    let (r, ()) = tokio::join!(profiling, busy);
+    let (client, addr) = (s.client.clone(), s.debug_addr.expect("the profiling listener runs"));
+    let profiling = tokio::spawn(async move {
+        client.get(format!("http://{addr}/debug/pprof/profile?seconds=2")).send().await
+    });
+    // A second profile while one runs is refused.
+    s.wait_log("CPU profile started").await;
+    assert_eq!(debug_get(&s, "/debug/pprof/profile?seconds=1").await.status(), 409);
+    let r = profiling.await.expect("join").expect("profile request");
     load.abort();
     assert_eq!(r.status(), 200);
     let bytes = r.bytes().await.expect("body");
