@@ -144,9 +144,10 @@ async fn serve_connection(incoming: quinn::Incoming, app: App, mut stop: watch::
                 None
             };
             if let Some(reason) = reason {
-                // The requests already accepted finish; the client opens a new connection for
-                // the next ones.
-                if conn.shutdown(0).await.is_err() {
+                // The requests already accepted finish (h3 puts the last accepted stream's id
+                // plus this count in the GOAWAY, and streams below it are served); the client
+                // opens a new connection for the next ones.
+                if conn.shutdown(1).await.is_err() {
                     return reason;
                 }
                 closing = Some(reason);

@@ -19,9 +19,7 @@ use axum::routing::get;
 use pprof::protos::Message;
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
-use crate::connection::Stop;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -32,21 +30,13 @@ const MAX_SECONDS: u64 = 60;
 /// Set while a CPU profile is being taken: the profiler is one per process.
 static CPU_BUSY: AtomicBool = AtomicBool::new(false);
 
-/// Serves the profiling routes on `listener` until `stop` leaves `Serving`.
-pub async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    mut stop: watch::Receiver<Stop>,
-) -> std::io::Result<()> {
+/// Serves the profiling routes on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
     let app = Router::new()
         .route("/debug/pprof/profile", get(cpu_profile))
         .route("/debug/pprof/heap", get(heap_profile))
         .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s != Stop::Serving).await;
-        })
-        .await
+    axum::serve(listener, app).await
 }
 
 #[derive(Debug, Deserialize)]

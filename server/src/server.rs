@@ -156,6 +156,17 @@ pub async fn run(
     let max = max_connections(&config);
     tracing::info!(max_connections = max, "accepting connections");
     let connections = Connections::new(max);
+    // The profiling listener serves until the server stops, and is not waited for: a profile
+    // being taken (up to a minute) must not hold up the drain.
+    crate::profiling::apply_heap_profiling(config.debug.heap_profiling);
+    let profiling = profiling_listener.map(|listener| {
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::profiling::serve(listener, state).await {
+                tracing::error!(error = %e, "the profiling listener stopped");
+            }
+        })
+    });
     let serve = async {
         let plain = accept_until(listener, Transport::Plain, app, &connections, stop_rx.clone());
         let secure = async {
@@ -170,15 +181,7 @@ pub async fn run(
                 tokio::join!(tcp, quic);
             }
         };
-        let profiling = async {
-            if let Some(listener) = profiling_listener {
-                crate::profiling::apply_heap_profiling(config.debug.heap_profiling);
-                if let Err(e) = crate::profiling::serve(listener, state.clone(), stop_rx.clone()).await {
-                    tracing::error!(error = %e, "the profiling listener stopped");
-                }
-            }
-        };
-        tokio::join!(plain, secure, profiling);
+        tokio::join!(plain, secure);
         // The listener is closed; open connections get the grace period.
         let mut stop = stop_rx.clone();
         tokio::select! {
@@ -209,6 +212,9 @@ pub async fn run(
         }
     };
     tasks.abort_all();
+    if let Some(profiling) = profiling {
+        profiling.abort();
+    }
     if result.is_ok() {
         tracing::info!("server stopped");
     }

@@ -91,3 +91,16 @@ async fn the_heap_profile_says_how_to_turn_it_on_and_bad_addresses_are_refused()
     assert_eq!(f.code, Some(2));
     assert!(f.stderr.contains("debug.listen"), "{}", f.stderr);
 }
+
+#[tokio::test]
+async fn a_profile_being_taken_does_not_hold_up_shutdown() {
+    let mut s = Server::start(&["--set", "debug.listen=127.0.0.1:0"], &[]).await;
+    let (client, addr) = (s.client.clone(), s.debug_addr.expect("the profiling listener runs"));
+    // A minute-long profile: longer than the test's deadline for the exit below.
+    let _profiling = tokio::spawn(async move {
+        client.get(format!("http://{addr}/debug/pprof/profile?seconds=60")).send().await
+    });
+    s.wait_log("CPU profile started").await;
+    s.signal("TERM");
+    assert_eq!(s.wait_exit().await, Some(0));
+}

@@ -225,7 +225,11 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let number = self.activity.request_began();
         let (app, activity, max) = (self.app, self.activity.clone(), self.max_requests);
         let alt_svc = self.alt_svc.clone();
+        // Marks the response ready however the future ends: an HTTP/2 stream the client resets
+        // drops it unfinished, and must not leave the connection counted busy for ever.
+        let answering = Answering(activity.clone());
         Box::pin(async move {
+            let _answering = answering;
             let mut res = app.serve(req).await;
             if let Some(alt_svc) = alt_svc {
                 res.headers_mut().insert(header::ALT_SVC, alt_svc);
@@ -244,9 +248,18 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
                 }
                 activity.closing(reason);
             }
-            activity.response_ready();
             Ok(res)
         })
+    }
+}
+
+/// One request being answered on a connection; its end (or its cancellation) is the response
+/// being ready.
+struct Answering(Arc<Activity>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.response_ready();
     }
 }
 
@@ -275,6 +288,16 @@ mod tests {
         assert_eq!(a.closing_reason(), None);
         a.closing(Closed::max_requests);
         assert_eq!(a.closing_reason(), Some(Closed::max_requests));
+    }
+
+    #[test]
+    fn a_stream_dropped_unfinished_is_no_longer_counted_busy() {
+        let a = Arc::new(Activity::multiplexed());
+        a.request_began();
+        let answering = Answering(a.clone());
+        assert_eq!(a.phase().0, Phase::Busy);
+        drop(answering);
+        assert_eq!(a.phase().0, Phase::Idle);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 
-use super::activity::{Activity, ConnService, Watched};
+use super::activity::{Activity, ConnService, Phase, Watched};
 use super::{Closed, Limits, Stop, Transport};
 use crate::app::App;
 use crate::ids;
@@ -186,22 +186,27 @@ async fn drive<C: Served>(
         Stop::Serving => None,
         Stop::Draining | Stop::Now => Some(Instant::now()),
     };
-    // The reason a GOAWAY was sent for (multiplexed connections).
-    let mut closing: Option<Closed> = None;
+    // The reason a GOAWAY was sent for, and when (multiplexed connections).
+    let mut closing: Option<(Closed, Instant)> = None;
     if C::MULTIPLEXED && draining_since.is_some() {
         conn.as_mut().finish_and_close();
-        closing = Some(Closed::drain);
+        closing = Some((Closed::drain, Instant::now()));
     }
     loop {
         let (at, reason) = match closing {
-            // GOAWAY sent: the connection ends when its streams do (or at `Stop::Now`).
-            Some(_) => (Instant::now() + Duration::from_secs(3600), None),
+            // GOAWAY sent: the connection ends when its streams do. A client that neither
+            // answers the GOAWAY's ping nor closes is dropped once no stream has been open for
+            // `header_read` (or at `Stop::Now`); an open stream is never cut here.
+            Some((why, sent)) => match activity.phase() {
+                (Phase::Idle, since) => (Instant::from_std(since).max(sent) + limits.header_read, Some(why)),
+                _ => (Instant::now() + limits.header_read, None),
+            },
             None => limits.next_check(activity, draining_since),
         };
         tokio::select! {
             ended = conn.as_mut() => {
                 return match closing {
-                    Some(reason) => reason,
+                    Some((reason, _)) => reason,
                     None => ended_by(ended, activity, app),
                 };
             }
@@ -211,16 +216,25 @@ async fn drive<C: Served>(
                     draining_since = Some(Instant::now());
                     if C::MULTIPLEXED && closing.is_none() {
                         conn.as_mut().finish_and_close();
-                        closing = Some(Closed::drain);
+                        closing = Some((Closed::drain, Instant::now()));
                     }
                 }
                 Ok(Stop::Now) | Err(_) => return Closed::shutdown,
             },
             () = activity.close_requested(), if C::MULTIPLEXED && closing.is_none() => {
                 conn.as_mut().finish_and_close();
-                closing = Some(activity.closing_reason().unwrap_or(Closed::drain));
+                closing = Some((activity.closing_reason().unwrap_or(Closed::drain), Instant::now()));
             }
             () = tokio::time::sleep_until(at) => {
+                if let Some((why, sent)) = closing {
+                    // Still no stream open, long after the GOAWAY: drop it.
+                    let (phase, since) = activity.phase();
+                    let quiet_until = Instant::from_std(since).max(sent) + limits.header_read;
+                    if phase == Phase::Idle && quiet_until <= Instant::now() {
+                        return why;
+                    }
+                    continue;
+                }
                 // Closed only if the phase that set this deadline still holds.
                 let (again, still) = limits.next_check(activity, draining_since);
                 if let Some(reason) = reason
@@ -231,7 +245,7 @@ async fn drive<C: Served>(
                         return reason;
                     }
                     conn.as_mut().finish_and_close();
-                    closing = Some(reason);
+                    closing = Some((reason, Instant::now()));
                 }
             }
         }
