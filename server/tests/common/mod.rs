@@ -100,7 +100,10 @@ impl Server {
         })
         .await
         .expect("refserver start line");
-        let client = reqwest::Client::builder().no_proxy().build().expect("client");
+        // A new connection per request: tests shorten the server's idle timeout to a few hundred
+        // ms, and a pooled connection the server closes as the client reuses it fails the
+        // request (IncompleteMessage) for a reason the test is not about.
+        let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).build().expect("client");
         let server = Server { child, addr, tls_addr, debug_addr, logs: rx, client };
         server.wait_ready().await;
         server
