@@ -71,13 +71,7 @@ pub async fn accept_until(
     mut stop: watch::Receiver<Stop>,
 ) {
     loop {
-        let permit = tokio::select! {
-            permit = connections.permit() => match permit {
-                Some(p) => p,
-                None => break,
-            },
-            _ = stop.wait_for(|s| *s != Stop::Serving) => break,
-        };
+        let Some(permit) = connections.permit(&mut stop).await else { break };
         let incoming = tokio::select! {
             incoming = endpoint.accept() => match incoming {
                 Some(i) => i,

@@ -177,12 +177,18 @@ mod tests {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// A configuration naming `tls.crt` and `key` in `dir`.
+    fn config_in(dir: &tempfile::TempDir, key: &str) -> Config {
+        let mut config = Config::default();
+        config.tls.cert_file = dir.path().join("tls.crt");
+        config.tls.key_file = dir.path().join(key);
+        config
+    }
+
     #[test]
     fn a_pair_is_swapped_in_once_and_a_refused_one_is_not_tried_again() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config::default();
-        config.tls.cert_file = dir.path().join("tls.crt");
-        config.tls.key_file = dir.path().join("tls.key");
+        let config = config_in(&dir, "tls.key");
         let (cert, key) = pair();
         std::fs::write(&config.tls.cert_file, &cert).expect("write");
         std::fs::write(&config.tls.key_file, &key).expect("write");
@@ -208,9 +214,7 @@ mod tests {
     #[test]
     fn files_that_are_not_pem_name_the_setting() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config::default();
-        config.tls.cert_file = dir.path().join("tls.crt");
-        config.tls.key_file = dir.path().join("missing.key");
+        let config = config_in(&dir, "missing.key");
         std::fs::write(&config.tls.cert_file, "hello").expect("write");
         let err = CertStore::load(&config).expect_err("no key file");
         assert!(err.to_string().starts_with("tls.key_file"), "{err}");

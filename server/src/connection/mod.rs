@@ -159,9 +159,14 @@ impl Connections {
         self.max as usize - self.permits.available_permits()
     }
 
-    /// A permit for one more connection; waits while all are taken.
-    pub async fn permit(&self) -> Option<OwnedSemaphorePermit> {
-        self.permits.clone().acquire_owned().await.ok()
+    /// A permit for one more connection, waiting while all are taken; `None` once `stop` leaves
+    /// `Serving`. At the limit a listener waits here before accepting, so new clients wait in
+    /// the kernel's backlog instead of taking descriptors the open ones need.
+    pub async fn permit(&self, stop: &mut watch::Receiver<Stop>) -> Option<OwnedSemaphorePermit> {
+        tokio::select! {
+            permit = self.permits.clone().acquire_owned() => permit.ok(),
+            _ = stop.wait_for(|s| *s != Stop::Serving) => None,
+        }
     }
 }
 
@@ -200,15 +205,7 @@ pub async fn accept_until(
 ) {
     app.state().metrics.connections_max.set(i64::from(connections.max));
     loop {
-        // At the limit, wait for a connection to close before accepting: new clients wait in
-        // the kernel's backlog instead of taking descriptors the open ones need.
-        let permit = tokio::select! {
-            permit = connections.permit() => match permit {
-                Some(p) => p,
-                None => break,
-            },
-            _ = stop.wait_for(|s| *s != Stop::Serving) => break,
-        };
+        let Some(permit) = connections.permit(&mut stop).await else { break };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stop.wait_for(|s| *s != Stop::Serving) => break,
