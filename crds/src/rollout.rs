@@ -69,15 +69,18 @@ pub struct RolloutSpec {
     pub service: ServiceSpec,
     /// How traffic is split between stable and canary: exactly one router.
     pub traffic: TrafficSpec,
-    /// Canary weights in percent, strictly increasing and ending at 100. Default 1, 5, 100. The
-    /// first step may instead be a shadow step (`shadow: 20`): no user traffic, a share of the
-    /// requests mirrored to the canary.
+    /// Canary weights in percent, strictly increasing, the last one 50 to 100. Default 1, 5, 100.
+    /// Passing the last step promotes: stable takes the canary's template and then all traffic.
+    /// A last step below 100 keeps stable serving while it is judged, so every step is compared
+    /// with stable (a burst on both versions is not the canary's fault there). The first step may
+    /// instead be a shadow step (`shadow: 20`): no user traffic, a share of the requests mirrored
+    /// to the canary.
     #[serde(default = "defaults::steps")]
     #[schemars(length(min = 1, max = 20))]
     #[x_kube(
         validation = Rule::new("self.map(s, s.weight).isSorted() && self.all(s, self.exists_one(t, t.weight == s.weight))").message("steps: weights must be strictly increasing"),
         validation = Rule::new("self.all(s, !has(s.shadow) || s == self[0])").message("steps: only the first step may be a shadow step"),
-        validation = Rule::new("self[size(self) - 1].weight == 100").message("steps: the last step must have weight 100")
+        validation = Rule::new("self[size(self) - 1].weight >= 50").message("steps: the last step must have weight 50 to 100 (promotion then moves the rest of the traffic at once)")
     )]
     pub steps: Vec<Step>,
     /// The SLO checks, inline. Exactly one of `gate` and `gateRef`.

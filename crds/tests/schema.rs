@@ -58,7 +58,7 @@ fn validation_rules_are_in_the_schema() {
     let text = serde_json::to_string(&schema_of::<Rollout>()).expect("json");
     for needle in [
         "weights must be strictly increasing",
-        "the last step must have weight 100",
+        "the last step must have weight 50 to 100",
         "exactly one of gate and gateRef must be set",
         "exactly one router (gatewayAPI or replicaRatio) must be set",
         "exactly one of errorRate, latency, pause, promql must be set",

@@ -507,6 +507,7 @@ async fn scenario_6_an_invalid_rollout_is_rejected_naming_the_field() {
         ("[{weight: 1}, {shadow: 20}, {weight: 100}]", "only the first step may be a shadow step"),
         ("[{shadow: 20, weight: 1}, {weight: 100}]", "0 (and omitted) on a shadow step"),
         ("[{weight: 0}, {weight: 100}]", "0 (and omitted) on a shadow step"),
+        ("[{weight: 1}, {weight: 40}]", "the last step must have weight 50 to 100"),
     ] {
         let yaml = rollout_yaml(&ns, "web", "v1", &[], "")
             .replace("PROMETHEUS", &c.prometheus)

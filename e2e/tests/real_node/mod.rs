@@ -87,7 +87,7 @@ spec:
   replicas: 1
   drainDelay: 2s
   service: {{port: 80, targetPort: 9898}}
-  steps: [{{weight: 20}}, {{weight: 50}}, {{weight: 100}}]
+  steps: [{{weight: 20}}, {{weight: 50}}]
   template:
     metadata:
       annotations: {{e2e/version: "{version}"}}
@@ -320,7 +320,8 @@ async fn scenario_13_rollgate_installed_in_cluster_rolls_out_podinfo_on_a_real_n
     let st = c.status(&ns, NAME).await;
     assert_eq!(st.verdict, Some(Verdict::Pass));
     let step_ups: Vec<i32> = st.history.iter().filter(|d| d.action == "StepUp").map(|d| d.weight).collect();
-    assert_eq!(step_ups, vec![20, 50, 100], "each step taken once: {:?}", st.history);
+    // The last step is 50 %: stable takes v2 while serving the other half, then all traffic.
+    assert_eq!(step_ups, vec![20, 50], "each step taken once: {:?}", st.history);
     // podinfo's histogram has the Go client's default buckets: 300 ms is judged at 250 ms.
     let latency_source = st.checks.iter().find(|c| c.name == "latency").and_then(|c| c.source.clone());
     assert_eq!(

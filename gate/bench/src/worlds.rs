@@ -45,7 +45,7 @@ pub enum World {
 pub const WORLDS: [World; 5] =
     [World::Steady, World::Drift, World::SharedBursts, World::Clumped, World::GlobalIncident];
 
-pub const RULES: [Rule; 2] = [
+pub const RULES: [Rule; 3] = [
     Rule {
         name: "absolute only",
         exposure_scaling: 1.0,
@@ -60,10 +60,22 @@ pub const RULES: [Rule; 2] = [
         compare_with_stable: true,
         weights: &WEIGHTS,
     },
+    Rule {
+        name: "the same, last judged step 50 % (1 → 5 → 50, then promotion)",
+        exposure_scaling: 1.0,
+        pooled: true,
+        compare_with_stable: true,
+        weights: &CONTROLLED,
+    },
 ];
 
-/// The rule the targets are checked on: the gate today.
+/// Steps that keep stable serving to the end: promotion follows the last step at 50 %.
+pub const CONTROLLED: [f64; 3] = [1.0, 5.0, 50.0];
+
+/// The rule the targets are checked on: the gate today, with the default steps.
 const NOW: usize = 1;
+/// The gate today with a last step below 100 %.
+const CONTROLLED_TO_THE_END: usize = 2;
 
 /// A bad canary fails this many times as often as stable.
 pub const BAD: f64 = 20.0;
@@ -219,8 +231,8 @@ pub fn report(results: &[WorldResult]) -> String {
     let aa: usize = results.iter().filter(|r| r.versus_stable <= 1.0).map(|r| now(r).runs()).sum();
     let _ = writeln!(
         out,
-        "#### Whole rollouts in hostile worlds: A/A canaries and {BAD}× canaries, 1 → 5 → 100 %, \
-         {TRAFFIC} req/s\n\n{aa} A/A rollouts in all under each rule (the canary exactly as good as stable); \
+        "#### Whole rollouts in hostile worlds: A/A canaries and {BAD}× canaries, 1 → 5 → 100 % \
+         (and 1 → 5 → 50 %), {TRAFFIC} req/s\n\n{aa} A/A rollouts in all under each rule (the canary exactly as good as stable); \
          same timing as above. Stable fails at 0.5× the budget (5× in the global incident). \
          \"held: stable\" counts the rollouts in which a step was held because stable breached too; \
          \"at 100 %\" the rollbacks at the last step, where stable serves nothing to compare with.\n"
@@ -284,11 +296,36 @@ pub fn targets(results: &[WorldResult]) -> Vec<String> {
     ));
     let (whole, at) = worst(&|t| t.rolled_back);
     lines.push(format!(
-        "A/A canaries rolled back ≤ 1 % per whole rollout: {} (worst {:.2} %, {at}: at 100 % there is no \
-         stable to compare with, and a burst on everything looks like the canary's)",
+        "A/A canaries rolled back ≤ 1 % per whole rollout, default steps 1 → 5 → 100: {} (worst {:.2} %, \
+         {at}: at 100 % there is no stable to compare with, and a burst on everything looks like the \
+         canary's)",
         verdict(whole <= 0.01),
         whole * 100.0
     ));
+    let (whole, at) = aa
+        .iter()
+        .map(|r| {
+            let t = &r.tallies[CONTROLLED_TO_THE_END].1;
+            (share(t.rolled_back, t), r.world.name())
+        })
+        .fold((0.0, "none"), |a, b| if b.0 > a.0 { b } else { a });
+    lines.push(format!(
+        "A/A canaries rolled back ≤ 1 % per whole rollout, steps 1 → 5 → 50 (stable serves at every judged \
+         step): {} (worst {:.2} %, {at})",
+        verdict(whole <= 0.01),
+        whole * 100.0
+    ));
+    if let Some(r) = results.iter().find(|r| r.versus_stable <= 1.0 && r.world == World::Steady) {
+        let t = &r.tallies[CONTROLLED_TO_THE_END].1;
+        let median = crate::quantile(&t.times, 0.5).filter(|_| t.promoted * 2 > t.runs());
+        lines.push(format!(
+            "healthy 0.5× canary promoted in the median within 45 m, steps 1 → 5 → 50: {} (median {}, {} \
+             promoted)",
+            verdict(median.is_some_and(|s| s <= 45 * 60)),
+            secs(median),
+            pct(t.promoted, t.runs())
+        ));
+    }
     if let Some(r) = results.iter().find(|r| r.versus_stable <= 1.0 && r.world == World::Clumped) {
         lines.push(format!(
             "clumped errors break the assumption (a clump counts as five independent errors): {} of A/A \
@@ -315,12 +352,20 @@ pub fn targets(results: &[WorldResult]) -> Vec<String> {
         ));
     }
     let bad: Vec<&WorldResult> = results.iter().filter(|r| r.versus_stable > 1.0).collect();
-    let worst = bad.iter().map(|r| share(now(r).promoted, now(r))).fold(0.0, f64::max);
-    lines.push(format!(
-        "{BAD}× canaries promoted ≤ 1 % in every world: {} (worst {:.1} %)",
-        verdict(worst <= 0.01),
-        worst * 100.0
-    ));
+    for (rule, steps) in [(NOW, "1 → 5 → 100"), (CONTROLLED_TO_THE_END, "1 → 5 → 50")] {
+        let worst = bad
+            .iter()
+            .map(|r| {
+                let t = &r.tallies[rule].1;
+                share(t.promoted, t)
+            })
+            .fold(0.0, f64::max);
+        lines.push(format!(
+            "{BAD}× canaries promoted ≤ 1 % in every world, steps {steps}: {} (worst {:.1} %)",
+            verdict(worst <= 0.01),
+            worst * 100.0
+        ));
+    }
     lines
 }
 

@@ -290,6 +290,49 @@ fn a_healthy_canary_is_stepped_through_every_weight_and_promoted() {
 }
 
 #[test]
+fn a_last_step_below_100_promotes_while_stable_serves_its_share_until_it_runs_the_canary() {
+    let mut w = World::new(RolloutSpec::test().with_replicas(4).with_steps(&[1, 5, 50]));
+    let healthy = judge(0, 50);
+    w.run_until(5, &healthy, |w| w.status.phase == Some(Phase::Promoted));
+    w.new_version("v2");
+    w.stable_starts = false;
+    // Stepped to 50 %, judged there, passed: stable takes the template at full size while the
+    // canary keeps its 50 %, since stable does not yet run the canary's revision.
+    let mut p = w.step(&healthy);
+    for _ in 0..100 {
+        if w.status.current_step == Some(3) {
+            break;
+        }
+        p = w.step(&healthy);
+    }
+    assert_eq!(w.status.current_step, Some(3), "{:?}", w.status.message);
+    assert_eq!(p.stable, StableIntent::Adopt { replicas: 4 }, "{p:?}");
+    assert_eq!(p.weight, Some(50), "stable is not running the new revision yet: {p:?}");
+    for _ in 0..3 {
+        let p = w.step(&healthy);
+        assert_eq!(p.weight, Some(50), "{:?}", w.status.message);
+        assert_eq!(w.status.phase, Some(Phase::Progressing));
+    }
+    w.stable_starts = true;
+    let mut weights = Vec::new();
+    for _ in 0..20 {
+        let p = w.step(&healthy);
+        weights.extend(p.weight.filter(|x| weights.last() != Some(x)));
+        if w.status.phase == Some(Phase::Promoted) {
+            break;
+        }
+    }
+    assert_eq!(weights.first(), Some(&50), "{weights:?}");
+    assert_eq!(weights.last(), Some(&0), "traffic returns to stable, which runs v2: {weights:?}");
+    assert_eq!(w.status.phase, Some(Phase::Promoted));
+    assert_eq!(w.status.stable_revision, Some(w.revision()));
+    assert!(w.canary.is_none(), "the canary is removed");
+    let ups: Vec<i32> =
+        w.status.history.iter().filter(|d| d.action.as_str() == "StepUp").map(|d| d.weight).collect();
+    assert_eq!(ups, [1, 5, 50], "{:?}", w.status.history);
+}
+
+#[test]
 fn each_passed_step_carries_its_events_to_the_next_and_a_new_version_starts_from_none() {
     let mut w = deployed();
     w.new_version("v2");
