@@ -2,7 +2,7 @@
 //! of the object, shared by the CLI (`status`, `wait`, `get`) and the verdict API. Exit codes
 //! are the CLI's business (`cli::view`).
 
-use rollgate_crds::rollout::{CheckStatus, Decision, Phase, Verdict};
+use rollgate_crds::rollout::{CheckStatus, Decision, Phase, StepForecast, Verdict};
 use rollgate_crds::{Rollout, RolloutStatus};
 use serde::Serialize;
 
@@ -26,6 +26,9 @@ pub struct View {
     pub canary_revision: Option<String>,
     pub paused: bool,
     pub checks: Vec<CheckStatus>,
+    /// What the current step was forecast to need when the step before it passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<StepForecast>,
     pub history: Vec<Decision>,
     pub message: Option<String>,
 }
@@ -53,6 +56,9 @@ pub fn view(ro: &Rollout) -> View {
         canary_revision: st.canary_revision,
         paused: ro.spec.paused,
         checks: st.checks,
+        forecast: st.forecast.filter(|f| {
+            matches!(st.phase, Some(Phase::Progressing | Phase::Paused)) && st.current_step == Some(f.step)
+        }),
         history: st.history,
         message: st.message,
     }

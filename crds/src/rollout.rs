@@ -345,6 +345,10 @@ pub struct RolloutStatus {
     /// pools them with its own, so it does not start from zero.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub carried: Vec<CarriedEvidence>,
+    /// What the current step was forecast to need when the step before it passed: shown until
+    /// the step's own evaluations estimate it (`checks[].estimatedSeconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<StepForecast>,
     /// Recent decisions, newest last (bounded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Decision>,
@@ -408,6 +412,37 @@ pub struct CarriedEvidence {
     pub bad: u64,
     /// All events counted.
     pub total: u64,
+}
+
+/// A step's needs, forecast at the end of the step before it: the evidence its pass test needs
+/// beyond what the canary has shown, at the rate of the step before scaled by weight.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StepForecast {
+    /// Index into `spec.steps` of the step forecast.
+    pub step: i32,
+    /// About how many seconds the step takes to pass (at least its `minHealthy`); absent when
+    /// no rate was known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_seconds: Option<u64>,
+    /// Per check: the events needed, and the time at the forecast rate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckForecast>,
+    /// The forecast in words: `at 5 %: error-rate needs about 2650 more requests, ≈ 9 min at
+    /// 5.0 requests/s`.
+    pub message: String,
+}
+
+/// One check's needs at a forecast step.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckForecast {
+    pub name: String,
+    /// About how many more of the canary's events its pass test needs.
+    pub needed: u64,
+    /// About how many seconds those take at the forecast rate (at least `minHealthy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_seconds: Option<u64>,
 }
 
 /// A check's state after an evaluation (the gate's type).

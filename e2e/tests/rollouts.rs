@@ -126,8 +126,12 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
     let mut timeline: Vec<(std::time::Instant, String)> = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
     let mut scaled = false;
+    let mut forecasts = Vec::new();
     loop {
         let st = c.status(&ns, name).await;
+        if let Some(f) = st.forecast.clone().filter(|f| forecasts.last() != Some(f)) {
+            forecasts.push(f);
+        }
         if weights_seen.last() != Some(&st.canary_weight) {
             weights_seen.push(st.canary_weight);
         }
@@ -166,6 +170,12 @@ async fn scenario_1_a_healthy_version_is_stepped_through_every_weight_and_promot
         assert!(std::time::Instant::now() < deadline, "not promoted: {st:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // Each step after the first was forecast when the one before it passed (the status field
+    // survives the API server's schema).
+    let steps: Vec<i32> = forecasts.iter().map(|f| f.step).collect();
+    assert!(steps.starts_with(&[1]), "{forecasts:?}");
+    assert!(forecasts[0].message.starts_with("at 5 %: "), "{forecasts:?}");
+    assert!(forecasts[0].checks.iter().all(|c| c.needed > 0), "{forecasts:?}");
     // The scale went through: the stable Deployment runs the new count, and the subresource
     // says what an autoscaler reads (no request failed on the way: asserted below).
     assert!(scaled, "the rollout was scaled mid-canary");

@@ -24,6 +24,7 @@ use crate::check::{CheckSpec, Unit};
 use crate::decision::{
     Advance, CheckReport, Decision, Inconclusive, Judged, Pace, Pending, RollbackCause, Unreadable, Wait,
 };
+use crate::forecast::NextStep;
 use crate::relative;
 use crate::split::Traffic;
 use crate::sprt::{self, Counts, ErrorRates, Outcome};
@@ -98,6 +99,9 @@ pub struct Evaluation {
     /// Requests each version answered over the step, from the first request-counting check
     /// read for both (to judge the traffic split); `None` when none was.
     pub traffic: Option<Traffic>,
+    /// What the next step will need (`forecast::next_step`), when whoever evaluated knows the
+    /// steps; `evaluate` leaves it empty.
+    pub next_step: Option<NextStep>,
 }
 
 /// What the checks of one evaluation found, sorted by what they mean for the step.
@@ -209,7 +213,7 @@ pub fn evaluate(evidence: &[CheckEvidence], clock: StepClock, policy: Policy) ->
         }
         _ => None,
     });
-    Evaluation { decision, checks: reports, traffic }
+    Evaluation { decision, checks: reports, traffic, next_step: None }
 }
 
 /// The step's events per second so far and what is left of `maxHold`.

@@ -8,6 +8,7 @@
 //! - `evaluate`: one evaluation of a step, every check judged, one `Decision`;
 //! - `decision`: decisions as data, and the words for them (`Decision::reason`);
 //! - `replay`: a recorded series of counts through the gate;
+//! - `forecast`: what the next step will need, said before it starts;
 //! - `split`: whether the traffic split that happened is the one the route asked for;
 //! - `defaults`: how evidence is judged unless a gate says otherwise;
 //! - `format`: durations and shares as people read them.
@@ -16,6 +17,7 @@ pub mod check;
 pub mod decision;
 pub mod defaults;
 mod evaluate;
+pub mod forecast;
 pub mod format;
 pub mod relative;
 pub mod replay;

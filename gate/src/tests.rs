@@ -290,3 +290,46 @@ fn earlier_steps_count_towards_passing_but_not_towards_a_breach() {
     let bad = evaluate(&[carrying(errors(3, 300), 0, 100_000)], clock(200), p);
     assert_eq!(kind(&bad.decision), "rollback", "{}", bad.decision.reason());
 }
+
+#[test]
+fn the_next_step_is_forecast_from_this_steps_rate_scaled_by_weight_and_the_evidence_pooled() {
+    use crate::forecast::{Holds, Weights, next_step};
+    let holds = Holds { min_healthy: Duration::from_secs(180), max_hold: Duration::from_secs(1800) };
+    let policy = policy(InconclusivePolicy::Pause);
+    let spec = requests("error-rate", 0.0002, 10.0);
+    // Step 1 at 1 % of 100 requests/s, passed after 300 clean requests in 300 s (it only had to
+    // rule out 100×); the step at 5 % must rule out 10×, pooled with those 300.
+    let passed = evaluate(&[errors(0, 300)], leading_to(5.0, 300), policy);
+    assert_eq!(kind(&passed.decision), "step-up", "{:?}", passed.decision);
+    let weights = Weights { now: 1.0, next: 5.0, after: 100.0 };
+    let forecast = next_step(&passed, std::slice::from_ref(&spec), policy, weights, holds);
+    let f = &forecast.checks[0];
+    let alone = crate::sprt::test_pooled(Counts::ZERO, Counts::ZERO, 0.0002, 10.0, 10.0, RATES).needed;
+    let alone = alone.expect("a fresh test's size");
+    // The 300 clean requests shown count for the step: it needs fewer than a fresh test (a
+    // clean request moves the statistic further than the expected one at half the budget).
+    assert!(f.events + 300 <= alone && f.events + 400 >= alone, "{} + 300 vs {alone}", f.events);
+    assert!((f.per_second.expect("a rate") - 5.0).abs() < 1e-9, "{f:?}");
+    let eta = f.eta.expect("an estimate").as_secs_f64();
+    assert!((eta - f.events as f64 / 5.0).abs() < 1.0, "{eta} for {} events", f.events);
+    let words = forecast.describe();
+    assert!(words.starts_with("at 5 %: error-rate needs about"), "{words}");
+    assert!(words.contains("at 5.0 requests/s") && !words.contains("maxHold"), "{words}");
+    // At 10 requests/s in all the same step needs ten times as long, more than maxHold.
+    let slow = evaluate(&[errors(0, 300)], leading_to(5.0, 3000), policy);
+    let words = next_step(&slow, std::slice::from_ref(&spec), policy, weights, holds).describe();
+    assert!(words.contains("more than maxHold: raise the weight or lower the tolerance"), "{words}");
+    // Much evidence already: the step needs its minHealthy, no more.
+    let plenty = evaluate(&[errors(0, 9000)], leading_to(5.0, 300), policy);
+    let quick = next_step(&plenty, std::slice::from_ref(&spec), policy, weights, holds);
+    assert_eq!(quick.eta(), Some(Duration::from_secs(180)), "{quick:?}");
+    assert!(quick.describe().contains("within its minHealthy of 3 min"));
+    // A check that could not be read forecasts nothing; without a rate there is no time.
+    let down = evaluate(&[unavailable("error-rate")], leading_to(5.0, 300), policy);
+    let none = next_step(&down, std::slice::from_ref(&spec), policy, weights, holds);
+    assert!(none.checks.is_empty());
+    assert!(none.describe().contains("no check could be read"));
+    let untimed =
+        next_step(&passed, std::slice::from_ref(&spec), policy, Weights { now: 0.0, ..weights }, holds);
+    assert_eq!(untimed.eta(), None);
+}

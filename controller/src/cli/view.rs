@@ -68,6 +68,9 @@ pub fn render(v: &View, tty: bool, now: Timestamp) -> String {
     if v.paused {
         out.push_str("  paused     by spec.paused (rollgate resume to continue)\n");
     }
+    if let Some(f) = &v.forecast {
+        out.push_str(&format!("  forecast   {} (from the step before, scaled by weight)\n", f.message));
+    }
     if !v.checks.is_empty() {
         out.push_str("  checks\n");
         let width = v.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);

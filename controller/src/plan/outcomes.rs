@@ -18,6 +18,7 @@ impl Planner<'_, '_> {
         self.status.current_step = None;
         self.status.step_started_at = None;
         self.status.carried.clear();
+        self.status.forecast = None;
         self.status.message = Some(why.to_string());
         self.set_condition(cond::PROMOTED, true, cond::reason::PROMOTED, why);
         self.set_condition(cond::PROGRESSING, false, cond::reason::PROMOTED, why);
@@ -79,6 +80,7 @@ impl Planner<'_, '_> {
         self.status.rollback_started_at = Some(self.now());
         self.status.step_started_at = None;
         self.status.carried.clear();
+        self.status.forecast = None;
         let msg = format!("rolled back: {reason}");
         self.status.message = Some(msg.clone());
         self.set_condition(

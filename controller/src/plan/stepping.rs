@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use rollgate_crds::conditions::{self as cond, EventReason};
-use rollgate_crds::rollout::{CarriedEvidence, HistoryAction, Phase, Verdict};
+use rollgate_crds::rollout::{CarriedEvidence, CheckForecast, HistoryAction, Phase, StepForecast, Verdict};
 use rollgate_gate::format::human;
 use rollgate_gate::{Decision, Evaluation};
 
@@ -178,7 +178,13 @@ impl Planner<'_, '_> {
                 self.status.last_evaluated_at.as_ref().map_or(Duration::ZERO, |t| elapsed(t, self.o.now));
             self.requeue = self.o.gate_interval.saturating_sub(since).max(Duration::from_millis(200));
             if self.status.last_evaluated_at.is_none() {
-                self.status.message = Some(format!("weight {target}% applied; evaluating"));
+                let forecast = self
+                    .status
+                    .forecast
+                    .as_ref()
+                    .filter(|f| f.step == step as i32)
+                    .map_or_else(String::new, |f| format!(" (forecast {})", f.message));
+                self.status.message = Some(format!("weight {target}% applied; evaluating{forecast}"));
             }
             self.keep_canary();
             return;
@@ -260,6 +266,7 @@ impl Planner<'_, '_> {
             }
             Decision::StepUp(_) => {
                 self.carry(eval);
+                self.forecast(eval, step + 1);
                 self.advance(step + 1, &reason);
             }
         }
@@ -289,6 +296,7 @@ impl Planner<'_, '_> {
             self.hold(&format!("dry run, paused; the gate says: {reason}"));
         } else if held >= min {
             self.carry(eval);
+            self.forecast(eval, step + 1);
             self.advance(step + 1, &format!("dry run: held {}; the gate says: {reason}", human(min)));
         } else {
             self.hold(&format!("dry run: held {} of {}; the gate says: {reason}", human(held), human(min)));
@@ -316,6 +324,7 @@ impl Planner<'_, '_> {
         self.status.canary_weight = 0;
         self.status.checks.clear();
         self.status.carried.clear();
+        self.status.forecast = None;
         self.status.phase = Some(Phase::Progressing);
         self.status.verdict = None;
         self.status.message = Some(why.clone());
@@ -410,8 +419,30 @@ impl Planner<'_, '_> {
         }
     }
 
+    /// What step `next` will need, forecast from the step that just passed (none without an
+    /// evaluation, as after a promotion someone requested).
+    fn forecast(&mut self, eval: &Evaluation, next: usize) {
+        self.status.forecast = eval.next_step.as_ref().map(|n| StepForecast {
+            step: next as i32,
+            estimated_seconds: n.eta().map(|d| d.as_secs()),
+            checks: n
+                .checks
+                .iter()
+                .map(|c| CheckForecast {
+                    name: c.check.clone(),
+                    needed: c.events,
+                    estimated_seconds: c.eta.map(|d| d.as_secs()),
+                })
+                .collect(),
+            message: n.describe(),
+        });
+    }
+
     pub(super) fn advance(&mut self, next: usize, reason: &str) {
         let steps = self.o.spec.steps.len();
+        if self.status.forecast.as_ref().is_some_and(|f| f.step != next as i32) {
+            self.status.forecast = None;
+        }
         self.step_passed_after = self.status.step_started_at.as_ref().map(|t| elapsed(t, self.o.now));
         self.status.current_step = Some(next as i32);
         self.status.step_started_at = None;
@@ -426,8 +457,10 @@ impl Planner<'_, '_> {
         } else {
             let w = self.o.spec.steps[next].weight;
             self.mirror = None;
+            let forecast =
+                self.status.forecast.as_ref().map_or_else(String::new, |f| format!("; next {}", f.message));
             self.status.message =
-                Some(format!("step {}/{steps} passed: {reason}; raising weight to {w}%", next));
+                Some(format!("step {}/{steps} passed: {reason}; raising weight to {w}%{forecast}", next));
             self.weight = Some(w);
             self.status.canary_weight = w;
             self.keep_canary();

@@ -4,6 +4,7 @@
 use kube::{Api, Client, ResourceExt};
 use rollgate_crds::notifications::Notifications;
 use rollgate_crds::{GateSpec, ReleaseGate, Rollout, RolloutStatus};
+use rollgate_gate::forecast::{self, Holds, Weights};
 use rollgate_gate::{CheckSpec, Counts, Evaluation, Policy, StepClock, evaluate};
 
 use crate::error::Result;
@@ -84,7 +85,22 @@ pub(super) async fn evaluate_gate(
     let next_weight = ro.spec.steps.get(step + 1).map_or(100.0, |s| f64::from(s.weight));
     let clock =
         StepClock { elapsed: window, min_healthy, max_hold: gate.policy.max_hold.as_std(), next_weight };
-    let evaluation = evaluate(&evidence, clock, Policy::from(&gate.policy));
+    let policy = Policy::from(&gate.policy);
+    let mut evaluation = evaluate(&evidence, clock, policy);
+    if let Some(next) = ro.spec.steps.get(step + 1) {
+        let now = ro.spec.steps.get(step).map_or(0, |s| s.shadow.unwrap_or(s.weight));
+        let weights = Weights {
+            now: f64::from(now),
+            next: f64::from(next.weight),
+            after: ro.spec.steps.get(step + 2).map_or(100.0, |s| f64::from(s.weight)),
+        };
+        let holds = Holds {
+            min_healthy: next.min_healthy.unwrap_or(gate.policy.min_healthy).as_std(),
+            max_hold: gate.policy.max_hold.as_std(),
+        };
+        let specs: Vec<CheckSpec> = evidence.iter().map(|e| e.spec.clone()).collect();
+        evaluation.next_step = Some(forecast::next_step(&evaluation, &specs, policy, weights, holds));
+    }
     tracing::info!(decision = %evaluation.decision.reason(), window_s = window.as_secs(), "gate evaluated");
     Ok(evaluation)
 }

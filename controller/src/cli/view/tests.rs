@@ -132,6 +132,33 @@ fn status_text_marks_the_current_step_and_shows_evidence() {
 }
 
 #[test]
+fn status_shows_the_forecast_of_the_current_step_only() {
+    let forecast = rollgate_crds::rollout::StepForecast {
+        step: 1,
+        estimated_seconds: Some(540),
+        checks: vec![],
+        message: "at 5 %: error-rate needs about 2650 more requests, ≈ 9 min at 5.0 requests/s".into(),
+    };
+    let mut status = progressing(1);
+    status.forecast = Some(forecast.clone());
+    let plain = render(&view(&rollout(status, 2)), false, now());
+    assert!(
+        plain.contains(
+            "  forecast   at 5 %: error-rate needs about 2650 more requests, ≈ 9 min at 5.0 requests/s"
+        ),
+        "{plain}"
+    );
+    // A forecast of another step, or of a rollout that ended, is not shown.
+    let mut later = progressing(2);
+    later.forecast = Some(forecast.clone());
+    assert_eq!(view(&rollout(later, 2)).forecast, None);
+    let mut ended = phase(Phase::RolledBack, Some(Verdict::Fail));
+    ended.current_step = Some(1);
+    ended.forecast = Some(forecast);
+    assert!(!render(&view(&rollout(ended, 2)), false, now()).contains("forecast"));
+}
+
+#[test]
 fn get_lists_rows_in_columns() {
     let ro = rollout(phase(Phase::Promoted, Some(Verdict::Pass)), 2);
     let t = table(["NAMESPACE", "NAME", "PHASE", "WEIGHT", "VERDICT", "AGE"], &[row(&ro, now())]);

@@ -333,6 +333,42 @@ fn a_last_step_below_100_promotes_while_stable_serves_its_share_until_it_runs_th
 }
 
 #[test]
+fn a_passed_step_says_what_the_next_one_needs_until_that_step_is_evaluated() {
+    use rollgate_gate::forecast::{Holds, Weights, next_step};
+    let mut w = deployed();
+    w.new_version("v2");
+    let forecasting = |window: Duration| {
+        let mut eval = judge(0, 50)(window);
+        let spec = CheckSpec {
+            name: "error-rate".into(),
+            budget: 0.01,
+            tolerance: 10.0,
+            unit: rollgate_gate::Unit::Requests,
+            source: None,
+        };
+        let weights = Weights { now: 1.0, next: 5.0, after: 100.0 };
+        let holds = Holds { min_healthy: Duration::from_secs(30), max_hold: Duration::from_secs(600) };
+        eval.next_step = Some(next_step(&eval, &[spec], POLICY, weights, holds));
+        eval
+    };
+    w.run_until(100, &forecasting, |w| w.status.current_step == Some(1));
+    let f = w.status.forecast.clone().expect("a forecast for step 2");
+    assert_eq!(f.step, 1);
+    assert_eq!(f.checks.len(), 1, "{f:?}");
+    assert!(f.estimated_seconds.is_some_and(|s| s >= 30), "at least minHealthy: {f:?}");
+    assert!(f.message.starts_with("at 5 %: error-rate needs about"), "{}", f.message);
+    let passed = w.status.message.clone().unwrap_or_default();
+    assert!(passed.contains("raising weight to 5%; next at 5 %"), "{passed}");
+    // Applied, not yet evaluated: the message carries the forecast.
+    w.run_until(10, &forecasting, |w| w.status.step_started_at.is_some());
+    let waiting = w.status.message.clone().unwrap_or_default();
+    assert!(waiting.contains("evaluating (forecast at 5 %"), "{waiting}");
+    // A rollback forgets it.
+    w.run_until(100, &judge(500, 50), |w| w.status.phase == Some(Phase::RolledBack));
+    assert_eq!(w.status.forecast, None);
+}
+
+#[test]
 fn each_passed_step_carries_its_events_to_the_next_and_a_new_version_starts_from_none() {
     let mut w = deployed();
     w.new_version("v2");
