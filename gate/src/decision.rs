@@ -217,12 +217,24 @@ fn compared(c: &Comparison) -> String {
     let share =
         c.bad_share.map_or_else(|| "no bad events".into(), |s| format!("{} of the bad events", percent(s)));
     let verdict = if c.worse() { "worse than stable" } else { "not shown worse than stable" };
+    let whole = c
+        .strongest_past_s
+        .map_or_else(String::new, |s| format!(", whole histogram, strongest past {}", human_seconds(s)));
     format!(
-        "{verdict}: {share} at {} of the traffic (ln e-value {:.2} vs {:.2})",
+        "{verdict}: {share} at {} of the traffic (ln e-value {:.2} vs {:.2}{whole})",
         percent(c.traffic_share),
         c.log_e,
         c.bound
     )
+}
+
+/// A bucket boundary as people read it: `25ms`, `1.5s`.
+fn human_seconds(s: f64) -> String {
+    if s < 1.0 {
+        format!("{}ms", crate::format::multiple(s * 1000.0))
+    } else {
+        format!("{}s", crate::format::multiple(s))
+    }
 }
 
 fn joined<T>(items: &[T], sep: &str, f: impl Fn(&T) -> String) -> String {

@@ -25,7 +25,7 @@ use crate::decision::{
     Advance, CheckReport, Decision, Inconclusive, Judged, Pace, Pending, RollbackCause, Unreadable, Wait,
 };
 use crate::forecast::NextStep;
-use crate::relative;
+use crate::relative::{self, Slower};
 use crate::split::Traffic;
 use crate::sprt::{self, Counts, ErrorRates, Outcome};
 
@@ -47,6 +47,10 @@ pub struct CheckEvidence {
     pub stable: Option<Counts>,
     /// The canary's events at the earlier steps of this rollout, pooled into the pass test.
     pub carried: Counts,
+    /// For a histogram check compared with stable: both versions' events slower than each
+    /// bucket boundary, so the comparison covers the whole distribution (empty: compared at
+    /// the check's limit only).
+    pub slower: Vec<Slower>,
 }
 
 /// Where the step is: in time, and the weight (percent) the step after it exposes.
@@ -161,8 +165,11 @@ pub fn evaluate(evidence: &[CheckEvidence], clock: StepClock, policy: Policy) ->
         let result = match judged.test.outcome {
             Outcome::Breach => {
                 let stable = e.stable.filter(|_| policy.compare_with_stable);
-                judged.relative =
-                    stable.and_then(|s| relative::compare(counts, s, policy.rates.false_rollback));
+                let alpha = policy.rates.false_rollback;
+                judged.relative = stable.and_then(|s| match e.slower.as_slice() {
+                    [] => relative::compare(counts, s, alpha),
+                    slower => relative::compare_distributions(counts, s, slower, alpha),
+                });
                 match (judged.relative, stable) {
                     (Some(c), Some(s)) if !c.worse() => {
                         let stable_over = sprt::test(s, spec.budget, spec.tolerance, policy.rates).outcome

@@ -31,6 +31,7 @@ pub use decision::{
 pub use evaluate::{
     CheckEvidence, CheckResult, Evaluation, InconclusivePolicy, Missing, Policy, StepClock, evaluate,
 };
+pub use relative::Slower;
 pub use split::{Split, Traffic};
 pub use sprt::{Counts, ErrorRates, Outcome};
 

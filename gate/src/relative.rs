@@ -13,6 +13,15 @@
 //! inequality it ever reaches `1/α` with probability at most `α` when the rates are equal: the
 //! canary is then called worse than stable, at any evaluation.
 //!
+//! For a histogram check (latency, pauses) the comparison is over the whole distribution: at
+//! every bucket boundary `b` the events slower than `b` are bad events of their own, and each
+//! boundary's likelihood ratio is a test martingale when both versions have the same
+//! distribution (an event's version is independent of how slow it was, so betting on its
+//! version after seeing its duration is fair). The average over the boundaries of test
+//! martingales on the same events is one as well, so the same bound holds for the whole
+//! histogram; a canary slower anywhere (its median, not only past the SLO's limit) shows it
+//! with the many events below the tail instead of waiting for the few past it.
+//!
 //! Assumed: within the interval the canary's share of traffic is constant (one step, one
 //! weight) and a bad event's version does not depend on the other bad events (a burst shared by
 //! both versions is fine; a retry storm of one version's clients is not: its events count as
@@ -36,6 +45,18 @@ pub struct Comparison {
     pub traffic_share: f64,
     /// The canary's share of the bad events of both; `None` without any.
     pub bad_share: Option<f64>,
+    /// Compared over the whole histogram: the boundary (seconds) where the evidence that the
+    /// canary is slower is strongest.
+    pub strongest_past_s: Option<f64>,
+}
+
+/// Events slower than one bucket boundary, over the interval, for both versions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slower {
+    /// The boundary, in seconds.
+    pub bound_s: f64,
+    pub canary: u64,
+    pub stable: u64,
 }
 
 impl Comparison {
@@ -51,8 +72,57 @@ pub fn compare(canary: Counts, stable: Counts, alpha: f64) -> Option<Comparison>
     if canary.total == 0 || stable.total == 0 {
         return None;
     }
-    let pi = canary.total as f64 / (canary.total as f64 + stable.total as f64);
-    let (bad_c, bad_s) = (canary.bad.min(canary.total) as f64, stable.bad.min(stable.total) as f64);
+    let pi = share(canary, stable);
+    let (bad_c, bad_s) = (canary.bad.min(canary.total), stable.bad.min(stable.total));
+    let bad = (bad_c + bad_s) as f64;
+    Some(Comparison {
+        log_e: log_e(pi, bad_c, bad_s),
+        bound: bound(alpha),
+        traffic_share: pi,
+        bad_share: (bad > 0.0).then(|| bad_c as f64 / bad),
+        strongest_past_s: None,
+    })
+}
+
+/// The comparison over the whole histogram: `slower` holds, for each bucket boundary, the
+/// events of each version slower than it; `canary` and `stable` the events past the check's
+/// own limit (for the words). The e-value is the average of the boundaries' e-values.
+/// Without any boundary it is `compare`.
+pub fn compare_distributions(
+    canary: Counts,
+    stable: Counts,
+    slower: &[Slower],
+    alpha: f64,
+) -> Option<Comparison> {
+    let at_limit = compare(canary, stable, alpha)?;
+    let pi = at_limit.traffic_share;
+    let per_boundary: Vec<(f64, f64)> = slower
+        .iter()
+        .map(|b| (log_e(pi, b.canary.min(canary.total), b.stable.min(stable.total)), b.bound_s))
+        .collect();
+    if per_boundary.is_empty() {
+        return Some(at_limit);
+    }
+    let logs: Vec<f64> = per_boundary.iter().map(|(l, _)| *l).collect();
+    let strongest = per_boundary.iter().copied().max_by(|a, b| a.0.total_cmp(&b.0)).map(|(_, s)| s);
+    Some(Comparison {
+        log_e: log_sum_exp(&logs) - (logs.len() as f64).ln(),
+        strongest_past_s: strongest,
+        ..at_limit
+    })
+}
+
+fn share(canary: Counts, stable: Counts) -> f64 {
+    canary.total as f64 / (canary.total as f64 + stable.total as f64)
+}
+
+fn bound(alpha: f64) -> f64 {
+    (1.0 / alpha.clamp(f64::MIN_POSITIVE, 1.0)).ln()
+}
+
+/// ln of the mixture likelihood ratio for `bad_c` and `bad_s` bad events at traffic share `pi`.
+fn log_e(pi: f64, bad_c: u64, bad_s: u64) -> f64 {
+    let (bad_c, bad_s) = (bad_c as f64, bad_s as f64);
     let logs: Vec<f64> = RATIOS
         .iter()
         .map(|(r, weight)| {
@@ -60,13 +130,7 @@ pub fn compare(canary: Counts, stable: Counts, alpha: f64) -> Option<Comparison>
             weight.ln() + bad_c * (theta / pi).ln() + bad_s * ((1.0 - theta) / (1.0 - pi)).ln()
         })
         .collect();
-    let bad = bad_c + bad_s;
-    Some(Comparison {
-        log_e: log_sum_exp(&logs),
-        bound: (1.0 / alpha.clamp(f64::MIN_POSITIVE, 1.0)).ln(),
-        traffic_share: pi,
-        bad_share: (bad > 0.0).then(|| bad_c / bad),
-    })
+    log_sum_exp(&logs)
 }
 
 /// ln of the sum of the exponentials, without overflow.
@@ -152,5 +216,102 @@ mod tests {
             }
         }
         assert!(rejected as f64 / runs as f64 <= ALPHA, "{rejected} of {runs}");
+    }
+
+    /// xorshift: a uniform number in [0, 1).
+    fn rng(seed: u64) -> impl FnMut() -> f64 {
+        let mut state = seed;
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// Boundaries of a latency histogram, seconds.
+    const BOUNDS: [f64; 8] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+    /// Adds one request of `version` lasting `d` seconds: every boundary below `d` counts it slow.
+    fn record(slower: &mut [Slower], canary: bool, d: f64) {
+        for b in slower.iter_mut().filter(|b| d > b.bound_s) {
+            if canary { b.canary += 1 } else { b.stable += 1 }
+        }
+    }
+
+    fn histogram() -> Vec<Slower> {
+        BOUNDS.iter().map(|b| Slower { bound_s: *b, canary: 0, stable: 0 }).collect()
+    }
+
+    /// A latency with a median of `median` seconds and a long tail (log-normal-like).
+    fn latency(uniform: &mut impl FnMut() -> f64, median: f64) -> f64 {
+        let u: f64 = uniform().max(1e-12);
+        median * (-(u.ln())).powf(1.5) * 1.5
+    }
+
+    #[test]
+    fn over_the_whole_histogram_equal_distributions_reject_at_most_alpha_at_every_look() {
+        // 1 000 A/A runs of 20 000 requests at 5 % canary traffic, looked at every 500.
+        let mut uniform = rng(0x9E37_79B9_7F4A_7C15);
+        let (runs, mut rejected) = (1000, 0);
+        for _ in 0..runs {
+            let mut slower = histogram();
+            let (mut c, mut s) = (counts(0, 0), counts(0, 0));
+            for i in 1..=20_000 {
+                let canary = uniform() < 0.05;
+                let d = latency(&mut uniform, 0.02);
+                record(&mut slower, canary, d);
+                let side = if canary { &mut c } else { &mut s };
+                side.total += 1;
+                side.bad += u64::from(d > 0.25);
+                if i % 500 == 0 && compare_distributions(c, s, &slower, ALPHA).is_some_and(|x| x.worse()) {
+                    rejected += 1;
+                    break;
+                }
+            }
+        }
+        assert!(rejected as f64 / runs as f64 <= ALPHA, "{rejected} of {runs}");
+    }
+
+    #[test]
+    fn a_canary_slower_throughout_is_shown_worse_long_before_its_tail_alone_shows_it() {
+        // The canary adds 15 ms to every request (a new middleware): plain in the body of the
+        // distribution, faint past the 250 ms limit.
+        let mut uniform = rng(7);
+        let mut slower = histogram();
+        let (mut c, mut s) = (counts(0, 0), counts(0, 0));
+        let (mut whole_at, mut tail_at) = (None, None);
+        for i in 1..=100_000u64 {
+            let canary = uniform() < 0.05;
+            let d = latency(&mut uniform, 0.02) + if canary { 0.015 } else { 0.0 };
+            record(&mut slower, canary, d);
+            let side = if canary { &mut c } else { &mut s };
+            side.total += 1;
+            side.bad += u64::from(d > 0.25);
+            if i % 100 == 0 {
+                if whole_at.is_none()
+                    && compare_distributions(c, s, &slower, ALPHA).is_some_and(|x| x.worse())
+                {
+                    whole_at = Some(i);
+                }
+                if tail_at.is_none() && compare(c, s, ALPHA).is_some_and(|x| x.worse()) {
+                    tail_at = Some(i);
+                }
+            }
+        }
+        let whole = whole_at.expect("the whole histogram shows it");
+        assert!(
+            tail_at.is_none_or(|t| whole * 3 <= t),
+            "whole histogram at {whole}, the tail at {tail_at:?}"
+        );
+        let shown = compare_distributions(c, s, &slower, ALPHA).expect("compared");
+        assert!(shown.strongest_past_s.is_some_and(|b| b < 0.25), "{shown:?}");
+    }
+
+    #[test]
+    fn a_histogram_without_boundaries_is_compared_at_the_limit() {
+        let at_limit = compare(counts(5, 1000), counts(5, 99_000), ALPHA);
+        assert_eq!(compare_distributions(counts(5, 1000), counts(5, 99_000), &[], ALPHA), at_limit);
+        assert_eq!(compare_distributions(counts(0, 0), counts(5, 99_000), &histogram(), ALPHA), None);
     }
 }

@@ -175,7 +175,13 @@ pub fn replay(series: &Series, setup: &Setup) -> Result<Replay, SeriesError> {
                     .get(&spec.name)
                     .and_then(|now| now.stable)
                     .map(|now| minus(now, before.and_then(|b| b.stable)));
-                CheckEvidence { spec: spec.clone(), canary, stable, carried: Counts::ZERO }
+                CheckEvidence {
+                    spec: spec.clone(),
+                    canary,
+                    stable,
+                    carried: Counts::ZERO,
+                    slower: Vec::new(),
+                }
             })
             .collect();
         let clock = StepClock {

@@ -25,7 +25,7 @@ fn requests(name: &str, budget: f64, tolerance: f64) -> CheckSpec {
 }
 
 fn evidence(spec: CheckSpec, canary: Result<Counts, Missing>) -> CheckEvidence {
-    CheckEvidence { spec, canary, stable: None, carried: Counts::ZERO }
+    CheckEvidence { spec, canary, stable: None, carried: Counts::ZERO, slower: Vec::new() }
 }
 
 fn errors(bad: u64, total: u64) -> CheckEvidence {
@@ -38,6 +38,15 @@ fn slow(bad: u64, total: u64) -> CheckEvidence {
 
 fn with_stable(mut e: CheckEvidence, bad: u64, total: u64) -> CheckEvidence {
     e.stable = Some(Counts { bad, total });
+    e
+}
+
+/// Both versions' events slower than each boundary `(seconds, canary, stable)`.
+fn with_histogram(mut e: CheckEvidence, slower: &[(f64, u64, u64)]) -> CheckEvidence {
+    e.slower = slower
+        .iter()
+        .map(|(bound_s, canary, stable)| Slower { bound_s: *bound_s, canary: *canary, stable: *stable })
+        .collect();
     e
 }
 
@@ -130,6 +139,20 @@ fn decisions() {
             clock(60),
             policy(Pause),
             "rollback",
+        ),
+        (
+            "over budget, not shown worse at the limit, slower over the whole histogram",
+            vec![with_histogram(with_stable(slow(12, 60), 294, 6000), &[(0.05, 50, 1500), (0.25, 12, 294)])],
+            clock(60),
+            policy(Pause),
+            "rollback",
+        ),
+        (
+            "over budget, not shown worse at the limit nor anywhere else",
+            vec![with_histogram(with_stable(slow(12, 60), 294, 6000), &[(0.05, 15, 1500), (0.25, 12, 294)])],
+            clock(60),
+            policy(Pause),
+            "hold",
         ),
         (
             "over budget, not shown worse than stable until max hold",
@@ -332,4 +355,15 @@ fn the_next_step_is_forecast_from_this_steps_rate_scaled_by_weight_and_the_evide
     let untimed =
         next_step(&passed, std::slice::from_ref(&spec), policy, Weights { now: 0.0, ..weights }, holds);
     assert_eq!(untimed.eta(), None);
+}
+
+#[test]
+fn a_rollback_on_the_whole_histogram_says_where_the_canary_is_slower() {
+    let e = with_histogram(with_stable(slow(12, 60), 294, 6000), &[(0.05, 50, 1500), (0.25, 12, 294)]);
+    let d = evaluate(&[e], clock(60), policy(InconclusivePolicy::Pause));
+    let reason = d.decision.reason();
+    assert!(
+        reason.contains("worse than stable") && reason.contains("whole histogram, strongest past 50ms"),
+        "{reason}"
+    );
 }

@@ -18,7 +18,7 @@ use futures::future::BoxFuture;
 use rollgate_crds::GateSpec;
 
 pub use queries::QueryError;
-use rollgate_gate::{CheckEvidence, CheckSpec, Counts, Missing};
+use rollgate_gate::{CheckEvidence, CheckSpec, Counts, Missing, Slower};
 pub use selector::{LabelMatchers, Selector, SeriesSelector};
 use sources::Scope;
 
@@ -27,6 +27,13 @@ pub trait MetricProvider: Send + Sync {
     /// Evaluates `promql` at `time` (Unix seconds; `None`: now); the sum of the resulting
     /// vector, or `None` when it is empty (no series matched).
     fn query<'a>(&'a self, promql: &'a str, time: Option<i64>) -> BoxFuture<'a, Result<Option<f64>, String>>;
+    /// Evaluates `promql` at `time`; each resulting series' value of `label` with its sample.
+    fn samples_by<'a>(
+        &'a self,
+        promql: &'a str,
+        label: &'a str,
+        time: Option<i64>,
+    ) -> BoxFuture<'a, Result<Vec<(String, f64)>, String>>;
     /// Evaluates `promql` at `time`; the values of `label` over the resulting series, each once.
     fn label_values<'a>(
         &'a self,
@@ -71,6 +78,7 @@ pub async fn gather(
                 canary: Err(Missing::Unavailable(why.clone())),
                 stable: None,
                 carried: Counts::ZERO,
+                slower: Vec::new(),
             });
             continue;
         }
@@ -90,7 +98,19 @@ pub async fn gather(
             (Some(sel), true, None) => counts(provider, &plan, sel, span).await.ok().map(|r| r.counts),
             _ => None,
         };
-        out.push(CheckEvidence { spec, canary: canary_counts, stable: stable_counts, carried: Counts::ZERO });
+        let slower = match (stable, &canary_counts, stable_counts) {
+            (Some(sel), Ok(c), Some(s)) if c.total > 0 && s.total > 0 => {
+                whole_histogram(provider, &plan, (canary, *c), (sel, s), span).await
+            }
+            _ => Vec::new(),
+        };
+        out.push(CheckEvidence {
+            spec,
+            canary: canary_counts,
+            stable: stable_counts,
+            carried: Counts::ZERO,
+            slower,
+        });
     }
     Ok(out)
 }
@@ -148,6 +168,44 @@ async fn counts(
     let total = total.max(0.0).round() as u64;
     let bad = (bad.max(0.0).round() as u64).min(total);
     Ok(Read { counts: Counts { bad, total }, boundary })
+}
+
+/// For a histogram check, both versions' events slower than each bucket boundary over the
+/// span (`rollgate_gate::relative::compare_distributions`). Boundaries that tell nothing (no
+/// event slower, or every event slower, in both) are left out. Empty for other checks, and when
+/// the buckets cannot be read: the comparison then falls back to the check's own limit, which
+/// is still valid, only slower to convince.
+async fn whole_histogram(
+    provider: &dyn MetricProvider,
+    plan: &queries::CheckQueries,
+    (canary, c): (&dyn SeriesSelector, Counts),
+    (stable, s): (&dyn SeriesSelector, Counts),
+    span: Span,
+) -> Vec<Slower> {
+    let queries::Bad::Histogram { le_unit_s, .. } = &plan.bad else { return Vec::new() };
+    let read = |sel| async move {
+        let query = plan.buckets(sel, span.window).unwrap_or_default();
+        provider.samples_by(&query, "le", span.time).await
+    };
+    let (canary_buckets, stable_buckets) = match (read(canary).await, read(stable).await) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "histogram buckets unreadable; comparing at the limit only");
+            return Vec::new();
+        }
+    };
+    let mut slower: Vec<Slower> = canary_buckets
+        .iter()
+        .filter_map(|(le, within_c)| {
+            let bound_s = le.parse::<f64>().ok().filter(|v| v.is_finite())? * le_unit_s;
+            let within_s = stable_buckets.iter().find(|(l, _)| l == le)?.1;
+            let count = |total: u64, within: f64| total.saturating_sub(within.max(0.0).round() as u64);
+            Some(Slower { bound_s, canary: count(c.total, *within_c), stable: count(s.total, within_s) })
+        })
+        .filter(|b| b.canary + b.stable > 0 && (b.canary < c.total || b.stable < s.total))
+        .collect();
+    slower.sort_by(|a, b| a.bound_s.total_cmp(&b.bound_s));
+    slower
 }
 
 /// A histogram bound as durations are written in the spec: `250ms`, `1.2s` (to the microsecond).

@@ -121,6 +121,20 @@ impl Prometheus {
         Ok(Some(vector.iter().map(|s| s.sample().value()).sum()))
     }
 
+    async fn samples(
+        &self,
+        promql: &str,
+        label: &str,
+        time: Option<i64>,
+    ) -> Result<Vec<(String, f64)>, String> {
+        Ok(self
+            .vector(promql, time)
+            .await?
+            .iter()
+            .filter_map(|s| Some((s.metric().get(label)?.clone(), s.sample().value())))
+            .collect())
+    }
+
     async fn labels(&self, promql: &str, label: &str, time: Option<i64>) -> Result<Vec<String>, String> {
         let mut values: Vec<String> =
             self.vector(promql, time).await?.iter().filter_map(|s| s.metric().get(label).cloned()).collect();
@@ -146,6 +160,15 @@ fn describe(e: prometheus_http_query::Error) -> String {
 impl MetricProvider for Prometheus {
     fn query<'a>(&'a self, promql: &'a str, time: Option<i64>) -> BoxFuture<'a, Result<Option<f64>, String>> {
         Box::pin(self.instant(promql.to_string(), time))
+    }
+
+    fn samples_by<'a>(
+        &'a self,
+        promql: &'a str,
+        label: &'a str,
+        time: Option<i64>,
+    ) -> BoxFuture<'a, Result<Vec<(String, f64)>, String>> {
+        Box::pin(self.samples(promql, label, time))
     }
 
     fn label_values<'a>(

@@ -150,6 +150,19 @@ impl CheckQueries {
         }
     }
 
+    /// For a histogram: each bucket's count over the window (events at or below its `le`), one
+    /// series per boundary; a bucket born inside the window counts from 0.
+    pub fn buckets(&self, sel: &dyn SeriesSelector, window: Duration) -> Option<String> {
+        match &self.bad {
+            Bad::Histogram { bucket, .. } => {
+                let now = format!("sum by (le) ({bucket}{{$selector}})");
+                let then = format!("sum by (le) ({bucket}{{$selector}} offset $window)");
+                Some(self.render(&format!("clamp_min({now} - ({then} or {now} * 0), 0)"), sel, window))
+            }
+            Bad::Query(_) => None,
+        }
+    }
+
     /// For a histogram: one series per bucket boundary the selected series have.
     pub fn boundaries(&self, sel: &dyn SeriesSelector, window: Duration) -> Option<String> {
         match &self.bad {

@@ -441,3 +441,64 @@ async fn an_auth_layer_refusing_the_query_is_named_by_its_status() {
     let provider = Prometheus::new(&access::Access::address(format!("http://{addr}"))).expect("client");
     assert_eq!(provider.query("up", None).await, Err("Prometheus answered 401 Unauthorized".to_string()));
 }
+
+/// One series per `le`, each with its value.
+fn per_le(values: &[(&str, f64)]) -> Value {
+    Value::Array(
+        values
+            .iter()
+            .map(|(le, v)| json!({"metric": {"le": le}, "value": [1_800_000_000.0, v.to_string()]}))
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn a_compared_latency_check_reads_both_versions_whole_histograms() {
+    let (url, seen) = fake_prometheus(vec![
+        ("clamp_min(sum by (le) (http_request_duration_seconds_bucket{namespace=\"shop\",rollout=\"web\",role=\"canary\"", per_le(&[("0.05", 40.0), ("0.25", 95.0), ("1", 100.0), ("+Inf", 100.0)])),
+        ("clamp_min(sum by (le) (http_request_duration_seconds_bucket{namespace=\"shop\",rollout=\"web\",role=\"stable\"", per_le(&[("0.05", 1500.0), ("0.25", 1850.0), ("1", 1900.0), ("+Inf", 1900.0)])),
+        ("count by (le)", labelled("le", &["0.05", "0.25", "1", "+Inf"])),
+        ("role=\"canary\",revision=\"abc123\",le=\"0.25\"", value(95.0)),
+        ("role=\"stable\",revision=\"s1\",le=\"0.25\"", value(1850.0)),
+        ("role=\"canary\"", value(100.0)),
+        ("role=\"stable\"", value(1900.0)),
+    ])
+    .await;
+    let provider = Prometheus::new(&access::Access::address(&url)).expect("client");
+    let mut gate = gate_with(vec![latency("300ms")]);
+    gate.metrics = preset(MetricPreset::PrometheusClient);
+    let stable = Selector { role: "stable", revision: "s1".into(), ..canary() };
+    let ev = gather(&provider, &gate, &canary(), Some(&stable as &dyn SeriesSelector), span(60))
+        .await
+        .expect("gathered");
+    assert_eq!(ev[0].canary, Ok(Counts { bad: 5, total: 100 }));
+    assert_eq!(ev[0].stable, Some(Counts { bad: 50, total: 1900 }));
+    // 1 s tells nothing (every event within it on both sides) and +Inf is no boundary.
+    assert_eq!(
+        ev[0].slower,
+        vec![
+            Slower { bound_s: 0.05, canary: 60, stable: 400 },
+            Slower { bound_s: 0.25, canary: 5, stable: 50 },
+        ]
+    );
+    let queries = seen.lock().expect("lock").clone();
+    let bucket = "http_request_duration_seconds_bucket{namespace=\"shop\",rollout=\"web\",role=\"canary\",revision=\"abc123\"}";
+    let want = format!(
+        "clamp_min(sum by (le) ({bucket}) - (sum by (le) ({bucket} offset 60s) or sum by (le) ({bucket}) * 0), 0) @1800000000"
+    );
+    assert!(queries.contains(&want), "{queries:?}");
+    // Every query a check sends is PromQL (the parser Prometheus' own grammar is ported to).
+    for q in &queries {
+        let q = q.rsplit_once(" @").map_or(q.as_str(), |(q, _)| q);
+        assert!(promql_parser::parser::parse(q).is_ok(), "not PromQL: {q}");
+    }
+    // Not compared: no bucket is read for the whole histogram.
+    gate.policy.compare_with_stable = false;
+    let before = queries.len();
+    let ev = gather(&provider, &gate, &canary(), Some(&stable as &dyn SeriesSelector), span(60))
+        .await
+        .expect("ok");
+    assert!(ev[0].slower.is_empty());
+    let after = seen.lock().expect("lock").clone();
+    assert!(after[before..].iter().all(|q| !q.contains("sum by (le)")), "{:?}", &after[before..]);
+}

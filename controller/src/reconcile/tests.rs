@@ -56,6 +56,17 @@ impl MetricProvider for FakePrometheus {
         Box::pin(async move { Ok(Some(v)) })
     }
 
+    fn samples_by<'a>(
+        &'a self,
+        _promql: &'a str,
+        _label: &'a str,
+        _time: Option<i64>,
+    ) -> BoxFuture<'a, Result<Vec<(String, f64)>, String>> {
+        // Every event within every boundary: nothing slow.
+        let all = self.total;
+        Box::pin(async move { Ok(vec![("0.05".into(), all), ("0.3".into(), all), ("+Inf".into(), all)]) })
+    }
+
     fn label_values<'a>(
         &'a self,
         _promql: &'a str,

@@ -147,6 +147,7 @@ fn rollgate(step: &Step<'_>, interval: u64, min_healthy: u64, max_hold: u64, rat
             canary: Ok(Step::window(step.canary, 0, end)),
             stable: Some(Step::window(step.stable, 0, end)),
             carried: Counts::ZERO,
+            slower: Vec::new(),
         }];
         let clock = StepClock {
             elapsed: Duration::from_secs(at),

@@ -201,6 +201,7 @@ pub fn judge_rollout(
                 canary: Ok(canary),
                 stable: Some(stable),
                 carried: if rule.pooled { carried } else { Counts::ZERO },
+                slower: Vec::new(),
             }];
             let clock = StepClock {
                 elapsed: Duration::from_secs(elapsed),

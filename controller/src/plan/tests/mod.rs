@@ -206,6 +206,7 @@ fn judge(bad_per_mille: u64, rps: u64) -> impl Fn(Duration) -> Evaluation {
             canary: Ok(Counts { bad: total * bad_per_mille / 1000, total }),
             stable: Some(Counts { bad: 0, total: total * 10 }),
             carried: Counts::ZERO,
+            slower: Vec::new(),
         }];
         evaluate(&evidence, clock(window, 600), POLICY)
     }
@@ -225,6 +226,7 @@ fn single(name: &str, canary: Result<Counts, Missing>, window: Duration) -> Eval
             canary,
             stable: None,
             carried: Counts::ZERO,
+            slower: Vec::new(),
         }],
         clock(window, 600),
         POLICY,
@@ -814,6 +816,7 @@ fn split_judge(canary: u64, stable: u64) -> impl Fn(Duration) -> Evaluation {
                 canary: Ok(Counts { bad: 0, total: canary }),
                 stable: Some(Counts { bad: 0, total: stable }),
                 carried: Counts::ZERO,
+                slower: Vec::new(),
             }],
             StepClock {
                 elapsed: window,
