@@ -6,6 +6,7 @@ mod common;
 mod dashboard;
 mod dry_run;
 mod local_cluster;
+mod node_noise;
 mod prometheus_auth;
 mod real_node;
 mod safety;
@@ -592,13 +593,14 @@ async fn scenario_3_slow_responses_and_runtime_pauses_are_rolled_back() {
         &ns,
         name,
         "v5",
-        &[("REFSERVER_FAULT_PAUSE_MS", "120"), ("REFSERVER_FAULT_PAUSE_EVERY_MS", "300")],
+        // A runtime that stops for 200 ms every 2 s while stable does not.
+        &[("REFSERVER_FAULT_PAUSE_MS", "200"), ("REFSERVER_FAULT_PAUSE_EVERY_MS", "2000")],
         Phase::RolledBack,
         Duration::from_secs(300),
     )
     .await;
     let msg = st.message.clone().unwrap_or_default();
-    assert!(msg.contains("pause over budget"), "{msg}");
+    assert!(msg.contains("pause over budget") && msg.contains("worse than stable"), "{msg}");
     let pause = st.checks.iter().find(|x| x.name == "pause").expect("pause check");
     assert!(pause.bad > 0, "{pause:?}");
     load.stop().await;

@@ -293,10 +293,10 @@ fn inconclusive(
 }
 
 /// Relative evidence: the canary's bad share is not above stable's by more than the budget,
-/// and stable has data to compare with.
+/// and both have events to compare (a canary that answered nothing shows nothing).
 fn no_worse_than_stable(e: &CheckEvidence) -> bool {
     match (&e.canary, e.stable.and_then(|s| s.ratio())) {
-        (Ok(c), Some(stable)) => c.ratio().is_none_or(|canary| canary <= stable + e.spec.budget),
+        (Ok(c), Some(stable)) => c.ratio().is_some_and(|canary| canary <= stable + e.spec.budget),
         _ => false,
     }
 }

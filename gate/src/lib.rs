@@ -36,4 +36,6 @@ pub use split::{Split, Traffic};
 pub use sprt::{Counts, ErrorRates, Outcome};
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;

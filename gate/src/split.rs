@@ -26,6 +26,10 @@ pub enum Split {
 
 /// The canary must have been due this many requests before its share is judged.
 pub const MIN_EXPECTED: f64 = 20.0;
+/// Nor is it judged in a step's first seconds: the route is written when the step's clock
+/// starts, and a gateway applies it a moment later (Traefik throttles its provider events for
+/// 2 s), so early counts still hold the previous weight's split.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Far off means both: off by more than this share of what was due (it matters), and by more
 /// than `SIGMAS` standard deviations of binomial sampling (it is not chance; repeated every
 /// evaluation, a 4-sigma rule still almost never fires on a gateway that splits right).

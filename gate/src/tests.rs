@@ -169,6 +169,13 @@ fn decisions() {
             "rollback",
         ),
         (
+            "no verdict by maxHold, onInconclusive Promote, but the canary answered nothing",
+            vec![with_stable(errors(0, 0), 0, 90_000)],
+            clock(1800),
+            policy(Promote),
+            "pause",
+        ),
+        (
             "metrics down",
             vec![errors(0, 5000), unavailable("latency")],
             clock(200),

@@ -8,6 +8,7 @@ use rollgate_gate::Evaluation;
 use rollgate_gate::format::percent;
 use rollgate_gate::split::{self, Split};
 
+use super::elapsed;
 use super::planner::Planner;
 
 impl Planner<'_, '_> {
@@ -16,6 +17,11 @@ impl Planner<'_, '_> {
         let Some(traffic) = eval.traffic else {
             return;
         };
+        let settled =
+            self.status.step_started_at.as_ref().is_some_and(|t| elapsed(t, self.o.now) >= split::SETTLE);
+        if !settled {
+            return;
+        }
         match split::judge(weight, traffic) {
             Split::Unknown => {}
             diverged @ Split::Diverged { .. } => {

@@ -42,6 +42,7 @@ struct World {
     /// The current step's `minHealthy` and `policy.dryRun`, as the reconciler reads them.
     min_healthy: Duration,
     dry_run: bool,
+    gate_interval: Duration,
 }
 
 impl World {
@@ -62,6 +63,7 @@ impl World {
             events: Vec::new(),
             min_healthy: Duration::from_secs(30),
             dry_run: false,
+            gate_interval: Duration::from_secs(10),
         }
     }
 
@@ -82,7 +84,7 @@ impl World {
             router_mirror: self.router_mirror,
             actions: self.actions.clone(),
             spec_problem: None,
-            gate_interval: Duration::from_secs(10),
+            gate_interval: self.gate_interval,
             min_healthy: self.min_healthy,
             dry_run: self.dry_run,
         }
@@ -865,4 +867,25 @@ fn a_split_far_from_the_weight_is_reported_once_and_cleared_when_it_matches() {
     w.new_version("v3");
     w.step(&split_judge(0, 0));
     assert_ne!(split_condition(&w).map(|c| c.0), Some("True".into()));
+}
+
+#[test]
+fn a_split_is_not_judged_before_the_gateway_can_have_applied_the_weight() {
+    let mut w = deployed();
+    w.gate_interval = Duration::from_secs(2);
+    w.new_version("v2");
+    let starved = split_judge(0, 4000);
+    w.run_until(20, &starved, |w| w.status.last_evaluated_at.is_some());
+    let mut judged_at = None;
+    for _ in 0..20 {
+        // The planner's clock for this reconcile (the world moves on by the requeue after it).
+        let at = w.now;
+        w.step(&starved);
+        if split_condition(&w).is_some_and(|c| c.0 == "True") {
+            judged_at = w.status.step_started_at.as_ref().map(|t| elapsed(t, at));
+            break;
+        }
+    }
+    let age = judged_at.expect("reported once the step had settled");
+    assert!(age >= rollgate_gate::split::SETTLE, "reported {age:?} into the step");
 }
