@@ -56,8 +56,11 @@ pub fn view(ro: &Rollout) -> View {
         canary_revision: st.canary_revision,
         paused: ro.spec.paused,
         checks: st.checks,
+        // Until the step's own evaluations estimate it.
         forecast: st.forecast.filter(|f| {
-            matches!(st.phase, Some(Phase::Progressing | Phase::Paused)) && st.current_step == Some(f.step)
+            st.phase == Some(Phase::Progressing)
+                && st.current_step == Some(f.step)
+                && st.last_evaluated_at.is_none()
         }),
         history: st.history,
         message: st.message,

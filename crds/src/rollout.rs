@@ -438,8 +438,10 @@ pub struct StepForecast {
 #[serde(rename_all = "camelCase")]
 pub struct CheckForecast {
     pub name: String,
-    /// About how many more of the canary's events its pass test needs.
-    pub needed: u64,
+    /// About how many more of the canary's events its pass test needs; absent when, at the
+    /// share of bad events seen so far, it would reach neither bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needed: Option<u64>,
     /// About how many seconds those take at the forecast rate (at least `minHealthy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_seconds: Option<u64>,

@@ -83,6 +83,9 @@ pub enum Wait {
     /// These checks are over budget, but not (yet) shown worse than stable, which is within
     /// its budget: what hurts the canary may hurt both (a busy node), so the comparison decides.
     NotWorseThanStable(Vec<Judged>),
+    /// These checks are over budget, stable was read but none of its events are counted yet,
+    /// and the step is young (`evaluate::STABLE_GRACE`): waiting for stable's next scrape.
+    StableUncounted(Vec<Judged>),
 }
 
 /// Why the canary is rolled back.
@@ -281,6 +284,10 @@ impl Decision {
                 human(*min_healthy)
             ),
             Decision::Hold(Wait::Evidence(checks)) => waiting(checks),
+            Decision::Hold(Wait::StableUncounted(checks)) => format!(
+                "holding until stable's events are counted to compare with: {}",
+                joined(checks, "; ", |j| format!("{} {}", j.check, j.over_budget()))
+            ),
             Decision::Hold(Wait::NotWorseThanStable(checks)) => {
                 format!("holding: {}", joined(checks, "; ", |j| format!("{} {}", j.check, j.over_budget())))
             }

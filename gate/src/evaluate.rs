@@ -114,11 +114,17 @@ struct Findings {
     breaches: Vec<Judged>,
     stable_breaches: Vec<Judged>,
     not_worse: Vec<Judged>,
+    stable_uncounted: Vec<Judged>,
     unavailable: Vec<Unreadable>,
     misconfigured: Vec<Unreadable>,
     waiting: Vec<Judged>,
     within: Vec<Judged>,
 }
+
+/// How long into a step a check over budget waits for stable's first counted events before the
+/// budget alone decides: longer than the scrape intervals in common use (15 s, 30 s). After it,
+/// a stable with no events (none of the traffic, or no such series) is really silent.
+pub const STABLE_GRACE: Duration = Duration::from_secs(30);
 
 pub fn evaluate(evidence: &[CheckEvidence], clock: StepClock, policy: Policy) -> Evaluation {
     let mut reports = Vec::with_capacity(evidence.len());
@@ -179,6 +185,13 @@ pub fn evaluate(evidence: &[CheckEvidence], clock: StepClock, policy: Policy) ->
                         } else {
                             found.not_worse.push(judged.clone());
                         }
+                    }
+                    // Stable read but no events of it counted yet, early in the step: its next
+                    // scrape has not landed in the window (a short window, a scrape delayed by
+                    // a busy node), which says nothing about stable. Wait for it briefly rather
+                    // than judge on the budget alone.
+                    (None, Some(s)) if s.total == 0 && clock.elapsed < STABLE_GRACE => {
+                        found.stable_uncounted.push(judged.clone())
                     }
                     _ => found.breaches.push(judged.clone()),
                 }
@@ -244,6 +257,9 @@ fn decide(
     }
     if !found.stable_breaches.is_empty() {
         return Decision::StableBreaching(found.stable_breaches.swap_remove(0));
+    }
+    if !found.stable_uncounted.is_empty() {
+        return Decision::Hold(Wait::StableUncounted(found.stable_uncounted));
     }
     let over_max_hold = clock.elapsed >= clock.max_hold;
     if !found.not_worse.is_empty() {

@@ -39,8 +39,9 @@ pub struct Forecast {
     pub check: String,
     pub unit: Unit,
     /// About how many of the canary's events the next step's pass test needs, beyond those the
-    /// canary has shown so far (pooled).
-    pub events: u64,
+    /// canary has shown so far (pooled); `None` when, at the share of bad events seen so far, it
+    /// would reach neither bound.
+    pub events: Option<u64>,
     /// The canary's expected events per second at the next step.
     pub per_second: Option<f64>,
     /// About how long the next step takes to pass: at least its `minHealthy`.
@@ -80,16 +81,20 @@ pub fn next_step(
             let pass = sprt::pass_multiple(spec.tolerance, weights.after, policy.exposure_scaling);
             let test =
                 sprt::test_pooled(Counts::ZERO, shown, spec.budget, spec.tolerance, pass, policy.rates);
-            let events = test.needed?;
+            let events = test.needed;
+            // Requests follow the weight; probe time and custom events come from the pods,
+            // which run at every weight.
+            let scale = if judged.unit == Unit::Requests { scale } else { 1.0 };
             let per_second = judged.pace.map(|p| p.per_second * scale).filter(|r| *r > 0.0);
-            let eta = per_second.map(|r| {
-                let wait = Duration::try_from_secs_f64(events as f64 / r).unwrap_or(LONGEST);
+            let eta = per_second.zip(events).map(|(r, n)| {
+                let wait = Duration::try_from_secs_f64(n as f64 / r).unwrap_or(LONGEST);
                 wait.min(LONGEST).max(min_healthy)
             });
             Some(Forecast { check: judged.check.clone(), unit: judged.unit, events, per_second, eta })
         })
         .collect();
-    checks.sort_by_key(|c| (std::cmp::Reverse(c.eta), std::cmp::Reverse(c.events)));
+    // A check that will not decide, or whose time is unknown, is the one to be told of first.
+    checks.sort_by_key(|c| (c.events.is_some(), c.eta.is_some(), std::cmp::Reverse(c.eta)));
     NextStep { weight: weights.next, holds, checks }
 }
 
@@ -109,8 +114,13 @@ impl NextStep {
         let Some(slowest) = self.checks.first() else {
             return format!("at {weight}: no check could be read to forecast from");
         };
-        let mut words =
-            format!("at {weight}: {} needs about {} more {}", slowest.check, slowest.events, slowest.unit);
+        let Some(events) = slowest.events else {
+            return format!(
+                "at {weight}: {} will not decide at the share of bad events seen so far (between its bounds)",
+                slowest.check
+            );
+        };
+        let mut words = format!("at {weight}: {} needs about {events} more {}", slowest.check, slowest.unit);
         match (slowest.eta, slowest.per_second) {
             (Some(eta), Some(rate)) if eta <= min_healthy => {
                 words.push_str(&format!(

@@ -29,7 +29,8 @@ pub use decision::{
     Advance, CheckReport, Decision, Inconclusive, Judged, Pace, Pending, RollbackCause, Unreadable, Wait,
 };
 pub use evaluate::{
-    CheckEvidence, CheckResult, Evaluation, InconclusivePolicy, Missing, Policy, StepClock, evaluate,
+    CheckEvidence, CheckResult, Evaluation, InconclusivePolicy, Missing, Policy, STABLE_GRACE, StepClock,
+    evaluate,
 };
 pub use relative::Slower;
 pub use split::{Split, Traffic};

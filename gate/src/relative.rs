@@ -18,7 +18,8 @@
 //! boundary's likelihood ratio is a test martingale when both versions have the same
 //! distribution (an event's version is independent of how slow it was, so betting on its
 //! version after seeing its duration is fair). The average over the boundaries of test
-//! martingales on the same events is one as well, so the same bound holds for the whole
+//! martingales on the same events, with weights fixed in advance (half on the check's limit,
+//! half over the histogram's boundaries), is one as well, so the same bound holds for the whole
 //! histogram; a canary slower anywhere (its median, not only past the SLO's limit) shows it
 //! with the many events below the tail instead of waiting for the few past it.
 //!
@@ -84,10 +85,12 @@ pub fn compare(canary: Counts, stable: Counts, alpha: f64) -> Option<Comparison>
     })
 }
 
-/// The comparison over the whole histogram: `slower` holds, for each bucket boundary, the
-/// events of each version slower than it; `canary` and `stable` the events past the check's
-/// own limit (for the words). The e-value is the average of the boundaries' e-values.
-/// Without any boundary it is `compare`.
+/// The comparison over the whole histogram: `slower` holds, for every bucket boundary the
+/// histogram has (a set fixed by the app, not chosen from the counts), the events of each
+/// version slower than it; `canary` and `stable` the events past the check's own limit. The
+/// e-value puts half its weight on the limit (a canary worse only in the tail keeps nearly all
+/// its evidence) and spreads the other half evenly over the boundaries. Without any boundary
+/// it is `compare`.
 pub fn compare_distributions(
     canary: Counts,
     stable: Counts,
@@ -95,18 +98,19 @@ pub fn compare_distributions(
     alpha: f64,
 ) -> Option<Comparison> {
     let at_limit = compare(canary, stable, alpha)?;
+    if slower.is_empty() {
+        return Some(at_limit);
+    }
     let pi = at_limit.traffic_share;
     let per_boundary: Vec<(f64, f64)> = slower
         .iter()
         .map(|b| (log_e(pi, b.canary.min(canary.total), b.stable.min(stable.total)), b.bound_s))
         .collect();
-    if per_boundary.is_empty() {
-        return Some(at_limit);
-    }
     let logs: Vec<f64> = per_boundary.iter().map(|(l, _)| *l).collect();
+    let body = log_sum_exp(&logs) - (logs.len() as f64).ln();
     let strongest = per_boundary.iter().copied().max_by(|a, b| a.0.total_cmp(&b.0)).map(|(_, s)| s);
     Some(Comparison {
-        log_e: log_sum_exp(&logs) - (logs.len() as f64).ln(),
+        log_e: log_sum_exp(&[at_limit.log_e, body]) - std::f64::consts::LN_2,
         strongest_past_s: strongest,
         ..at_limit
     })

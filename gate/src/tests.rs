@@ -127,6 +127,20 @@ fn decisions() {
         ),
         ("stable is fine", vec![with_stable(errors(5, 100), 0, 1000)], clock(5), policy(Pause), "rollback"),
         (
+            "over budget, stable read but none of its events counted yet early in the step",
+            vec![with_stable(errors(5, 100), 0, 0)],
+            clock(5),
+            policy(Pause),
+            "hold",
+        ),
+        (
+            "over budget, stable still without events after the grace",
+            vec![with_stable(errors(5, 100), 0, 0)],
+            clock(STABLE_GRACE.as_secs()),
+            policy(Pause),
+            "rollback",
+        ),
+        (
             "over budget, stable within it but the canary not shown worse",
             vec![with_stable(slow(12, 60), 294, 6000)],
             clock(60),
@@ -338,10 +352,11 @@ fn the_next_step_is_forecast_from_this_steps_rate_scaled_by_weight_and_the_evide
     let alone = alone.expect("a fresh test's size");
     // The 300 clean requests shown count for the step: it needs fewer than a fresh test (a
     // clean request moves the statistic further than the expected one at half the budget).
-    assert!(f.events + 300 <= alone && f.events + 400 >= alone, "{} + 300 vs {alone}", f.events);
+    let events = f.events.expect("a size");
+    assert!(events + 300 <= alone && events + 400 >= alone, "{events} + 300 vs {alone}");
     assert!((f.per_second.expect("a rate") - 5.0).abs() < 1e-9, "{f:?}");
     let eta = f.eta.expect("an estimate").as_secs_f64();
-    assert!((eta - f.events as f64 / 5.0).abs() < 1.0, "{eta} for {} events", f.events);
+    assert!((eta - events as f64 / 5.0).abs() < 1.0, "{eta} for {events} events");
     let words = forecast.describe();
     assert!(words.starts_with("at 5 %: error-rate needs about"), "{words}");
     assert!(words.contains("at 5.0 requests/s") && !words.contains("maxHold"), "{words}");
@@ -372,5 +387,27 @@ fn a_rollback_on_the_whole_histogram_says_where_the_canary_is_slower() {
     assert!(
         reason.contains("worse than stable") && reason.contains("whole histogram, strongest past 50ms"),
         "{reason}"
+    );
+}
+
+#[test]
+fn a_check_without_a_rate_is_named_first_in_the_forecast() {
+    use crate::forecast::{Holds, Weights, next_step};
+    let policy = policy(InconclusivePolicy::Pause);
+    let holds = Holds { min_healthy: Duration::from_secs(180), max_hold: Duration::from_secs(1800) };
+    let weights = Weights { now: 1.0, next: 5.0, after: 100.0 };
+    // The error check has a rate; the custom check counted nothing this step: its time is
+    // unknown, which is what a person must be told first.
+    let quiet = evidence(requests("orders", 0.01, 3.0), Ok(Counts::ZERO));
+    let eval = evaluate(&[errors(0, 3000), quiet.clone()], leading_to(5.0, 300), policy);
+    let specs = [requests("error-rate", 0.0002, 10.0), quiet.spec];
+    let f = next_step(&eval, &specs, policy, weights, holds);
+    assert_eq!(f.checks.len(), 2, "{f:?}");
+    assert_eq!((f.checks[0].check.as_str(), f.checks[0].eta), ("orders", None), "{f:?}");
+    assert!(f.checks[1].eta.is_some(), "{f:?}");
+    assert!(
+        f.describe().contains("orders needs about") && f.describe().contains("no rate"),
+        "{}",
+        f.describe()
     );
 }

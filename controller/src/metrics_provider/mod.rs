@@ -171,10 +171,11 @@ async fn counts(
 }
 
 /// For a histogram check, both versions' events slower than each bucket boundary over the
-/// span (`rollgate_gate::relative::compare_distributions`). Boundaries that tell nothing (no
-/// event slower, or every event slower, in both) are left out. Empty for other checks, and when
-/// the buckets cannot be read: the comparison then falls back to the check's own limit, which
-/// is still valid, only slower to convince.
+/// span (`rollgate_gate::relative::compare_distributions`): every finite boundary both have, so
+/// the set averaged over is the app's, not chosen from the counts. Empty for other checks, and
+/// when the buckets cannot be read or do not add up (a delta that falls as `le` rises, or one
+/// above the total: a pod that restarted or vanished inside the window): the comparison then
+/// falls back to the check's own limit, which is still valid, only slower to convince.
 async fn whole_histogram(
     provider: &dyn MetricProvider,
     plan: &queries::CheckQueries,
@@ -188,24 +189,38 @@ async fn whole_histogram(
         provider.samples_by(&query, "le", span.time).await
     };
     let (canary_buckets, stable_buckets) = match (read(canary).await, read(stable).await) {
-        (Ok(a), Ok(b)) => (a, b),
+        (Ok(a), Ok(b)) => (cumulative(&a, *le_unit_s, c.total), cumulative(&b, *le_unit_s, s.total)),
         (Err(e), _) | (_, Err(e)) => {
             tracing::warn!(error = %e, "histogram buckets unreadable; comparing at the limit only");
             return Vec::new();
         }
     };
-    let mut slower: Vec<Slower> = canary_buckets
+    let (Some(canary_buckets), Some(stable_buckets)) = (canary_buckets, stable_buckets) else {
+        return Vec::new();
+    };
+    canary_buckets
         .iter()
-        .filter_map(|(le, within_c)| {
-            let bound_s = le.parse::<f64>().ok().filter(|v| v.is_finite())? * le_unit_s;
-            let within_s = stable_buckets.iter().find(|(l, _)| l == le)?.1;
-            let count = |total: u64, within: f64| total.saturating_sub(within.max(0.0).round() as u64);
-            Some(Slower { bound_s, canary: count(c.total, *within_c), stable: count(s.total, within_s) })
+        .filter_map(|(bound_s, within_c)| {
+            let within_s = stable_buckets.iter().find(|(b, _)| (b - bound_s).abs() <= bound_s * 1e-9)?.1;
+            Some(Slower { bound_s: *bound_s, canary: c.total - within_c, stable: s.total - within_s })
         })
-        .filter(|b| b.canary + b.stable > 0 && (b.canary < c.total || b.stable < s.total))
+        .collect()
+}
+
+/// One version's bucket counts as (boundary in seconds, events within it), finite boundaries in
+/// order; `None` when they do not add up against `total`.
+fn cumulative(samples: &[(String, f64)], le_unit_s: f64, total: u64) -> Option<Vec<(f64, u64)>> {
+    let mut buckets: Vec<(f64, u64)> = samples
+        .iter()
+        .filter_map(|(le, v)| {
+            let bound = le.parse::<f64>().ok().filter(|b| b.is_finite())?;
+            Some((bound * le_unit_s, v.max(0.0).round() as u64))
+        })
         .collect();
-    slower.sort_by(|a, b| a.bound_s.total_cmp(&b.bound_s));
-    slower
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let monotone = buckets.windows(2).all(|w| w[0].1 <= w[1].1);
+    let within_total = buckets.iter().all(|(_, n)| *n <= total);
+    (monotone && within_total).then_some(buckets)
 }
 
 /// A histogram bound as durations are written in the spec: `250ms`, `1.2s` (to the microsecond).

@@ -473,12 +473,13 @@ async fn a_compared_latency_check_reads_both_versions_whole_histograms() {
         .expect("gathered");
     assert_eq!(ev[0].canary, Ok(Counts { bad: 5, total: 100 }));
     assert_eq!(ev[0].stable, Some(Counts { bad: 50, total: 1900 }));
-    // 1 s tells nothing (every event within it on both sides) and +Inf is no boundary.
+    // Every finite boundary both versions have (+Inf is no boundary).
     assert_eq!(
         ev[0].slower,
         vec![
             Slower { bound_s: 0.05, canary: 60, stable: 400 },
             Slower { bound_s: 0.25, canary: 5, stable: 50 },
+            Slower { bound_s: 1.0, canary: 0, stable: 0 },
         ]
     );
     let queries = seen.lock().expect("lock").clone();
@@ -501,4 +502,16 @@ async fn a_compared_latency_check_reads_both_versions_whole_histograms() {
     assert!(ev[0].slower.is_empty());
     let after = seen.lock().expect("lock").clone();
     assert!(after[before..].iter().all(|q| !q.contains("sum by (le)")), "{:?}", &after[before..]);
+}
+
+#[test]
+fn bucket_counts_that_do_not_add_up_are_not_compared() {
+    let samples = |v: &[(&str, f64)]| v.iter().map(|(l, n)| (l.to_string(), *n)).collect::<Vec<_>>();
+    // Milliseconds (`le` in ms, as some exporters write it), out of order, +Inf ignored.
+    let ok = samples(&[("250", 95.0), ("50", 40.0), ("+Inf", 100.0)]);
+    assert_eq!(super::cumulative(&ok, 0.001, 100), Some(vec![(0.05, 40), (0.25, 95)]));
+    // A bucket that falls as `le` rises, or holds more than the total: a pod restarted or
+    // vanished inside the window.
+    assert_eq!(super::cumulative(&samples(&[("0.05", 50.0), ("0.25", 45.0)]), 1.0, 100), None);
+    assert_eq!(super::cumulative(&samples(&[("0.05", 50.0), ("0.25", 120.0)]), 1.0, 100), None);
 }

@@ -64,7 +64,10 @@ pub(super) async fn evaluate_gate(
     let ns = ro.namespace().unwrap_or_default();
     let canary =
         Selector { namespace: ns.clone(), rollout: ro.name_any(), role: "canary", revision: revision.into() };
-    let stable = status.stable_revision.as_ref().map(|r| Selector {
+    let step = status.current_step.unwrap_or(0).max(0) as usize;
+    // At 100 % stable serves nothing: there is nothing to compare with, and the budget decides.
+    let stable_serves = ro.spec.steps.get(step).is_none_or(|s| s.weight < 100);
+    let stable = status.stable_revision.as_ref().filter(|_| stable_serves).map(|r| Selector {
         namespace: ns,
         rollout: ro.name_any(),
         role: "stable",
@@ -79,7 +82,6 @@ pub(super) async fn evaluate_gate(
             e.carried = Counts { bad: c.bad, total: c.total };
         }
     }
-    let step = status.current_step.unwrap_or(0).max(0) as usize;
     let min_healthy =
         ro.spec.steps.get(step).and_then(|s| s.min_healthy).unwrap_or(gate.policy.min_healthy).as_std();
     let next_weight = ro.spec.steps.get(step + 1).map_or(100.0, |s| f64::from(s.weight));

@@ -4,6 +4,7 @@
 //! instead of rolling back; once the node is quiet again the healthy canary is promoted. A
 //! canary that stalls on its own is rolled back in scenario 3.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -39,22 +40,34 @@ async fn pod_processes(client: &Client, ns: &str) -> Vec<String> {
         .collect()
 }
 
-fn signal(sig: &str, pids: &[String]) {
-    if pids.is_empty() {
-        return;
-    }
-    let _ = std::process::Command::new("kill").arg(format!("-{sig}")).args(pids).status();
+/// Sends `sig` to `pids`; how many were signalled (kill fails as a whole if any is gone, so
+/// each is signalled on its own).
+fn signal(sig: &str, pids: &[String]) -> usize {
+    pids.iter()
+        .filter(|pid| {
+            std::process::Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(pid.as_str())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .count()
 }
 
-/// Freezes every pod of `ns` together until dropped; counts the freezes.
+/// Freezes every pod of `ns` together until stopped or dropped; counts the freezes. Whatever
+/// happens to the test, nothing is left stopped: the processes of a freeze in progress are
+/// continued on drop.
 struct Noise {
     stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<(usize, usize)>,
+    task: Option<tokio::task::JoinHandle<(usize, usize)>>,
+    frozen: Arc<Mutex<Vec<String>>>,
 }
 
 impl Noise {
     fn start(client: Client, ns: String) -> Self {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let frozen = Arc::new(Mutex::new(Vec::new()));
+        let now_frozen = frozen.clone();
         let task = tokio::spawn(async move {
             let (mut freezes, mut most) = (0, 0);
             let mut tick = tokio::time::interval(EVERY);
@@ -64,21 +77,41 @@ impl Noise {
                     _ = stopped.changed() => break,
                 }
                 let pids = pod_processes(&client, &ns).await;
-                signal("STOP", &pids);
+                if let Ok(mut f) = now_frozen.lock() {
+                    f.clone_from(&pids);
+                }
+                let stopped_now = signal("STOP", &pids);
                 tokio::time::sleep(FREEZE).await;
                 signal("CONT", &pids);
+                if let Ok(mut f) = now_frozen.lock() {
+                    f.clear();
+                }
                 freezes += 1;
-                most = most.max(pids.len());
+                most = most.max(stopped_now);
             }
             (freezes, most)
         });
-        Self { stop, task }
+        Self { stop, task: Some(task), frozen }
     }
 
-    /// Stops the noise; how many freezes there were, and the most processes frozen at once.
-    async fn stop(self) -> (usize, usize) {
+    /// Stops the noise; how many freezes there were, and the most processes stopped at once.
+    async fn stop(mut self) -> (usize, usize) {
         let _ = self.stop.send(true);
-        self.task.await.unwrap_or_default()
+        match self.task.take() {
+            Some(task) => task.await.unwrap_or_default(),
+            None => (0, 0),
+        }
+    }
+}
+
+impl Drop for Noise {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        if let Ok(pids) = self.frozen.lock() {
+            signal("CONT", &pids);
+        }
     }
 }
 
@@ -98,7 +131,7 @@ async fn scenario_23_node_noise_stalls_both_versions_and_the_canary_is_not_blame
     let held = c.status(&ns, NAME).await;
     let pause = held.checks.iter().find(|x| x.name == "pause").cloned().expect("the pause check");
     let (freezes, frozen) = noise.stop().await;
-    assert!(frozen >= 2, "both versions' containers were frozen: {frozen}");
+    assert!(frozen >= 2, "both versions' containers were stopped: {frozen}");
     // The node is quiet again: the stalls stay in the step's counts, clean probe time comes to
     // outweigh them, and the healthy canary goes on.
     wait_until("v2 promoted", Duration::from_secs(300), || async {

@@ -199,7 +199,8 @@ pub fn judge_rollout(
             let evidence = [CheckEvidence {
                 spec: spec.clone(),
                 canary: Ok(canary),
-                stable: Some(stable),
+                // At 100 % stable serves nothing and the controller reads none.
+                stable: (*weight < 100.0).then_some(stable),
                 carried: if rule.pooled { carried } else { Counts::ZERO },
                 slower: Vec::new(),
             }];

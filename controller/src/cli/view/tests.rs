@@ -148,6 +148,11 @@ fn status_shows_the_forecast_of_the_current_step_only() {
         ),
         "{plain}"
     );
+    // Once the step has been evaluated its own estimates say more, and the forecast goes.
+    let mut evaluated = progressing(1);
+    evaluated.forecast = Some(forecast.clone());
+    evaluated.last_evaluated_at = Some(at(5));
+    assert_eq!(view(&rollout(evaluated, 2)).forecast, None);
     // A forecast of another step, or of a rollout that ended, is not shown.
     let mut later = progressing(2);
     later.forecast = Some(forecast.clone());
