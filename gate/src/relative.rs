@@ -108,7 +108,13 @@ pub fn compare_distributions(
         .collect();
     let logs: Vec<f64> = per_boundary.iter().map(|(l, _)| *l).collect();
     let body = log_sum_exp(&logs) - (logs.len() as f64).ln();
-    let strongest = per_boundary.iter().copied().max_by(|a, b| a.0.total_cmp(&b.0)).map(|(_, s)| s);
+    // Named only where there is evidence against equal distributions (an e-value above 1).
+    let strongest = per_boundary
+        .iter()
+        .copied()
+        .filter(|(l, _)| *l > 0.0)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, s)| s);
     Some(Comparison {
         log_e: log_sum_exp(&[at_limit.log_e, body]) - std::f64::consts::LN_2,
         strongest_past_s: strongest,
